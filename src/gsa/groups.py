@@ -1,0 +1,269 @@
+"""Finite rotation and roto-reflection groups H and their actions.
+
+The full symmetry group is ``G = R^2 ⋊ H``: translations plus a finite group ``H`` of rotations
+(``p4``, ``p8``, ...) or rotations and mirrors (``mz2``, ``p4m``, ``p8m``).
+
+Conventions (used everywhere in ``gsa``)
+----------------------------------------
+* Images are ``(..., X, Y)``: ``X`` indexes rows (top to bottom), ``Y`` columns (left to right).
+  Spatial vectors are ``(row, col)`` pairs.
+* Element ``e`` of a group with ``n`` rotations is ``r^s m^b`` with ``s = e % n`` and ``b = e // n``:
+  indices ``0 .. n-1`` are the rotations by ``2πs/n`` and ``n .. 2n-1`` the mirrored rotations.
+* The rotation ``r`` turns a picture counter-clockwise as displayed (row 0 at the top): on an image,
+  ``r`` is ``torch.rot90(x, 1, dims=(-2, -1))``. Its matrix on ``(row, col)`` vectors is
+  ``[[cos, -sin], [sin, cos]]``. The mirror ``m`` flips the columns, ``(row, col) -> (row, -col)``.
+* A group element ``g`` acts on an image ``f`` by ``[L_g f](p) = f(g⁻¹ p)`` (about the image centre)
+  and on a lifted map ``f(p, h)`` (``(B, C, |H|, X, Y)``) by ``[L_g f](p, h) = f(g⁻¹ p, g⁻¹ h)``:
+  the spatial axes are transformed and the group axis is permuted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "Group",
+    "get",
+    "names",
+    "act_on_image",
+    "act_on_lifted",
+    "rotate_image",
+]
+
+_CANONICAL = {
+    "z2": (1, False),
+    "p4": (4, False),
+    "p8": (8, False),
+    "p12": (12, False),
+    "p16": (16, False),
+    "mz2": (1, True),
+    "p4m": (4, True),
+    "p8m": (8, True),
+}
+_ALIASES = {
+    "r4": "p4",
+    "r8": "p8",
+    "r12": "p12",
+    "r16": "p16",
+    "z2m": "mz2",
+    "r4m": "p4m",
+    "r8m": "p8m",
+    "se2(4)": "p4",
+    "se2(8)": "p8",
+    "se2(12)": "p12",
+    "se2(16)": "p16",
+    "e2(4)": "p4m",
+    "e2(8)": "p8m",
+}
+
+
+@dataclass(frozen=True)
+class Group:
+    """A finite group ``H`` of ``rotations`` planar rotations, optionally with mirrors.
+
+    Use :func:`gsa.groups.get` to obtain one by name. Elements are integers ``0 .. order-1``
+    (see the module docstring for the layout).
+    """
+
+    name: str
+    rotations: int
+    mirror: bool = False
+
+    @property
+    def order(self) -> int:
+        """Number of elements ``|H|``."""
+        return self.rotations * (2 if self.mirror else 1)
+
+    def __len__(self) -> int:
+        return self.order
+
+    @property
+    def elements(self) -> list[tuple[float, bool]]:
+        """``(angle in radians, mirrored)`` for each element index."""
+        return [(self.angle(e), self.is_mirrored(e)) for e in range(self.order)]
+
+    def split(self, e: int) -> tuple[int, int]:
+        """``(s, b)`` with element ``e = r^s m^b``."""
+        self._check(e)
+        return e % self.rotations, e // self.rotations
+
+    def element(self, steps: int = 0, mirrored: bool = False) -> int:
+        """Index of ``r^steps m^mirrored``."""
+        if mirrored and not self.mirror:
+            raise ValueError(f"group {self.name!r} has no mirrors")
+        return steps % self.rotations + (self.rotations if mirrored else 0)
+
+    def angle(self, e: int) -> float:
+        """Rotation angle of element ``e`` in radians."""
+        return 2 * math.pi * self.split(e)[0] / self.rotations
+
+    def is_mirrored(self, e: int) -> bool:
+        return bool(self.split(e)[1])
+
+    def compose(self, a: int, b: int) -> int:
+        """Index of the product ``a·b`` (apply ``b`` first)."""
+        sa, ma = self.split(a)
+        sb, mb = self.split(b)
+        s = sa + (-sb if ma else sb)
+        return s % self.rotations + self.rotations * (ma ^ mb)
+
+    def inverse(self, e: int) -> int:
+        """Index of ``e⁻¹``."""
+        s, m = self.split(e)
+        return e if m else (-s) % self.rotations
+
+    @cached_property
+    def cayley(self) -> torch.Tensor:
+        """``(|H|, |H|)`` long tensor with ``cayley[a, b] = a·b``."""
+        n = self.order
+        return torch.tensor([[self.compose(a, b) for b in range(n)] for a in range(n)], dtype=torch.long)
+
+    @cached_property
+    def inverses(self) -> torch.Tensor:
+        """``(|H|,)`` long tensor of inverse indices."""
+        return torch.tensor([self.inverse(e) for e in range(self.order)], dtype=torch.long)
+
+    def matrix(self, e: int) -> torch.Tensor:
+        """``(2, 2)`` float64 matrix of ``e`` acting on ``(row, col)`` vectors (exact for quarter turns)."""
+        return self.act_on_vectors(e, torch.eye(2, dtype=torch.float64)).T
+
+    def act_on_vectors(self, e: int, v: torch.Tensor) -> torch.Tensor:
+        """Apply element ``e`` to vectors ``v`` of shape ``(..., 2)`` (``(row, col)``), in float64.
+
+        Quarter turns are applied exactly (by swapping and negating coordinates); only the remaining
+        rotation by less than 90° uses floating-point sines and cosines.
+        """
+        s, m = self.split(e)
+        v = v.to(torch.float64)
+        if m:  # e = r^s m: mirror first
+            v = torch.stack([v[..., 0], -v[..., 1]], dim=-1)
+        return _rotate_vectors(v, s, self.rotations)
+
+    def _check(self, e: int) -> None:
+        if not 0 <= int(e) < self.order:
+            raise ValueError(f"element {e} is not in group {self.name!r} of order {self.order}")
+
+    def __repr__(self) -> str:
+        return f"Group({self.name!r}, order={self.order})"
+
+
+def _rotate_vectors(v: torch.Tensor, steps: int, n: int) -> torch.Tensor:
+    """Rotate ``(..., 2)`` float64 vectors by ``2π·steps/n``, quarter turns exactly."""
+    steps %= n
+    if n % 4 == 0:
+        quarter, rest = divmod(steps, n // 4)
+    else:
+        quarter, rest = 0, steps
+    for _ in range(quarter):  # (row, col) -> (-col, row): +90°
+        v = torch.stack([-v[..., 1], v[..., 0]], dim=-1)
+    if rest:
+        phi = 2 * math.pi * rest / n
+        c, s = math.cos(phi), math.sin(phi)
+        v = torch.stack([c * v[..., 0] - s * v[..., 1], s * v[..., 0] + c * v[..., 1]], dim=-1)
+    return v
+
+
+def names() -> list[str]:
+    """The canonical group names."""
+    return list(_CANONICAL)
+
+
+def get(name: str | Group) -> Group:
+    """Return the group called ``name``.
+
+    Accepts ``z2, p4, p8, p12, p16, mz2, p4m, p8m`` and the paper's names ``Z2, R4, R8, R12, R16,
+    Z2M, R4M, R8M`` (case-insensitive). A :class:`Group` is returned unchanged.
+    """
+    if isinstance(name, Group):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"group must be a name or a gsa.groups.Group, got {type(name).__name__}")
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in _CANONICAL:
+        valid = ", ".join(list(_CANONICAL) + ["Z2", "R4", "R8", "R12", "R16", "Z2M", "R4M", "R8M"])
+        raise ValueError(f"unknown group {name!r}; expected one of: {valid}")
+    return _group_singleton(key)
+
+
+_SINGLETONS: dict[str, Group] = {}
+
+
+def _group_singleton(key: str) -> Group:
+    if key not in _SINGLETONS:
+        n, m = _CANONICAL[key]
+        _SINGLETONS[key] = Group(key, n, m)
+    return _SINGLETONS[key]
+
+
+# --------------------------------------------------------------------------------------------
+# Actions on feature maps
+# --------------------------------------------------------------------------------------------
+
+
+def rotate_image(x: torch.Tensor, angle: float, *, mode: str = "bilinear") -> torch.Tensor:
+    """Rotate ``(..., X, Y)`` counter-clockwise by ``angle`` radians about the centre.
+
+    Exact (a permutation of pixels) for multiples of 90°; otherwise resampled with
+    ``grid_sample`` (zeros outside), which is only approximate on a pixel grid.
+    """
+    quarter = angle / (math.pi / 2)
+    if abs(quarter - round(quarter)) < 1e-9:
+        return torch.rot90(x, int(round(quarter)) % 4, dims=(-2, -1))
+    shape = x.shape
+    X, Y = shape[-2:]
+    flat = x.reshape(-1, 1, X, Y)
+    dtype = flat.dtype if flat.dtype in (torch.float32, torch.float64) else torch.float32
+    # output pixel p (centred, pixel units) samples input at R(-angle) p
+    rows = torch.arange(X, dtype=torch.float64) - (X - 1) / 2
+    cols = torch.arange(Y, dtype=torch.float64) - (Y - 1) / 2
+    grid = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1)
+    src = _rotate_vectors_angle(grid, -angle)
+    # grid_sample wants (x=col, y=row) normalised to [-1, 1] with align_corners=False
+    gx = (src[..., 1] + (Y - 1) / 2 + 0.5) / Y * 2 - 1
+    gy = (src[..., 0] + (X - 1) / 2 + 0.5) / X * 2 - 1
+    g = torch.stack([gx, gy], dim=-1).to(dtype=dtype, device=x.device)
+    g = g.unsqueeze(0).expand(flat.shape[0], X, Y, 2)
+    out = F.grid_sample(flat.to(dtype), g, mode=mode, padding_mode="zeros", align_corners=False)
+    return out.to(x.dtype).reshape(shape)
+
+
+def _rotate_vectors_angle(v: torch.Tensor, angle: float) -> torch.Tensor:
+    c, s = math.cos(angle), math.sin(angle)
+    return torch.stack([c * v[..., 0] - s * v[..., 1], s * v[..., 0] + c * v[..., 1]], dim=-1)
+
+
+def act_on_image(group: Group | str, e: int, x: torch.Tensor) -> torch.Tensor:
+    """``L_e x`` for an image ``x`` of shape ``(..., X, Y)``: mirror (if any), then rotate.
+
+    Exact for quarter turns and mirrors; interpolated (see :func:`rotate_image`) otherwise.
+    """
+    group = get(group)
+    s, m = group.split(e)
+    if m:
+        x = torch.flip(x, dims=(-1,))
+    if s:
+        x = rotate_image(x, 2 * math.pi * s / group.rotations)
+    return x
+
+
+def act_on_lifted(group: Group | str, e: int, x: torch.Tensor) -> torch.Tensor:
+    """``L_e x`` for a lifted map ``x`` of shape ``(B, C, |H|, X, Y)``.
+
+    ``[L_e x](p, h) = x(e⁻¹ p, e⁻¹ h)``: the spatial axes are transformed with
+    :func:`act_on_image` and the group axis is permuted (rotations shift it cyclically, the mirrored
+    half the other way; a mirror swaps the halves).
+    """
+    group = get(group)
+    if x.dim() < 3 or x.shape[-3] != group.order:
+        raise ValueError(
+            f"expected a lifted map (..., |H|={group.order}, X, Y), got shape {tuple(x.shape)}"
+        )
+    inv = group.inverse(e)
+    perm = group.cayley[inv].to(x.device)  # perm[h] = e⁻¹ h
+    return act_on_image(group, e, x.index_select(-3, perm))

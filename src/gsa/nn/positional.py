@@ -1,0 +1,66 @@
+"""Relative positional encodings acted on by the group (paper §5, Eqs. 13–16).
+
+``ρ_h(δ) = [ρ_row((h⁻¹δ)_row), ρ_col((h⁻¹δ)_col)]`` for a relative offset ``δ = x_j − x_i``
+(normalised to ``[-1, 1]`` over the patch or the image). Each of ``ρ_row`` and ``ρ_col`` is a small
+MLP of one scalar, so any rotation (also 45°, 22.5°, ...) acts without interpolation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import groups as _groups
+
+__all__ = ["CoordinateMLP", "acted_offsets", "relative_group_index", "Swish"]
+
+
+class Swish(nn.Module):
+    """``x · sigmoid(x)`` (SiLU)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.silu(x)
+
+
+class CoordinateMLP(nn.Module):
+    """``Linear(1→hidden) → LayerNorm (GroupNorm, 1 group) → Swish → Linear(hidden→out)``.
+
+    Maps ``(..., 1)`` scalar coordinates to ``(..., out_features)`` encodings.
+    """
+
+    def __init__(self, out_features: int, hidden: int = 16):
+        super().__init__()
+        self.fc1 = nn.Linear(1, hidden)
+        self.norm = nn.GroupNorm(1, hidden)
+        self.act = Swish()
+        self.fc2 = nn.Linear(hidden, out_features)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        shape = t.shape[:-1]
+        h = self.fc1(t.reshape(-1, 1))
+        h = self.act(self.norm(h))
+        return self.fc2(h).reshape(*shape, -1)
+
+
+def acted_offsets(group: _groups.Group, offsets: torch.Tensor, scale: float) -> torch.Tensor:
+    """``(|H|, R, 2)`` float64 coordinates ``h⁻¹ δ / scale`` for each element ``h`` and offset ``δ``."""
+    off = offsets.to(torch.float64)
+    out = [group.act_on_vectors(group.inverse(h), off) for h in range(group.order)]
+    return torch.stack(out) / scale
+
+
+def relative_group_index(group: _groups.Group) -> torch.Tensor:
+    """``(|H|, |H|, |H|)`` long table ``idx[h, a_q, a_k] = h⁻¹ a_k a_q⁻¹ h``.
+
+    The relative element between the query's group element ``a_q`` and the key's ``a_k``, seen from
+    the output element ``h``. It is invariant under ``(h, a_q, a_k) → (g h, g a_q, g a_k)``, which is
+    what makes group self-attention exactly equivariant (for abelian groups it equals
+    ``a_q⁻¹ a_k`` and does not depend on ``h``; for roto-reflections it does).
+    """
+    c, inv = group.cayley, group.inverses
+    H = group.order
+    h = torch.arange(H).view(H, 1, 1)
+    aq = torch.arange(H).view(1, H, 1)
+    ak = torch.arange(H).view(1, 1, H)
+    rel = c[ak, inv[aq]]  # a_k a_q⁻¹
+    return c[c[inv[h], rel], h.expand(H, H, H)]

@@ -1,6 +1,11 @@
-"""gsa: group equivariant stand-alone self-attention (Romero & Cordonnier, ICLR 2021)."""
+"""gsa: group equivariant stand-alone self-attention (Romero & Cordonnier, ICLR 2021).
 
-from . import groups, nn
+Subpackages: :mod:`gsa.groups` (finite groups and their actions), :mod:`gsa.nn` (lifting and group
+self-attention layers, blocks), :mod:`gsa.models` (GSA-Nets and the paper's presets).
+"""
+
+from . import groups, models, nn
+from .equivariance import check_equivariance
 
 __version__ = "0.1.0"
-__all__ = ["groups", "nn", "__version__"]
+__all__ = ["groups", "nn", "models", "check_equivariance", "__version__"]

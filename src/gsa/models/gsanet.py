@@ -1,0 +1,166 @@
+"""GSA-Net: lifting self-attention, transformer blocks, pooling, invariant read-out (paper App. F)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+from torch import nn
+
+from .. import groups as _groups
+from ..nn.attention import LiftingSelfAttention
+from ..nn.blocks import TransformerBlock, make_activation, make_norm
+
+__all__ = ["GSANetConfig", "GSANet"]
+
+
+def _per_item(value, count: int, name: str) -> list[int]:
+    if isinstance(value, int):
+        return [value] * count
+    value = list(value)
+    if len(value) != count:
+        raise ValueError(f"{name} has {len(value)} entries, expected {count} (or one int for all)")
+    return value
+
+
+@dataclass
+class GSANetConfig:
+    """Everything that defines a GSA-Net. Presets (:func:`gsa.models.create`) are instances of this.
+
+    ``patch_size=None`` means global attention. ``crop`` has one entry per attention layer,
+    ``expansion`` one per block (channel multiplier applied at the block's first layer).
+    """
+
+    group: str = "p4"
+    in_channels: int = 1
+    num_classes: int = 10
+    channels: int = 20
+    num_heads: int = 9
+    block_sizes: tuple[int, ...] = (2, 3)
+    expansion: int | tuple[int, ...] = 1
+    crop: int | tuple[int, ...] = 0
+    patch_size: int | None = 5
+    norm: str = "layer"
+    activation: str = "swish"
+    normalize_between_layers: bool = False
+    maxpool_after_last_block: bool = False
+    input_dropout: float = 0.0
+    dropout_after_pool: float = 0.0
+    attention_dropout: float = 0.1
+    value_dropout: float = 0.1
+    whitening_scale: float = math.sqrt(2.0)
+    backend: str = "auto"
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GSANetConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown GSANetConfig fields: {sorted(unknown)}; known: {sorted(known)}")
+        d = dict(d)
+        for key in ("block_sizes", "expansion", "crop"):
+            if isinstance(d.get(key), list):
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+class GSANet(nn.Module):
+    """Group equivariant stand-alone self-attention network.
+
+    ``(B, C_in, X, Y) → (B, num_classes)`` logits, invariant to the group's exact transformations
+    (quarter turns, mirrors) of the input when every max-pool sees an even spatial size.
+    Read-out: final point-wise linear map, sum over space, max over the group axis.
+    """
+
+    def __init__(self, config: GSANetConfig | None = None, **overrides):
+        super().__init__()
+        cfg = config or GSANetConfig()
+        if overrides:
+            cfg = GSANetConfig.from_dict({**cfg.to_dict(), **overrides})
+        self.config = cfg
+        self.group = _groups.get(cfg.group)
+        n_blocks = len(cfg.block_sizes)
+        n_layers = sum(cfg.block_sizes)
+        expansion = _per_item(cfg.expansion, n_blocks, "expansion")
+        crops = _per_item(cfg.crop, n_layers, "crop")
+
+        self.input_dropout = nn.Dropout(cfg.input_dropout)
+        c = cfg.channels
+        self.lifting = LiftingSelfAttention(
+            self.group,
+            cfg.in_channels,
+            c,
+            num_heads=cfg.num_heads,
+            patch_size=cfg.patch_size,
+            attention_dropout=cfg.attention_dropout,
+            backend=cfg.backend,
+        )
+        self.lifting_norm = make_norm(cfg.norm, c)
+        self.lifting_act = make_activation(cfg.activation)
+
+        layers: list[nn.Module] = []
+        crop_iter = iter(crops)
+        for b, size in enumerate(cfg.block_sizes):
+            out_c = c
+            for i in range(size):
+                if i == 0:
+                    out_c = expansion[b] * c
+                layers.append(
+                    TransformerBlock(
+                        self.group,
+                        c,
+                        out_c,
+                        num_heads=cfg.num_heads,
+                        patch_size=cfg.patch_size,
+                        crop=next(crop_iter),
+                        attention_dropout=cfg.attention_dropout,
+                        value_dropout=cfg.value_dropout,
+                        norm=cfg.norm,
+                        activation=cfg.activation,
+                        backend=cfg.backend,
+                    )
+                )
+                if cfg.normalize_between_layers:
+                    layers += [make_norm(cfg.norm, out_c), make_activation(cfg.activation)]
+                c = out_c
+            if b < n_blocks - 1 or cfg.maxpool_after_last_block:
+                layers.append(nn.MaxPool3d(kernel_size=(1, 2, 2), stride=(1, 2, 2)))
+                if cfg.dropout_after_pool > 0:
+                    layers.append(nn.Dropout(cfg.dropout_after_pool))
+        self.blocks = nn.Sequential(*layers)
+        self.head = nn.Conv3d(c, cfg.num_classes, kernel_size=1, bias=False)
+        self.reset_parameters(cfg.whitening_scale)
+
+    def reset_parameters(self, whitening_scale: float = math.sqrt(2.0)) -> None:
+        """Weights ``N(0, whitening_scale / sqrt(fan_in))``, biases zero (linear and 1×1 conv layers)."""
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Conv3d, nn.Conv2d)):
+                fan_in = m.weight[0].numel()
+                with torch.no_grad():
+                    m.weight.normal_(0.0, whitening_scale / math.sqrt(fan_in))
+                    if m.bias is not None:
+                        m.bias.zero_()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Lifted features before the read-out: ``(B, C, |H|, X', Y')``."""
+        x = self.input_dropout(x)
+        x = self.lifting_act(self.lifting_norm(self.lifting(x)))
+        return self.blocks(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C_in, X, Y)`` → ``(B, num_classes)`` invariant logits."""
+        out = self.head(self.features(x))  # (B, classes, |H|, X', Y')
+        return out.sum(dim=(-2, -1)).amax(dim=-1)
+
+    def num_parameters(self, trainable_only: bool = True) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def extra_repr(self) -> str:
+        cfg = self.config
+        att = "global" if cfg.patch_size is None else f"local {cfg.patch_size}x{cfg.patch_size}"
+        return f"group={self.group.name}, {att}, params={self.num_parameters():,}"

@@ -1,0 +1,112 @@
+import math
+
+import pytest
+import torch
+
+from gsa import groups
+from gsa.groups import act_on_image, act_on_lifted
+
+ALL = groups.names()
+
+
+def test_names_and_aliases():
+    assert ALL == ["z2", "p4", "p8", "p12", "p16", "mz2", "p4m", "p8m"]
+    for paper, ours in [("Z2", "z2"), ("R4", "p4"), ("r8", "p8"), ("R12", "p12"), ("R16", "p16"),
+                        ("Z2M", "mz2"), ("R4M", "p4m"), ("r8m", "p8m"), ("P4", "p4")]:
+        assert groups.get(paper) is groups.get(ours)
+    assert [groups.get(n).order for n in ALL] == [1, 4, 8, 12, 16, 2, 8, 16]
+
+
+def test_unknown_group_lists_valid_names():
+    with pytest.raises(ValueError, match="expected one of: z2, p4"):
+        groups.get("p5")
+    with pytest.raises(TypeError):
+        groups.get(4)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_group_axioms(name):
+    G = groups.get(name)
+    n = G.order
+    c = G.cayley
+    assert sorted(c[0].tolist()) == list(range(n))
+    for a in range(n):
+        assert c[0, a] == a and c[a, 0] == a
+        assert c[a, G.inverse(a)] == 0 and c[G.inverse(a), a] == 0
+        assert sorted(c[a].tolist()) == list(range(n))  # Latin square
+    for a in range(n):
+        for b in range(n):
+            for d in range(n):
+                assert c[c[a, b], d] == c[a, c[b, d]]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_action_on_vectors_is_a_homomorphism(name):
+    G = groups.get(name)
+    v = torch.randn(10, 2, dtype=torch.float64)
+    for a in range(G.order):
+        for b in range(G.order):
+            ab = G.act_on_vectors(G.compose(a, b), v)
+            torch.testing.assert_close(ab, G.act_on_vectors(a, G.act_on_vectors(b, v)), rtol=0, atol=1e-13)
+        m = G.matrix(a)
+        assert abs(abs(torch.det(m)) - 1) < 1e-12
+        assert G.is_mirrored(a) == bool(torch.det(m) < 0)
+
+
+def test_rotation_direction_matches_rot90():
+    G = groups.get("p4")
+    assert torch.equal(G.matrix(1), torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=torch.float64))
+    # a bright pixel one column right of the centre moves one row up under +90°
+    x = torch.zeros(5, 5)
+    x[2, 3] = 1
+    y = act_on_image(G, 1, x)
+    assert y[1, 2] == 1 and torch.equal(y, torch.rot90(x, 1, (-2, -1)))
+    # the same displacement acted on as a vector
+    assert G.act_on_vectors(1, torch.tensor([0.0, 1.0])).tolist() == [-1.0, 0.0]
+
+
+@pytest.mark.parametrize("name", ["p4", "mz2", "p4m", "p8m"])
+def test_image_and_lifted_actions_are_homomorphisms(name):
+    G = groups.get(name)
+    exact = [e for e in range(G.order) if (4 * G.split(e)[0]) % G.rotations == 0]
+    x = torch.randn(2, 3, 7, 5)
+    f = torch.randn(2, 3, G.order, 7, 5)
+    for a in exact:
+        for b in exact:
+            ab = G.compose(a, b)
+            assert torch.equal(act_on_image(G, ab, x), act_on_image(G, a, act_on_image(G, b, x)))
+            assert torch.equal(act_on_lifted(G, ab, f), act_on_lifted(G, a, act_on_lifted(G, b, f)))
+
+
+def test_lifted_action_permutes_group_axis():
+    G = groups.get("p4")
+    f = torch.zeros(1, 1, 4, 3, 3)
+    f[0, 0, 0, 1, 1] = 1  # identity channel, centre pixel
+    g = act_on_lifted(G, 1, f)
+    assert g[0, 0, 1, 1, 1] == 1 and g.sum() == 1  # r·e = r
+    G = groups.get("p4m")
+    f = torch.zeros(1, 1, 8, 3, 3)
+    f[0, 0, 1, 1, 1] = 1  # r
+    g = act_on_lifted(G, 4, f)  # m·r = r^-1 m = element 3 + 4
+    assert g[0, 0, 7, 1, 1] == 1
+
+
+def test_lifted_action_rejects_wrong_group_axis():
+    with pytest.raises(ValueError, match=r"\|H\|=4"):
+        act_on_lifted("p4", 1, torch.randn(1, 2, 8, 3, 3))
+
+
+def test_rotate_image_exact_for_quarter_turns_and_close_otherwise():
+    x = torch.randn(2, 1, 9, 9)
+    assert torch.equal(groups.rotate_image(x, math.pi / 2), torch.rot90(x, 1, (-2, -1)))
+    assert torch.equal(groups.rotate_image(x, -math.pi), torch.rot90(x, 2, (-2, -1)))
+    # 45° of a smooth blob ≈ the analytically rotated blob (direction: counter-clockwise)
+    r = torch.arange(33, dtype=torch.float64) - 16
+
+    def blob(c):
+        return torch.exp(-((r[:, None] - c[0]) ** 2 + (r[None, :] - c[1]) ** 2) / 30.0)
+
+    centre = torch.tensor([3.0, -2.0], dtype=torch.float64)
+    moved = groups.get("p8").act_on_vectors(1, centre)
+    err = (groups.rotate_image(blob(centre), math.pi / 4) - blob(moved)).abs().max()
+    assert err < 0.03  # bilinear resampling; a wrong direction gives ~1

@@ -1,0 +1,169 @@
+"""Shared building blocks: :class:`DatasetInfo`, the in-memory :class:`ArrayDataset`,
+pixel scaling, seeded splits and channel statistics."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .errors import DataError
+
+__all__ = [
+    "SPLITS",
+    "DatasetInfo",
+    "ArrayDataset",
+    "to_float01",
+    "seeded_split",
+    "channel_stats",
+    "default_data_dir",
+    "candidate_dirs",
+]
+
+#: The splits every dataset offers. Model selection uses ``valid``; ``test`` is for the final number.
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static description of a dataset.
+
+    Attributes:
+        name: registry name, e.g. ``"rotmnist-mini"`` or ``"npz:/path/file.npz"``.
+        in_channels: C of the ``(C, H, W)`` images.
+        num_classes: number of labels; labels are ``0 .. num_classes - 1``.
+        image_size: ``(H, W)``.
+        mean, std: per-channel pixel mean/std of the training images in ``[0, 1]``
+            (for input normalisation; see each dataset's docs for how they were obtained).
+        class_names: one name per label.
+        splits: available split names.
+        description: one line.
+    """
+
+    name: str
+    in_channels: int
+    num_classes: int
+    image_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...]
+    splits: tuple[str, ...] = SPLITS
+    description: str = ""
+
+
+def to_float01(images: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """uint8 ``0..255`` -> float32 ``x / 255`` (255 maps to exactly 1.0); float -> float32 as is."""
+    t = torch.as_tensor(images)
+    if t.dtype == torch.uint8:
+        return t.to(torch.float32).div_(255.0)
+    return t.to(torch.float32)
+
+
+class ArrayDataset(Dataset):
+    """An in-memory dataset of images ``(N, C, H, W)`` and integer labels ``(N,)``.
+
+    Images are stored compactly (uint8 ``0..255``, or float32 already in ``[0, 1]``) and
+    returned one at a time as float32 ``(C, H, W)`` in ``[0, 1]`` with an ``int`` label.
+
+    Attributes:
+        images: stored image tensor ``(N, C, H, W)`` (uint8 or float32).
+        labels: int64 tensor ``(N,)``.
+        info: the dataset's :class:`DatasetInfo` (may be ``None``).
+        split: split name (may be ``None``).
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor | np.ndarray,
+        labels: torch.Tensor | np.ndarray,
+        *,
+        info: DatasetInfo | None = None,
+        split: str | None = None,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
+        images = torch.as_tensor(images)
+        labels = torch.as_tensor(labels).to(torch.int64)
+        if images.dim() != 4:
+            raise ValueError(f"ArrayDataset: images must be (N, C, H, W), got {tuple(images.shape)}")
+        if images.dtype not in (torch.uint8, torch.float32):
+            images = images.to(torch.float32)
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"ArrayDataset: {images.shape[0]} images but labels of shape {tuple(labels.shape)}")
+        self.images = images
+        self.labels = labels
+        self.info = info
+        self.split = split
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        x = to_float01(self.images[index])
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, int(self.labels[index])
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All images as float32 ``(N, C, H, W)`` in ``[0, 1]`` and labels int64 ``(N,)``
+        (no transform applied)."""
+        return to_float01(self.images), self.labels.clone()
+
+    def __repr__(self) -> str:
+        name = self.info.name if self.info is not None else "?"
+        return f"ArrayDataset({name!r}, split={self.split!r}, n={len(self)}, shape={tuple(self.images.shape[1:])})"
+
+
+def seeded_split(n: int, seed: int = 0, *, what: str = "dataset") -> dict[str, np.ndarray]:
+    """Split ``range(n)`` into train/valid/test = 80/10/10 % with a fixed seed.
+
+    valid and test each get ``round(n / 10)`` items (half rounds up, at least 1), train
+    the rest. Indices within each split are sorted. Needs ``n >= 3``.
+    """
+    if n < 3:
+        raise DataError(f"{what}: only {n} images; an automatic 80/10/10 split needs at least 3")
+    n_eval = max(1, int(np.floor(n / 10 + 0.5)))
+    perm = np.random.default_rng(seed).permutation(n)
+    return {
+        "train": np.sort(perm[2 * n_eval :]),
+        "valid": np.sort(perm[:n_eval]),
+        "test": np.sort(perm[n_eval : 2 * n_eval]),
+    }
+
+
+def channel_stats(images: torch.Tensor | np.ndarray, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel pixel mean and std (population) of ``images (N, C, H, W)``, scaled to
+    ``[0, 1]`` like the datasets return them; accumulated in float64, chunk by chunk."""
+    t = torch.as_tensor(images)
+    c = t.shape[1]
+    s = torch.zeros(c, dtype=torch.float64)
+    s2 = torch.zeros(c, dtype=torch.float64)
+    count = 0
+    for start in range(0, t.shape[0], chunk):
+        x = to_float01(t[start : start + chunk]).to(torch.float64)
+        s += x.sum(dim=(0, 2, 3))
+        s2 += (x * x).sum(dim=(0, 2, 3))
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    if count == 0:
+        return tuple([0.0] * c), tuple([1.0] * c)
+    mean = s / count
+    std = (s2 / count - mean * mean).clamp_min(0).sqrt()
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+def default_data_dir() -> Path:
+    """``$GSA_DATA_DIR`` if set, else ``~/.cache/gsa/data``."""
+    env = os.environ.get("GSA_DATA_DIR")
+    return Path(env).expanduser() if env else Path("~/.cache/gsa/data").expanduser()
+
+
+def candidate_dirs(data_dir: str | os.PathLike | None, *subdirs: str) -> list[Path]:
+    """Folders searched for a dataset's files: ``data_dir`` itself, then ``data_dir/<sub>``
+    for each name in ``subdirs`` (e.g. ``data/cifar10/``)."""
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    return [root] + [root / s for s in subdirs]

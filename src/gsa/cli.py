@@ -1,0 +1,377 @@
+"""The ``gsa`` command line: ``gsa train``, ``gsa eval``, ``gsa info``.
+
+Errors in the input, unreadable checkpoints and non-finite losses end with a one-line
+``gsa: error: ...`` on stderr and a non-zero exit code (2: bad input, 1: checkpoint /
+runtime failure, 3: NaN/Inf loss, 130: interrupted after saving). Set ``GSA_DEBUG=1``
+to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Optional, Sequence
+
+EXAMPLES = """examples:
+  gsa train                                   # rotmnist-mini, recipe 'mini' (short CPU demo)
+  gsa train --epochs 1 --max-steps 20 --out runs/smoke
+  gsa train --recipe rotmnist --download --group p8
+  gsa train --resume runs/smoke               # continue where it stopped
+  torchrun --nproc_per_node 2 -m gsa train --recipe cifar10 --download
+  gsa eval runs/smoke --rotations
+  gsa info --recipe pcam --group p4m
+"""
+
+
+def _patch_size(text: str) -> int:
+    if text.strip().lower() in {"global", "0"}:
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an odd integer or 'global', got {text!r}") from None
+    if value < 0 or value % 2 == 0:
+        raise argparse.ArgumentTypeError(f"expected an odd integer or 'global'/0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _optional_float(text: str) -> Optional[float]:
+    if text.strip().lower() in {"none", "off", "0"}:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    import ast
+
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw  # a plain string
+    return key.strip(), value
+
+
+S = argparse.SUPPRESS  # flags not given on the command line stay absent -> recipe/saved values win
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--preset", default=S, help="model preset of gsa.models (default: the recipe's)")
+    g.add_argument("--group", default=S, help="symmetry group: z2, p4, p8, p12, p16, mz2, p4m, p8m")
+    g.add_argument("--patch-size", type=_patch_size, default=S, metavar="K",
+                   help="local attention window KxK (odd), or 0/'global' for global attention")
+    g.add_argument("--dropout", type=float, default=S, help="dropout (default: the preset's)")
+    g.add_argument("--attention-dropout", type=float, default=S, help="attention/value dropout")
+    g.add_argument("--norm", choices=("layer", "batch"), default=S, help="normalisation layers")
+    g.add_argument("--activation", choices=("swish", "relu"), default=S, help="activation function")
+    g.add_argument("--model-arg", dest="model_args", action="append", type=_key_value, default=S, metavar="KEY=VALUE",
+                   help="extra gsa.models.create() override, e.g. --model-arg num_heads=4 (repeatable)")
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=S, help="dataset name (gsa.data.list_datasets()); default: the recipe's")
+    g.add_argument("--data-dir", default=S, help="where datasets are stored / downloaded")
+    g.add_argument("--download", action="store_true", default=S, help="download the dataset if missing")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gsa",
+        description="Group equivariant stand-alone self-attention (GSA-Nets): train, evaluate, inspect.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    try:
+        from importlib.metadata import version
+
+        ver = version("gsa")
+    except Exception:
+        ver = "unknown"
+    parser.add_argument("--version", action="version", version=f"gsa {ver}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,info}")
+
+    # ------------------------------------------------------------------ train
+    t = sub.add_parser(
+        "train",
+        help="train a GSA-Net (default: recipe 'mini' on rotmnist-mini)",
+        description="Train a GSA-Net. Without arguments: --recipe mini --dataset rotmnist-mini. "
+        "Every recipe field can be overridden with a flag; the effective configuration is saved as "
+        "<out>/config.json.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    t.add_argument("--recipe", default=S, help="mini (default), rotmnist, cifar10, pcam (paper App. F)")
+    t.add_argument("--list-recipes", action="store_true", help="print the recipes and exit")
+    t.add_argument("--print-config", action="store_true", help="print the effective config as JSON and exit")
+    _add_data_args(t)
+    _add_model_args(t)
+    g = t.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=_positive_int, default=S)
+    g.add_argument("--batch-size", type=_positive_int, default=S, help="global batch (split over DDP processes)")
+    g.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default=S)
+    g.add_argument("--lr", type=float, default=S, help="learning rate")
+    g.add_argument("--momentum", type=float, default=S, help="SGD momentum")
+    g.add_argument("--weight-decay", type=float, default=S)
+    g.add_argument("--scheduler", choices=("constant", "cosine"), default=S,
+                   help="per-step LR schedule; cosine decays to 0 over --epochs")
+    g.add_argument("--grad-clip", type=_optional_float, default=S, metavar="NORM",
+                   help="clip the gradient norm (after unscaling with fp16); 'none' disables")
+    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=S,
+                   help="autocast dtype; fp16 uses a GradScaler; logits and loss stay fp32")
+    g.add_argument("--max-steps", type=_non_negative_int, default=S,
+                   help="stop after this many optimizer steps (0: no cap; the LR schedule still follows --epochs)")
+    g.add_argument("--seed", type=int, default=S)
+    g.add_argument("--deterministic", action="store_true", default=S,
+                   help="torch.use_deterministic_algorithms (warn only)")
+    g = t.add_argument_group("evaluation")
+    g.add_argument("--eval-batch-size", type=_positive_int, default=S, help="default: max(batch size, 100)")
+    g.add_argument("--eval-subset", type=_positive_int, default=S, metavar="N",
+                   help="evaluate valid/test on their first N images (default: all)")
+    g.add_argument("--max-eval-batches", type=_positive_int, default=S, metavar="K",
+                   help="evaluate at most K eval batches per split (default: no cap)")
+    g.add_argument("--rotation-step", type=float, default=S, metavar="DEG",
+                   help="angle step of the rotation curve rotation.png (default 15; 0 disables)")
+    g.add_argument("--rotation-subset", type=_positive_int, default=S, metavar="N",
+                   help="test images used for the rotation curve (default 500)")
+    g.add_argument("--invariance-subset", type=_non_negative_int, default=S, metavar="N",
+                   help="test images for the 90-degree invariance check (default 32; 0 disables)")
+    g = t.add_argument_group("runtime")
+    g.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:N, mps")
+    g.add_argument("--workers", type=_non_negative_int, default=S, help="DataLoader worker processes")
+    g.add_argument("--loader", choices=("auto", "tensor", "dataloader"), default=S,
+                   help="auto: small in-memory datasets are indexed as tensors, others use a DataLoader")
+    g.add_argument("--out", default=S, help="run directory (default: runs/<recipe>-<dataset>-<group>-<time>)")
+    g.add_argument("--resume", metavar="DIR", default=S,
+                   help="continue the run in DIR from last.state.pt (flags given override its config)")
+    g.add_argument("--progress", choices=("auto", "bar", "plain", "none"), default=S,
+                   help="auto: tqdm bars on a terminal, plain log lines otherwise or when CI=true")
+    g.add_argument("--log-every", type=_non_negative_int, default=S, metavar="N",
+                   help="plain mode: a line every N steps (default: ~10 per epoch)")
+    g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=S,
+                   help="do not write TensorBoard events")
+    g.add_argument("--no-normalize", dest="normalize", action="store_false", default=S,
+                   help="feed [0, 1] images without per-channel normalisation")
+
+    # ------------------------------------------------------------------ eval
+    e = sub.add_parser(
+        "eval",
+        help="evaluate a run's best checkpoint on the test split",
+        description="Evaluate a run directory (its best.safetensors) or a checkpoint file. By default the run's "
+        "own evaluation settings are used, so the accuracy equals the one in report.json.",
+    )
+    e.add_argument("path", help="run directory or .safetensors file (config.json must be next to it)")
+    e.add_argument("--split", choices=("test", "valid", "train"), default="test")
+    e.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which weights of a run directory")
+    e.add_argument("--eval-subset", type=_positive_int, default=None, metavar="N")
+    e.add_argument("--max-eval-batches", type=_positive_int, default=None, metavar="K")
+    e.add_argument("--full", action="store_true", help="ignore the run's eval subset/batch caps; use the whole split")
+    e.add_argument("--batch-size", type=_positive_int, default=None, help="eval batch size (default: the run's)")
+    e.add_argument("--device", default=None)
+    e.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None)
+    e.add_argument("--data-dir", default=None)
+    e.add_argument("--rotations", action="store_true",
+                   help="also print accuracy per rotation angle and the 90-degree invariance check")
+    e.add_argument("--rotation-step", type=float, default=None, metavar="DEG")
+    e.add_argument("--rotation-subset", type=_positive_int, default=None, metavar="N")
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    # ------------------------------------------------------------------ info
+    i = sub.add_parser(
+        "info",
+        help="model summary, parameter count, FLOPs estimate",
+        description="Describe a model: layers, parameters, FLOPs of one forward pass on one image "
+        "(torch.utils.flop_counter.FlopCounterMode; matmul/conv only).",
+    )
+    i.add_argument("run", nargs="?", help="optional run directory: describe its model")
+    i.add_argument("--recipe", default=S, help="start from this recipe's model/dataset (default mini)")
+    _add_data_args(i)
+    _add_model_args(i)
+    i.add_argument("--image-size", type=_positive_int, default=None, metavar="N", help="square input size (default: the dataset's)")
+    i.add_argument("--no-flops", action="store_true", help="skip the FLOPs count")
+    i.add_argument("--json", action="store_true", help="print as JSON")
+    return parser
+
+
+# ---------------------------------------------------------------------- commands
+_NOT_CONFIG = {"command", "recipe", "resume", "list_recipes", "print_config"}
+
+
+def _overrides(args: argparse.Namespace, exclude: set[str] = frozenset()) -> dict[str, Any]:
+    out = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG and k not in exclude}
+    if "model_args" in out:
+        out["model_args"] = dict(out["model_args"])
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from gsa.train import config as C
+    from gsa.train.engine import train
+
+    if args.list_recipes:
+        for r in C.RECIPES.values():
+            print(f"{r.name:<9} {r.description}")
+        return 0
+    overrides = _overrides(args)
+    if overrides.get("max_steps") == 0:
+        overrides["max_steps"] = None  # explicit "no cap" (e.g. when resuming a capped run)
+    resume_dir = getattr(args, "resume", None)
+    if resume_dir is not None:
+        if hasattr(args, "recipe"):
+            raise C.ConfigError("--recipe cannot be combined with --resume (the run keeps its recipe)")
+        if "out" in overrides and os.path.abspath(overrides["out"]) != os.path.abspath(resume_dir):
+            raise C.ConfigError("--out and --resume name different directories; --resume continues in DIR")
+        if not os.path.isdir(resume_dir):
+            raise C.ConfigError(f"--resume {resume_dir}: no such run directory")
+        saved = C.TrainConfig.load(resume_dir)
+        cfg = C.TrainConfig.from_dict({**saved.to_dict(), **overrides, "out": resume_dir}).validate()
+        changed = C.config_diff(saved, cfg)
+        changed.pop("out", None)
+        if changed and not args.print_config:
+            print("resuming with changed settings: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+    else:
+        cfg = C.make_config(getattr(args, "recipe", C.DEFAULT_RECIPE), **overrides)
+    if args.print_config:
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    train(cfg, resume=resume_dir is not None)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from gsa.train.evaluate import evaluate_run, format_result
+
+    result = evaluate_run(
+        args.path,
+        split=args.split,
+        which=args.checkpoint,
+        eval_subset=args.eval_subset,
+        max_eval_batches=args.max_eval_batches,
+        full=args.full,
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+        rotations=args.rotations or args.rotation_step is not None,
+        rotation_step=args.rotation_step,
+        rotation_subset=args.rotation_subset,
+        data_dir=args.data_dir,
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_result(result))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from gsa.train import config as C
+    from gsa.train.info import format_info, model_info
+
+    overrides = _overrides(args, exclude={"run", "image_size", "no_flops", "json"})
+    if args.run:
+        if hasattr(args, "recipe"):
+            raise C.ConfigError("give either a run directory or --recipe, not both")
+        saved = C.TrainConfig.load(args.run)
+        cfg = C.TrainConfig.from_dict({**saved.to_dict(), **overrides}).validate()
+    else:
+        cfg = C.make_config(getattr(args, "recipe", C.DEFAULT_RECIPE), **overrides)
+    size = (args.image_size, args.image_size) if args.image_size else None
+    info = model_info(cfg, image_size=size, flops=not args.no_flops)
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "info": cmd_info}
+
+
+def _install_hooks_from_env() -> None:
+    """``GSA_HOOKS=module:attr`` swaps the model/dataset factories (tests, plugins)."""
+    spec = os.environ.get("GSA_HOOKS", "").strip()
+    if not spec:
+        return
+    import importlib
+
+    from gsa.train.errors import ConfigError
+    from gsa.train.hooks import Hooks, set_hooks
+
+    module_name, _, attr = spec.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr or "hooks")
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"GSA_HOOKS={spec!r}: cannot import ({exc})") from None
+    hooks = obj() if callable(obj) and not isinstance(obj, Hooks) else obj
+    if not isinstance(hooks, Hooks):
+        raise ConfigError(f"GSA_HOOKS={spec!r} did not give a gsa.train.Hooks")
+    set_hooks(hooks)
+
+
+def _is_main_rank() -> bool:
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``gsa`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        from gsa.train.errors import GsaError, TrainingInterrupted
+    except Exception:  # pragma: no cover - broken install
+        raise
+    debug = os.environ.get("GSA_DEBUG", "").strip().lower() in {"1", "true", "yes"}
+    try:
+        _install_hooks_from_env()
+        return COMMANDS[args.command](args)
+    except GsaError as exc:
+        if debug:
+            raise
+        if _is_main_rank():
+            kind = "" if isinstance(exc, TrainingInterrupted) else "error: "
+            print(f"gsa: {kind}{' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except BrokenPipeError:  # e.g. `gsa train --print-config | head`
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        if _is_main_rank():
+            print("gsa: interrupted", file=sys.stderr, flush=True)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""Where the engine gets its models, datasets and image rotation from.
+
+By default these come from :mod:`gsa.models` and :mod:`gsa.data`. Tests (and users who
+want to train their own model with this engine) can swap them with :func:`use_hooks`
+or by passing a :class:`Hooks` to :func:`gsa.train.train` / :func:`gsa.train.evaluate_run`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What the engine needs to know about a dataset."""
+
+    name: str
+    in_channels: int
+    num_classes: int
+    image_size: tuple[int, int]
+    mean: Optional[tuple[float, ...]] = None
+    std: Optional[tuple[float, ...]] = None
+
+
+ModelFn = Callable[[TrainConfig, DataSpec], nn.Module]
+DatasetFn = Callable[[TrainConfig, str], Any]
+InfoFn = Callable[[str], DataSpec]
+RotateFn = Callable[[torch.Tensor, float], torch.Tensor]
+
+
+def _data_error_types() -> tuple[type[BaseException], ...]:
+    try:
+        from gsa.data import DataError  # type: ignore[attr-defined]
+    except Exception:
+        return (ValueError, KeyError, OSError)
+    return (DataError, ValueError, KeyError, OSError)
+
+
+def default_info(name: str) -> DataSpec:
+    """Dataset metadata from :func:`gsa.data.info`."""
+    import gsa.data as gdata
+
+    try:
+        info = gdata.info(name)
+    except _data_error_types() as exc:
+        raise ConfigError(_one_line(exc)) from None
+    size = getattr(info, "image_size", None)
+    if isinstance(size, int):
+        size = (size, size)
+    mean = getattr(info, "mean", None)
+    std = getattr(info, "std", None)
+    return DataSpec(
+        name=name,
+        in_channels=int(info.in_channels),
+        num_classes=int(info.num_classes),
+        image_size=tuple(int(s) for s in size) if size is not None else (0, 0),
+        mean=tuple(float(m) for m in mean) if mean is not None else None,
+        std=tuple(float(s) for s in std) if std is not None else None,
+    )
+
+
+def default_dataset(cfg: TrainConfig, split: str) -> Any:
+    """The ``split`` of ``cfg.dataset`` from :func:`gsa.data.get_dataset`."""
+    import gsa.data as gdata
+
+    try:
+        return gdata.get_dataset(cfg.dataset, split, data_dir=cfg.data_dir, download=cfg.download)
+    except _data_error_types() as exc:
+        raise ConfigError(_one_line(exc)) from None
+
+
+def _model_config_fields() -> Optional[set[str]]:
+    """Field names of ``gsa.models.GSANetConfig`` (None if it cannot be introspected)."""
+    try:
+        from gsa.models import GSANetConfig  # type: ignore[attr-defined]
+    except Exception:
+        return None
+    if not dataclasses.is_dataclass(GSANetConfig):
+        return None
+    return {f.name for f in dataclasses.fields(GSANetConfig)}
+
+
+def model_overrides(cfg: TrainConfig, spec: DataSpec, known: Optional[set[str]] = None) -> dict[str, Any]:
+    """Keyword overrides passed to :func:`gsa.models.create` for this config and dataset.
+
+    ``--attention-dropout`` sets the dropout on attention weights and, when the model has
+    one, on the values too (the paper's "attention dropout"); ``--dropout`` sets the model's
+    ``dropout`` field, or its dropout after pooling when it has no such field.
+    ``--model-arg KEY=VALUE`` entries are passed through unchanged.
+    """
+    kw: dict[str, Any] = {"num_classes": spec.num_classes, "in_channels": spec.in_channels}
+    if cfg.attention_dropout is not None:
+        kw["attention_dropout"] = cfg.attention_dropout
+        if known is not None and "value_dropout" in known:
+            kw["value_dropout"] = cfg.attention_dropout
+    if cfg.dropout is not None:
+        if known is not None and "dropout" not in known and "dropout_after_pool" in known:
+            kw["dropout_after_pool"] = cfg.dropout
+        else:
+            kw["dropout"] = cfg.dropout
+    for name in ("norm", "activation"):
+        value = getattr(cfg, name)
+        if value is not None:
+            kw[name] = value
+    kw.update(cfg.model_args)
+    return kw
+
+
+def default_model(cfg: TrainConfig, spec: DataSpec) -> nn.Module:
+    """:func:`gsa.models.create` for ``cfg.preset`` (patch size 0 = global attention)."""
+    import gsa.models as gmodels
+
+    patch: Any = cfg.patch_size if cfg.patch_size > 0 else "global"
+    try:
+        return gmodels.create(
+            cfg.preset, group=cfg.group, patch_size=patch, **model_overrides(cfg, spec, _model_config_fields())
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"cannot build model {cfg.preset!r} (group {cfg.group}): {_one_line(exc)}") from None
+
+
+def fallback_rotate(images: torch.Tensor, angle: float) -> torch.Tensor:
+    """Rotate a batch counter-clockwise by ``angle`` radians (bilinear, zero fill)."""
+    import torch.nn.functional as F
+
+    b = images.shape[0]
+    c, s = math.cos(angle), math.sin(angle)
+    theta = torch.tensor([[c, s, 0.0], [-s, c, 0.0]], dtype=images.dtype, device=images.device)
+    grid = F.affine_grid(theta.expand(b, 2, 3), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def default_rotate(images: torch.Tensor, angle: float) -> torch.Tensor:
+    """:func:`gsa.data.transforms.rotate` (angle in radians), or a local fallback."""
+    try:
+        from gsa.data.transforms import rotate
+    except ImportError:
+        return fallback_rotate(images, angle)
+    return rotate(images, float(angle))
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """Factories the engine uses; replace any of them with :func:`dataclasses.replace`."""
+
+    model_fn: ModelFn = default_model
+    dataset_fn: DatasetFn = default_dataset
+    info_fn: InfoFn = default_info
+    rotate_fn: RotateFn = default_rotate
+
+    def replace(self, **changes: Any) -> "Hooks":
+        return dataclasses.replace(self, **changes)
+
+
+_current: list[Hooks] = [Hooks()]
+
+
+def get_hooks() -> Hooks:
+    """The hooks in effect (the defaults unless :func:`use_hooks` is active)."""
+    return _current[-1]
+
+
+@contextlib.contextmanager
+def use_hooks(hooks: Optional[Hooks] = None, **changes: Any) -> Iterator[Hooks]:
+    """Temporarily use ``hooks`` (or the current ones with ``changes``)."""
+    h = (hooks or get_hooks()).replace(**changes) if changes else (hooks or get_hooks())
+    _current.append(h)
+    depth = len(_current)
+    try:
+        yield h
+    finally:
+        del _current[depth - 1]
+
+
+def set_hooks(hooks: Hooks) -> None:
+    """Replace the hooks in effect for the rest of the process."""
+    _current[-1] = hooks
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, KeyError) and text.startswith(("'", '"')):
+        text = text.strip("'\"")
+    return " ".join(text.split())

@@ -136,8 +136,11 @@ def _train(cfg: TrainConfig, *, resume: bool, hooks: Hooks, stream: Optional[Tex
     # ---------------------------------------------------------------- data and model
     seed_everything(cfg.seed)
     if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
     spec, datasets, tensors = load_data(cfg, hooks)
+    if device.type == "cuda":  # small in-memory splits live on the GPU: no per-batch copies
+        tensors = {k: _to_device_if_small(v, device) for k, v in tensors.items()}
     model = build_model(cfg, spec, hooks, device)
     n_params = R.param_count(model)
     seed_everything(cfg.seed + 1000 * dist.rank)  # training RNG stream (dropout) per process
@@ -219,6 +222,15 @@ def _train(cfg: TrainConfig, *, resume: bool, hooks: Hooks, stream: Optional[Tex
         )
     report = D.broadcast_object(report, dist)
     return report
+
+
+def _to_device_if_small(pair: Any, device: torch.device, max_bytes: int = 2 << 30) -> Any:
+    if pair is None:
+        return None
+    x, y = pair
+    if x.numel() * x.element_size() > max_bytes:
+        return pair
+    return x.to(device), y.to(device)
 
 
 def _split_len(ds: Any, t: Any) -> int:

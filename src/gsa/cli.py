@@ -149,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="autocast dtype; fp16 uses a GradScaler; logits and loss stay fp32")
     g.add_argument("--max-steps", type=_non_negative_int, default=S,
                    help="stop after this many optimizer steps (0: no cap; the LR schedule still follows --epochs)")
+    g.add_argument("--train-subset", type=_positive_int, default=S, metavar="N",
+                   help="train on the first N training images only (default: all)")
     g.add_argument("--seed", type=int, default=S)
     g.add_argument("--deterministic", action="store_true", default=S,
                    help="torch.use_deterministic_algorithms (warn only)")
@@ -255,7 +257,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = C.TrainConfig.from_dict({**saved.to_dict(), **overrides, "out": resume_dir}).validate()
         changed = C.config_diff(saved, cfg)
         changed.pop("out", None)
-        if changed and not args.print_config:
+        if changed and not args.print_config and _is_main_rank():
             print("resuming with changed settings: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
     else:
         cfg = C.make_config(getattr(args, "recipe", C.DEFAULT_RECIPE), **overrides)

@@ -192,3 +192,8 @@ def test_dataloader_path_matches_tensor_path(tmp_path, toy):
     b = train(toy_config(tmp_path / "b", epochs=1, loader="dataloader"))
     _assert_same_weights(_weights(tmp_path / "a" / "last.safetensors"), _weights(tmp_path / "b" / "last.safetensors"))
     assert a["test_accuracy"] == b["test_accuracy"]
+
+
+def test_train_subset(tmp_path, toy):
+    report = train(toy_config(tmp_path / "r", epochs=1, train_subset=32))
+    assert report["steps_per_epoch"] == 2 and report["steps"] == 2

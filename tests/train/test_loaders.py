@@ -86,3 +86,11 @@ def test_materialize_uses_tensors_method_and_skips_transforms():
 
     assert materialize(Augmented(6)) is None  # random transforms must stay per-sample
     assert materialize(Augmented(6), force=True)[0].shape == (6, 1, 2, 2)
+
+
+def test_materialize_prefix_subset():
+    from torch.utils.data import Subset
+
+    x, y = materialize(Subset(_data(10), range(4)))
+    assert y.tolist() == [0, 1, 2, 3]
+    assert materialize(Subset(ListDataset(10), range(4)), force=True)[1].tolist() == [0, 1, 2, 3]

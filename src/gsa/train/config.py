@@ -46,6 +46,7 @@ class Recipe:
     scheduler: str = "constant"
     attention_dropout: Optional[float] = None
     dropout: Optional[float] = None
+    train_subset: Optional[int] = None
     eval_subset: Optional[int] = None
     rotation_subset: int = 500
 
@@ -165,6 +166,7 @@ class TrainConfig:
     grad_clip: Optional[float] = None
     precision: str = "fp32"
     max_steps: Optional[int] = None
+    train_subset: Optional[int] = None  # None: the whole train split; N: its first N images
     seed: int = 0
     deterministic: bool = False
     # evaluation
@@ -214,6 +216,7 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
         optional_positive = {
             "max_steps": self.max_steps,
+            "train_subset": self.train_subset,
             "eval_subset": self.eval_subset,
             "max_eval_batches": self.max_eval_batches,
             "eval_batch_size": self.eval_batch_size,

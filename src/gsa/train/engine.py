@@ -19,6 +19,7 @@ from typing import Any, Optional, TextIO
 
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
 from . import checkpoint as ckpt
 from . import distributed as D
@@ -73,6 +74,8 @@ def load_data(cfg: TrainConfig, hooks: Hooks, splits=("train", "valid", "test"))
     datasets, tensors = {}, {}
     for split in splits:
         ds = hooks.dataset_fn(cfg, split)
+        if split == "train" and cfg.train_subset is not None and cfg.train_subset < len(ds):
+            ds = Subset(ds, range(cfg.train_subset))
         datasets[split] = ds
         if cfg.loader == "dataloader":
             tensors[split] = None

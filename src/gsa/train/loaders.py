@@ -53,6 +53,12 @@ def materialize(dataset: Any, *, force: bool = False) -> Optional[tuple[torch.Te
     Returns ``None`` when the dataset is too large (or has a random ``transform``) and
     ``force`` is false: the caller then uses a DataLoader.
     """
+    if isinstance(dataset, Subset) and isinstance(dataset.indices, range) and dataset.indices.step == 1:
+        base = materialize(dataset.dataset, force=force)  # a prefix of an in-memory dataset
+        if base is not None:
+            r = dataset.indices
+            return base[0][r.start : r.stop], base[1][r.start : r.stop]
+        return None
     pair = _as_tensor_pair(dataset)
     if pair is not None:
         x, y = pair

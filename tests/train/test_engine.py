@@ -95,21 +95,22 @@ def test_max_steps_caps_and_evaluation_limits(tmp_path, toy):
     assert report["seconds_per_epoch_extrapolated"]
 
 
-def test_sigint_saves_and_resume_is_exact(tmp_path):
-    """Ctrl-C mid-epoch -> checkpoint -> --resume gives the same final weights as no interruption."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_and_resume_is_exact(tmp_path, sig):
+    """Ctrl-C / SIGTERM mid-epoch -> checkpoint -> --resume gives the same final weights as no interruption."""
     kw = dict(epochs=3, dropout=0.3, scheduler="cosine", optimizer="adam")  # dropout exercises RNG restore
     from gsa.train.hooks import use_hooks
 
     with use_hooks(toy_hooks()):
         ref = train(toy_config(tmp_path / "ref", **kw))
 
-    def send_sigint(out):
-        os.kill(os.getpid(), signal.SIGINT)
+    def send_signal(out):
+        os.kill(os.getpid(), sig)
         return out
 
     run = tmp_path / "run"
-    with use_hooks(_tripwire_hooks(at=8, action=send_sigint)):
-        with pytest.raises(TrainingInterrupted, match=r"at step 8; checkpoint saved .*--resume"):
+    with use_hooks(_tripwire_hooks(at=8, action=send_signal)):
+        with pytest.raises(TrainingInterrupted, match=rf"interrupted \({sig.name}\) during training at step 8; checkpoint saved .*--resume"):
             train(toy_config(run, **kw))
     assert ckpt.load_state(run / ckpt.STATE)["step"] == 8
     with use_hooks(toy_hooks()):

@@ -132,9 +132,6 @@ def _train(cfg: TrainConfig, *, resume: bool, hooks: Hooks, stream: Optional[Tex
     elif state_path.exists() or last_path.exists():
         raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
     cfg = dataclasses.replace(cfg, out=str(run_dir))
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    D.barrier(dist)
 
     # ---------------------------------------------------------------- data and model
     seed_everything(cfg.seed)
@@ -169,6 +166,9 @@ def _train(cfg: TrainConfig, *, resume: bool, hooks: Hooks, stream: Optional[Tex
         net: nn.Module = nn.parallel.DistributedDataParallel(model, **ddp_kw)
     else:
         net = model
+    if main:  # created only once data and model are known to work
+        run_dir.mkdir(parents=True, exist_ok=True)
+    D.barrier(dist)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
     precision = Precision(cfg.precision, device)

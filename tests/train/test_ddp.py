@@ -19,7 +19,7 @@ SETTINGS = dict(epochs=2, batch_size=16, optimizer="sgd", lr=0.05, scheduler="co
 
 
 def _cli_args(out):
-    args = ["train", "--dataset", "toy", "--out", str(out), "--progress", "plain", "--no-tensorboard",
+    args = ["train", "--dataset", "toy", "--device", "cpu", "--out", str(out), "--progress", "plain", "--no-tensorboard",
             "--rotation-step", "90", "--rotation-subset", "16", "--invariance-subset", "8"]
     for k, v in SETTINGS.items():
         args += [f"--{k.replace('_', '-')}", str(v)]

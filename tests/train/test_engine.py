@@ -198,3 +198,20 @@ def test_dataloader_path_matches_tensor_path(tmp_path, toy):
 def test_train_subset(tmp_path, toy):
     report = train(toy_config(tmp_path / "r", epochs=1, train_subset=32))
     assert report["steps_per_epoch"] == 2 and report["steps"] == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_cuda_resume_is_exact_with_deterministic_kernels(tmp_path, precision):
+    from gsa.train.hooks import use_hooks
+
+    kw = dict(epochs=2, dropout=0.3, device="cuda", deterministic=True, precision=precision)
+    with use_hooks(toy_hooks()):
+        train(toy_config(tmp_path / "ref", **kw))
+    run = tmp_path / "run"
+    with use_hooks(_tripwire_hooks(at=8, action=lambda out: (os.kill(os.getpid(), signal.SIGINT), out)[1])):
+        with pytest.raises(TrainingInterrupted):
+            train(toy_config(run, **kw))
+    with use_hooks(toy_hooks()):
+        train(TrainConfig.load(run), resume=True)
+    _assert_same_weights(_weights(tmp_path / "ref" / "last.safetensors"), _weights(run / "last.safetensors"))

@@ -108,9 +108,12 @@ def train(
     hooks = hooks or get_hooks()
     device = resolve_device(cfg.device)
     dist = D.setup(device.type)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     try:
         return _train(cfg, resume=resume, hooks=hooks, stream=stream, dist=dist)
     finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
         D.teardown(dist)
 
 

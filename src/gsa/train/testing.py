@@ -99,7 +99,7 @@ def toy_hooks(model_fn: Optional[Callable[[TrainConfig, DataSpec], nn.Module]] =
 
 
 def toy_config(out: Any, **overrides: Any) -> TrainConfig:
-    """A fast config for the toy hooks: 2 epochs x 6 steps, small rotation/invariance checks."""
+    """A fast CPU config for the toy hooks: 2 epochs x 6 steps, small rotation/invariance checks."""
     from .config import make_config
 
     values: dict[str, Any] = dict(
@@ -112,6 +112,7 @@ def toy_config(out: Any, **overrides: Any) -> TrainConfig:
         invariance_subset=8,
         progress="none",
         tensorboard=False,
+        device="cpu",
         out=str(out),
     )
     values.update(overrides)

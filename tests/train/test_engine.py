@@ -93,6 +93,7 @@ def test_max_steps_caps_and_evaluation_limits(tmp_path, toy):
     assert report["steps"] == 4 and report["stopped"] == "max_steps"
     assert report["test_images"] == 8  # min(20, 1 batch x 8)
     assert report["seconds_per_epoch_extrapolated"]
+    assert train(toy_config(tmp_path / "r2", epochs=1, eval_subset=5, eval_batch_size=16))["test_images"] == 5
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

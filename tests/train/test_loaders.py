@@ -94,3 +94,10 @@ def test_materialize_prefix_subset():
     x, y = materialize(Subset(_data(10), range(4)))
     assert y.tolist() == [0, 1, 2, 3]
     assert materialize(Subset(ListDataset(10), range(4)), force=True)[1].tolist() == [0, 1, 2, 3]
+
+
+def test_eval_limit_smaller_than_a_batch():
+    ds = _data(23)
+    for tensors in (materialize(ds), None):
+        batches = list(EvalBatches(ds, tensors, 10, limit=7))
+        assert sum(_labels(batches), []) == list(range(7))

@@ -433,7 +433,7 @@ def _fit(
         progress.log(
             f"epoch {epoch + 1}/{cfg.epochs} step {pos.step} | train loss {train_m.loss:.4f} acc {100 * train_m.accuracy:.2f}% | "
             f"valid loss {valid.loss:.4f} acc {100 * valid.accuracy:.2f}%{' (best)' if improved else ''} | "
-            f"lr {lr:.3g} | {epoch_seconds:.1f} s, {ips:.0f} img/s"
+            f"lr {lr:.3g} | {epoch_seconds:.1f} s, {ips:.3g} img/s"
         )
         if not capped:
             pos.epoch, pos.batch, pos.meter, pos.epoch_elapsed = epoch + 1, 0, {}, 0.0

@@ -192,8 +192,10 @@ class EvalBatches:
             images, labels = self.tensors
             order = torch.tensor(idx, dtype=torch.long)
             if self.world_size == 1:  # contiguous slices, no gather copy
-                for i in range(0, len(order), self.batch_size):
-                    yield images[i : i + self.batch_size], labels[i : i + self.batch_size]
+                total = self.total
+                for i in range(0, total, self.batch_size):
+                    j = min(i + self.batch_size, total)
+                    yield images[i:j], labels[i:j]
                 return
             for i in range(0, len(order), self.batch_size):
                 sel = order[i : i + self.batch_size]

@@ -53,12 +53,12 @@ class Progress:
 
     def update(self, step_in_epoch: int, global_step: int, loss: float, acc: float, images_per_s: float) -> None:
         if self._bar is not None:
-            self._bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.3f}", img_s=f"{images_per_s:.0f}", refresh=False)
+            self._bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.3f}", img_s=f"{images_per_s:.3g}", refresh=False)
             self._bar.update(1)
         elif self.plain and (step_in_epoch % self._every == 0 or step_in_epoch == self._total):
             self._write(
                 f"{self._desc} {step_in_epoch}/{self._total} step {global_step} "
-                f"loss {loss:.4f} acc {acc:.4f} {images_per_s:.0f} img/s"
+                f"loss {loss:.4f} acc {acc:.4f} {images_per_s:.3g} img/s"
             )
 
     def end(self) -> None:

@@ -16,7 +16,10 @@ Backends (``backend=`` argument):
 * ``"fast"`` — tabulated encodings, content score shared by all ``h``, window slots by shifted views
   (no ``unfold`` copies), probabilities summed over ``a_q`` before the value contraction, and
   query rows processed in chunks (recomputed in backward) so memory stays bounded.
-* ``"auto"`` — ``"fast"``.
+* ``"flex"`` — :mod:`gsa.nn.flex`: one ``torch.nn.attention.flex_attention`` call (positional and
+  group scores as a ``score_mod``, the window as a block mask); for CUDA. It has no attention
+  dropout, so while dropout is active the layer uses ``"fast"`` instead.
+* ``"auto"`` — ``"flex"`` on CUDA when no dropout is active, else ``"fast"``.
 """
 
 from __future__ import annotations
@@ -25,15 +28,16 @@ import math
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .. import groups as _groups
+from . import fastcore as _fc
+from . import flex as _flex
 from . import neighbourhood as _nb
 from .positional import CoordinateMLP, acted_offsets, relative_group_index
 
 __all__ = ["LiftingSelfAttention", "GroupSelfAttention", "BACKENDS"]
 
-BACKENDS = ("auto", "fast", "dense")
+BACKENDS = ("auto", "fast", "dense", "flex")
 _DEFAULT_CHUNK_ELEMENTS = 1 << 23
 
 
@@ -92,6 +96,13 @@ class _GroupAttention(nn.Module):
         if not self.lifting:
             self.group_embedding = nn.Embedding(self.group.order, self.grp_dim)
             self.register_buffer("group_index", relative_group_index(self.group), persistent=False)
+        self._classes = _fc.conjugation_classes(relative_group_index(self.group)) if not self.lifting else None
+        if not self.lifting:
+            idx = relative_group_index(self.group)  # (h, a_q, a_k)
+            H = self.group.order
+            reps = self._classes[1]
+            rel = idx[reps].permute(1, 0, 2)  # (a_q, u, a_k)
+            self._class_index = (torch.arange(H).view(H, 1, 1) * H + rel).reshape(-1)
         self.attention_dropout = nn.Dropout(attention_dropout)
         self._coords: dict = {}
 
@@ -156,15 +167,6 @@ class _GroupAttention(nn.Module):
         c = coords.to(dtype)
         return torch.cat([self.row_encoding(c[..., 0:1]), self.col_encoding(c[..., 1:2])], dim=-1)
 
-    def _group_terms(self, q: torch.Tensor) -> torch.Tensor | None:
-        """``q_grp·E[idx]``: ``(..., Gq, d)`` → ``(..., H, Gq, Gk)`` (None for lifting)."""
-        if self.lifting:
-            return None
-        t = q[..., self.row_dim + self.col_dim :] @ self.group_embedding.weight.t()  # (..., Gq, |H|)
-        H = self.group.order
-        aq = torch.arange(H, device=q.device).view(1, H, 1)
-        return t[..., aq, self.group_index]  # (..., H, Gq, Gk)
-
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
         """Lifting: ``(B, C_in, X, Y)`` → ``(B, C_out, |H|, X, Y)``.
@@ -173,49 +175,75 @@ class _GroupAttention(nn.Module):
         backend = _check_backend(backend or self.backend)
         q, k, v = self._project(x)
         q = q * (1.0 / math.sqrt(self.in_channels))
+        backend = self._resolve_backend(backend, q)
         if backend == "dense":
             o = self._attend_dense(q, k, v)
+        elif backend == "flex":
+            o = self._attend_flex(q, k, v)
         else:
             o = self._attend_fast(q, k, v)
         return self._finish(o, x)
 
     def _attend_fast(self, q, k, v):
+        """Chunked fast core (see :mod:`gsa.nn.fastcore`): ``(B, n, X, Y, G, d)`` → ``(B, n, X, Y, H, dv)``."""
         B, n, X, Y, Gq, d = q.shape
-        Gk, H = k.shape[4], self.group.order
-        nb = self.neighbourhood
-        table = self._encode(self._acted_coords(X, Y, q.device), q.dtype)  # (H, R, p)
-        kp, vp = nb.pad(k), nb.pad(v)
-        K = table.shape[1] if self.patch_size is not None else X * Y
-        per_row = B * n * Y * H * Gq * K * Gk
-        rows = max(1, min(X, self.chunk_elements // max(per_row, 1)))
-        use_ckpt = self.recompute and torch.is_grad_enabled() and (q.requires_grad or table.requires_grad)
-        outs = []
-        for x0 in range(0, X, rows):
-            x1 = min(X, x0 + rows)
-            args = (q[:, :, x0:x1], kp, vp, table, x0, X, Y)
-            if use_ckpt:
-                outs.append(checkpoint(self._chunk, *args, use_reentrant=False))
-            else:
-                outs.append(self._chunk(*args))
-        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
-
-    def _chunk(self, q, kp, vp, table, x0: int, X: int, Y: int):
-        """Attention for query rows ``x0 : x0 + xc``: ``(B, n, xc, Y, H, d)``."""
-        nb = self.neighbourhood
+        Gk, H, dv = k.shape[4], self.group.order, v.shape[-1]
+        Bn = B * n
+        q = q.reshape(Bn, X, Y, Gq, d)
+        k = k.reshape(Bn, X, Y, Gk, d)
+        v = v.reshape(Bn, X, Y, Gk, dv)
         p = self.row_dim + self.col_dim
-        content = nb.content(q, kp, x0)  # (B, n, xc, Y, Gq, K, Gk)
-        pos = nb.positional(_pos_scores(q[..., :p], table), x0, X, Y)  # (B, n, xc, Y, H, Gq, K, 1)
-        scores = content.unsqueeze(4) + pos
-        grp = self._group_terms(q)
-        if grp is not None:
-            scores = scores + grp.unsqueeze(-2)  # (B, n, xc, Y, H, Gq, 1, Gk)
-        mask = nb.mask(x0, x0 + q.shape[2], X, Y, q.device)
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        shape = scores.shape
-        probs = _softmax(scores.flatten(-2)).view(shape)
-        probs = self.attention_dropout(probs).sum(5)  # over a_q: (B, n, xc, Y, H, K, Gk)
-        return nb.aggregate(probs, vp, x0)
+        table = self._encode(self._acted_coords(X, Y, q.device), q.dtype)  # (H, R, p)
+        gt = self._group_scores(q)  # (Bn, X, Y, Gq, U, Gk) or None
+        u_of_h = None
+        if not self.lifting and self._classes[1].numel() > 1:
+            u_of_h = self._classes[0].to(q.device)
+        drop = self.attention_dropout.p if self.training else 0.0
+        spec = _fc.Spec(self.neighbourhood, X, Y, Bn, Gq, Gk, H, p, u_of_h, self.chunk_elements, drop)
+        o = _fc.attend(q, spec.pad(k), spec.pad(v), table, gt, spec, training=self.training,
+                       recompute=self.recompute, compiled=_compiling())
+        return o.view(B, n, X, Y, H, dv)
+
+    def _resolve_backend(self, backend: str, q: torch.Tensor) -> str:
+        dropout_active = self.training and self.attention_dropout.p > 0
+        if backend == "auto":
+            return "flex" if (_flex.available(q.device) and not dropout_active) else "fast"
+        if backend == "flex" and dropout_active:
+            return "fast"  # FlexAttention has no attention dropout
+        return backend
+
+    def _attend_flex(self, q, k, v):
+        B, n, X, Y, Gq, d = q.shape
+        Gk, H, dv = k.shape[4], self.group.order, v.shape[-1]
+        Bn = B * n
+        q = q.reshape(Bn, X, Y, Gq, d)
+        k = k.reshape(Bn, X, Y, Gk, d)
+        v = v.reshape(Bn, X, Y, Gk, dv)
+        p = self.row_dim + self.col_dim
+        table = self._encode(self._acted_coords(X, Y, q.device), q.dtype)  # (H, R, p)
+        nb = self.neighbourhood
+        local = self.patch_size is not None
+        if local:
+            P = (q[..., :p] @ table.reshape(-1, p).t()).unflatten(-1, (H, -1))  # (Bn, X, Y, Gq, H, k²)
+        else:
+            P = nb.plan(X, Y, 0, X, Gq, Gk, H).positional(q[..., :p], table).reshape(Bn, X, Y, Gq, H, X * Y)
+        gt = self._group_scores(q)
+        if gt is not None:
+            u_of_h = self._classes[0].to(q.device)
+            gt = gt.index_select(4, u_of_h)  # (Bn, X, Y, Gq, H, Gk)
+        o = _flex.attend_flex(q, k, v, P, gt, local=local, r=nb.r if local else 0, X=X, Y=Y, H=H,
+                              compiled=q.is_cuda)
+        return o.reshape(B, n, X, Y, H, dv)
+
+    def _group_scores(self, q: torch.Tensor) -> torch.Tensor | None:
+        """``q_grp·E[idx]`` per conjugation class: ``(Bn, X, Y, Gq, d)`` → ``(Bn, X, Y, Gq, U, Gk)``."""
+        if self.lifting:
+            return None
+        H = self.group.order
+        t = q[..., self.row_dim + self.col_dim :] @ self.group_embedding.weight.t()  # (..., Gq, |H|)
+        flat = self._class_index.to(q.device)  # (Gq·U·Gk,) into the flattened (Gq, |H|) axis
+        U = self._classes[1].numel()
+        return t.flatten(-2).index_select(-1, flat).view(*t.shape[:-2], H, U, H)
 
     def _attend_dense(self, q, k, v):
         """Oracle: all pairs, encodings evaluated per pair from coordinates."""
@@ -245,17 +273,18 @@ class _GroupAttention(nn.Module):
         return o.reshape(B, n, X, Y, H, -1)
 
 
-def _pos_scores(qp: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """``qp (B, n, xc, Y, Gq, p)`` · ``table (H, R, p)`` → ``(B, n, xc, Y, Gq, H, R)``."""
-    H, R, p = table.shape
-    return (qp @ table.reshape(H * R, p).t()).unflatten(-1, (H, R))
-
-
 def _softmax(s: torch.Tensor) -> torch.Tensor:
     """Softmax over the last dim; half precision is computed in float32."""
     if s.dtype in (torch.float16, torch.bfloat16):
         return torch.softmax(s.float(), dim=-1).to(s.dtype)
     return torch.softmax(s, dim=-1)
+
+
+def _compiling() -> bool:
+    try:
+        return bool(torch.compiler.is_compiling())
+    except AttributeError:  # pragma: no cover - older torch
+        return False
 
 
 def _check_backend(backend: str) -> str:

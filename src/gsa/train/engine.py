@@ -111,7 +111,12 @@ def train(
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     try:
-        return _train(cfg, resume=resume, hooks=hooks, stream=stream, dist=dist)
+        report = _train(cfg, resume=resume, hooks=hooks, stream=stream, dist=dist)
+        # rank 0 does extra work at the end (test set, report, plot); without this barrier the other
+        # ranks tear gloo down under it and abort ("terminate called without an active exception").
+        # Only on success: after an error a barrier could wait for a rank that is gone.
+        D.barrier(dist)
+        return report
     finally:
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
         D.teardown(dist)

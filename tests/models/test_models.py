@@ -1,0 +1,109 @@
+"""GSA-Nets: presets, exact parameter counts, invariant logits, gradients, bad input."""
+
+import pytest
+import torch
+
+import gsa
+from gsa.models import GSANet, GSANetConfig, create, list_presets
+
+# Trainable parameter counts of the original code (spec table); local 5×5 and global agree.
+COUNTS = {
+    ("rotmnist", "z2"): 44_368,
+    ("rotmnist", "p4"): 44_428,
+    ("rotmnist", "p8"): 44_508,
+    ("rotmnist", "p12"): 44_588,
+    ("rotmnist", "p16"): 44_668,
+    ("cifar10", "z2"): 3_001_648,
+    ("cifar10", "mz2"): 3_001_808,
+    ("pcam", "z2"): 206_926,
+    ("pcam", "p4"): 207_034,
+    ("pcam", "p8"): 207_178,
+    ("pcam", "p4m"): 207_178,
+}
+
+
+@pytest.mark.parametrize("preset,group", list(COUNTS), ids=[f"{p}-{g}" for p, g in COUNTS])
+@pytest.mark.parametrize("patch_size", [5, None], ids=["local5", "global"])
+def test_parameter_counts_equal_the_original(preset, group, patch_size):
+    net = create(preset, group=group, patch_size=patch_size)
+    assert net.num_parameters() == COUNTS[preset, group]
+
+
+def test_list_presets_and_errors():
+    assert list_presets() == ["cifar10", "pcam", "rotmnist"]
+    with pytest.raises(ValueError, match="unknown preset"):
+        create("imagenet")
+    with pytest.raises(ValueError, match="unknown group"):
+        create("rotmnist", group="p5")
+    with pytest.raises(ValueError, match="unknown GSANetConfig fields"):
+        create("rotmnist", colour=True)
+    with pytest.raises(ValueError, match="crop has 2 entries"):
+        create("rotmnist", crop=(1, 1))
+
+
+def test_overrides_and_config_roundtrip():
+    net = create("cifar10", group="mz2", num_classes=7, norm="batch", activation="relu", num_heads=3)
+    cfg = net.config
+    assert (cfg.num_classes, cfg.norm, cfg.activation, cfg.group) == (7, "batch", "relu", "mz2")
+    again = GSANet(GSANetConfig.from_dict(cfg.to_dict()))
+    assert again.num_parameters() == net.num_parameters()
+    assert create("rotmnist", patch_size="global").config.patch_size is None
+
+
+# Invariance: float64, exact elements. Inputs are sized so every max-pool sees an even size.
+INVARIANCE = [
+    ("rotmnist", "p4", 5, (2, 1, 28, 28), {}),
+    ("rotmnist", "p4m", 5, (1, 1, 24, 24), {"num_heads": 2}),
+    ("rotmnist", "p8", None, (1, 1, 22, 22), {"num_heads": 1, "channels": 6}),
+    ("cifar10", "mz2", 5, (1, 3, 16, 16), {"channels": 12, "num_heads": 2}),
+    # PCam pools 4 times: exact only for sizes 56, 72, 88, 104, ... (at 96 one pool sees 7 rows)
+    ("pcam", "p4m", 5, (1, 3, 56, 56), {"num_heads": 1, "channels": 6}),
+]
+
+
+@pytest.mark.parametrize("preset,group,ps,shape,kw", INVARIANCE, ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in INVARIANCE])
+def test_logits_are_invariant(preset, group, ps, shape, kw):
+    net = create(preset, group=group, patch_size=ps, **kw)
+    errs = gsa.check_equivariance(net, group, shape)
+    assert max(errs.values()) < 1e-11, errs
+
+
+def test_logits_are_invariant_in_float32():
+    net = create("rotmnist", group="p4", num_heads=3)
+    errs = gsa.check_equivariance(net, "p4", (2, 1, 28, 28), dtype=torch.float32)
+    assert max(errs.values()) < 1e-5, errs
+
+
+def test_batch_norm_model_is_invariant_in_eval():
+    net = create("rotmnist", group="p4", norm="batch", num_heads=2)
+    net.train()
+    for _ in range(3):
+        net(torch.randn(4, 1, 24, 24))  # populate running statistics
+    errs = gsa.check_equivariance(net, "p4", (1, 1, 24, 24))
+    assert max(errs.values()) < 1e-11, errs
+
+
+def test_forward_backward_every_parameter_gets_a_gradient():
+    for preset, shape in [("rotmnist", (2, 1, 28, 28)), ("pcam", (2, 3, 56, 56))]:
+        net = create(preset, group="p4", num_heads=2)
+        net.train()
+        out = net(torch.randn(*shape))
+        assert out.shape == (2, net.config.num_classes) and torch.isfinite(out).all()
+        torch.nn.functional.cross_entropy(out, torch.tensor([0, 1])).backward()
+        for name, p in net.named_parameters():
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_initialisation_follows_whitening_scale():
+    net = create("cifar10", group="z2", patch_size=5)
+    w = net.blocks[0].attention.query.weight  # (9*48, 96)
+    assert abs(w.std().item() - (2 / 96) ** 0.5) < 0.01
+    assert net.blocks[0].attention.query.bias.abs().max() == 0
+
+
+def test_bad_model_input_raises():
+    net = create("rotmnist", group="p4", num_heads=1)
+    with pytest.raises(ValueError, match="expects 1 input channels"):
+        net(torch.randn(1, 3, 28, 28))
+    with pytest.raises(ValueError, match=r"\(B, C, X, Y\)"):
+        net(torch.randn(28, 28))

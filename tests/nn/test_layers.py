@@ -1,0 +1,140 @@
+"""Layer behaviour: oracle agreement, shapes, sizes, gradients, bad input."""
+
+import pytest
+import torch
+
+from gsa import groups
+from gsa.nn import GroupSelfAttention, LiftingSelfAttention
+
+
+def _pair(layer_cls, g, ps, cin=3, cout=6, **kw):
+    return layer_cls(g, cin, cout, num_heads=2, patch_size=ps, **kw).double()
+
+
+def _input(layer, B=2, X=7, Y=6):
+    if isinstance(layer, LiftingSelfAttention):
+        return torch.randn(B, layer.in_channels, X, Y, dtype=torch.float64)
+    return torch.randn(B, layer.in_channels, layer.group.order, X, Y, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("cls", [LiftingSelfAttention, GroupSelfAttention])
+@pytest.mark.parametrize("g", ["z2", "p4", "p8m"])
+@pytest.mark.parametrize("ps", [1, 3, 5, None])
+def test_fast_path_matches_dense_oracle(cls, g, ps):
+    layer = _pair(cls, g, ps)
+    x = _input(layer).requires_grad_()
+    fast = layer(x, backend="fast")
+    dense = layer(x, backend="dense")
+    torch.testing.assert_close(fast, dense, rtol=1e-10, atol=1e-12)
+    # gradients too (input and parameters)
+    w = torch.randn_like(fast)
+    gf = torch.autograd.grad((fast * w).sum(), [x, *layer.parameters()], allow_unused=True)
+    gd = torch.autograd.grad((dense * w).sum(), [x, *layer.parameters()], allow_unused=True)
+    for a, b in zip(gf, gd):
+        if a is None or b is None:
+            assert a is None and b is None
+            continue
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("ps", [3, None])
+def test_chunked_equals_unchunked(ps):
+    layer = _pair(GroupSelfAttention, "p4", ps)
+    x = _input(layer, X=9, Y=5)
+    ref = layer(x)
+    layer.chunk_elements = 1  # one query row per chunk
+    torch.testing.assert_close(layer(x), ref, rtol=1e-12, atol=1e-13)
+
+
+def test_default_mid_channels_and_shapes():
+    lift = LiftingSelfAttention("p4", 1, 20, patch_size=5)
+    assert lift.num_heads == 9 and lift.mid_channels == 10
+    assert lift(torch.randn(2, 1, 11, 8)).shape == (2, 20, 4, 11, 8)
+    grp = GroupSelfAttention("p4m", 20, 12, patch_size=None)
+    assert grp.mid_channels == 6 and (grp.row_dim, grp.col_dim, grp.grp_dim) == (2, 2, 2)
+    assert grp(torch.randn(1, 20, 8, 5, 7)).shape == (1, 12, 8, 5, 7)
+
+
+@pytest.mark.parametrize("ps", [5, None])
+def test_one_module_serves_any_image_size(ps):
+    layer = GroupSelfAttention("p4", 4, 6, num_heads=1, patch_size=ps)
+    for X, Y in [(6, 6), (9, 4), (3, 11), (1, 1)]:
+        out = layer(torch.randn(1, 4, 4, X, Y))
+        assert out.shape == (1, 6, 4, X, Y) and torch.isfinite(out).all()
+
+
+def test_gradients_are_finite_and_reach_every_parameter():
+    for cls in (LiftingSelfAttention, GroupSelfAttention):
+        layer = cls("p4m", 3, 6, num_heads=2, patch_size=3, attention_dropout=0.1)
+        x = torch.randn(2, 3, 6, 5) if cls is LiftingSelfAttention else torch.randn(2, 3, 8, 6, 5)
+        layer(x).square().mean().backward()
+        for name, p in layer.named_parameters():
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+            assert p.grad.abs().sum() > 0, name
+
+
+def test_attention_dropout_only_in_training():
+    layer = LiftingSelfAttention("p4", 2, 4, num_heads=1, patch_size=3, attention_dropout=0.5)
+    x = torch.randn(1, 2, 6, 6)
+    layer.eval()
+    torch.testing.assert_close(layer(x), layer(x))
+    layer.train()
+    assert not torch.allclose(layer(x), layer(x))
+
+
+def test_half_precision_runs_with_fp32_softmax():
+    layer = GroupSelfAttention("p4", 4, 6, num_heads=2, patch_size=3)
+    x = torch.randn(1, 4, 4, 6, 6)
+    ref = layer(x)
+    out = layer.to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), ref, rtol=0.1, atol=0.1)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(patch_size=4), "odd positive int"),
+        (dict(patch_size=0), "odd positive int"),
+        (dict(patch_size=-3), "odd positive int"),
+        (dict(patch_size=2.5), "odd positive int"),
+        (dict(num_heads=0), "num_heads"),
+        (dict(mid_channels=2), "mid_channels"),
+        (dict(attention_dropout=1.5), "attention_dropout"),
+        (dict(backend="cuda-magic"), "unknown backend"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GroupSelfAttention("p4", 4, 6, **kwargs)
+
+
+def test_unknown_group_raises():
+    with pytest.raises(ValueError, match="unknown group"):
+        LiftingSelfAttention("so3", 1, 4)
+
+
+def test_bad_inputs_raise_clear_errors():
+    lift = LiftingSelfAttention("p4", 3, 6, num_heads=1, patch_size=3)
+    grp = GroupSelfAttention("p4", 6, 6, num_heads=1, patch_size=3)
+    with pytest.raises(ValueError, match=r"\(B, C, X, Y\)"):
+        lift(torch.randn(3, 8, 8))
+    with pytest.raises(ValueError, match="expects 3 input channels"):
+        lift(torch.randn(1, 2, 8, 8))
+    with pytest.raises(TypeError, match="floating-point"):
+        lift(torch.zeros(1, 3, 8, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\|H\|=4"):
+        grp(torch.randn(1, 6, 8, 5, 5))
+    with pytest.raises(ValueError, match="expects 6 input channels"):
+        grp(torch.randn(1, 5, 4, 5, 5))
+    with pytest.raises(ValueError, match="unknown backend"):
+        grp(torch.randn(1, 6, 4, 5, 5), backend="nope")
+
+
+def test_state_dict_roundtrip_and_group_objects():
+    a = GroupSelfAttention(groups.get("p8"), 4, 6, num_heads=2, patch_size=3)
+    b = GroupSelfAttention("R8", 4, 6, num_heads=2, patch_size=3)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(1, 4, 8, 5, 5)
+    torch.testing.assert_close(a(x), b(x))
+    assert "group_index" not in a.state_dict()  # derived, not saved

@@ -1,0 +1,1 @@
+"""Benchmarks for gsa: ``python -m benchmarks`` (see README.md here)."""

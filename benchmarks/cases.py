@@ -1,0 +1,209 @@
+"""Benchmark cases: what is measured, how big it is, and what it costs on paper.
+
+A :class:`Case` is one workload (a lifting or group layer, or a preset model) at one batch size,
+image size, group and neighbourhood, on one device and dtype, run by one implementation:
+
+* ``fast``     — the library's default core (:mod:`gsa.nn.fastcore`);
+* ``dense``    — the library's all-pairs oracle (``backend="dense"``);
+* ``original`` — the original release's algorithm (:mod:`benchmarks.original`: ``unfold``, full
+  score tensor);
+* ``flex``     — :func:`torch.nn.attention.flex_attention` (CUDA only).
+
+Shapes of every attention layer are found once per workload with a cheap batch-1 forward pass
+(:func:`attention_shapes`); from them come the FLOP estimate (:func:`flops`) and the memory
+estimates that let the runner skip implementations that would not fit (:func:`memory_estimate`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+IMPLS = ("original", "fast", "dense", "flex")
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    workload: str  # "lifting", "group", or a preset name ("rotmnist", "cifar10", "pcam")
+    group: str
+    patch_size: int | None  # None: global
+    batch: int
+    size: int  # image side
+    impl: str
+    device: str = "cpu"
+    dtype: str = "float32"  # "float32" or "bfloat16" (autocast on CUDA)
+    channels: int = 20  # layers only
+    heads: int = 9  # layers only
+    attention_dropout: float = 0.1
+
+    @property
+    def is_model(self) -> bool:
+        return self.workload not in ("lifting", "group")
+
+    @property
+    def nb(self) -> str:
+        return "global" if self.patch_size is None else f"{self.patch_size}x{self.patch_size}"
+
+    def workload_key(self) -> tuple:
+        """Everything but the implementation: cases with the same key are compared."""
+        d = dataclasses.asdict(self)
+        d.pop("impl")
+        return tuple(sorted(d.items()))
+
+    def label(self) -> str:
+        what = self.workload if self.is_model else f"{self.workload} layer"
+        return f"{what} {self.group} {self.nb} {self.size}x{self.size} b{self.batch}"
+
+
+def build(case: Case) -> torch.nn.Module:
+    """The module of a case (on CPU, float32, train mode), with the case's implementation installed."""
+    from gsa.models import create
+    from gsa.nn import GroupSelfAttention, LiftingSelfAttention
+    from gsa.nn.attention import _GroupAttention
+
+    if case.workload == "lifting":
+        m = LiftingSelfAttention(case.group, case.channels, case.channels,
+                                 num_heads=case.heads, patch_size=case.patch_size,
+                                 attention_dropout=case.attention_dropout)
+    elif case.workload == "group":
+        m = GroupSelfAttention(case.group, case.channels, case.channels, num_heads=case.heads,
+                               patch_size=case.patch_size, attention_dropout=case.attention_dropout)
+    else:
+        m = create(case.workload, group=case.group, patch_size=case.patch_size)
+    if case.impl == "original":
+        from .original import install
+
+        install(m)
+    else:
+        for mod in m.modules():
+            if isinstance(mod, _GroupAttention):
+                mod.backend = case.impl
+                if case.impl == "flex":  # flex_attention has no attention dropout
+                    mod.attention_dropout.p = 0.0
+    return m
+
+
+def example_input(case: Case, module: torch.nn.Module, batch: int | None = None) -> torch.Tensor:
+    b = case.batch if batch is None else batch
+    if case.workload == "lifting":
+        return torch.randn(b, module.in_channels, case.size, case.size)
+    if case.workload == "group":
+        return torch.randn(b, module.in_channels, module.group.order, case.size, case.size)
+    return torch.randn(b, module.config.in_channels, case.size, case.size)
+
+
+@dataclasses.dataclass
+class LayerShape:
+    lifting: bool
+    X: int
+    Y: int
+    Gq: int
+    Gk: int
+    H: int
+    heads: int
+    d: int
+    c_in: int
+    c_out: int
+    p: int  # positional channels
+    g: int  # group-embedding channels
+    K: int  # key slots per query pixel
+
+
+def attention_shapes(case: Case) -> tuple[list[LayerShape], int, float]:
+    """Per-attention-layer shapes at batch 1, the parameter count, and the non-attention FLOPs
+    (1×1 convolutions and linear layers outside the attention layers) per sample."""
+    from gsa.nn.attention import _GroupAttention
+
+    m = build(dataclasses.replace(case, impl="fast"))
+    m.eval()
+    shapes: list[LayerShape] = []
+    other = [0.0]
+    hooks = []
+
+    def att_hook(mod, args):
+        x = args[0]
+        X, Y = x.shape[-2], x.shape[-1]
+        G = 1 if mod.lifting else mod.group.order
+        K = X * Y if mod.patch_size is None else mod.patch_size ** 2
+        shapes.append(LayerShape(mod.lifting, X, Y, G, G, mod.group.order, mod.num_heads, mod.mid_channels,
+                                 mod.in_channels, mod.out_channels, mod.row_dim + mod.col_dim, mod.grp_dim, K))
+
+    def lin_hook(mod, args, out):
+        if isinstance(mod, torch.nn.Linear):
+            other[0] += 2.0 * out.numel() * mod.in_features
+        else:
+            other[0] += 2.0 * out.numel() * (mod.weight[0].numel())
+
+    att_modules = [mod for mod in m.modules() if isinstance(mod, _GroupAttention)]
+    inside = {id(p) for a in att_modules for p in a.modules()}
+    for mod in m.modules():
+        if isinstance(mod, _GroupAttention):
+            hooks.append(mod.register_forward_pre_hook(att_hook))
+        elif isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Conv3d)) and id(mod) not in inside:
+            hooks.append(mod.register_forward_hook(lin_hook))
+    with torch.no_grad():
+        m(example_input(case, m, batch=1))
+    for h in hooks:
+        h.remove()
+    params = sum(p.numel() for p in m.parameters())
+    return shapes, params, other[0]
+
+
+def layer_flops(s: LayerShape) -> float:
+    """FLOPs of one attention layer's forward pass at batch 1, counted for the direct algorithm
+    (the paper's formula): projections, content/positional/group scores, softmax (~5 per score) and
+    the weighted sum over all ``|H|·Gq·Gk·K`` probabilities per query pixel and head."""
+    N, n = s.X * s.Y, s.heads
+    proj = 2.0 * N * s.Gq * s.c_in * 3 * n * s.d + 2.0 * N * s.H * n * s.d * s.c_out
+    content = 2.0 * s.Gq * s.Gk * s.K * s.d
+    positional = 2.0 * s.Gq * s.H * s.K * s.p
+    group = 2.0 * s.Gq * s.H * s.Gk * s.g
+    probs = s.H * s.Gq * s.Gk * s.K
+    return proj + n * N * (content + positional + group + probs * (5.0 + 2.0 * s.d))
+
+
+def flops(case: Case, shapes: list[LayerShape], other: float) -> tuple[float, float]:
+    """(forward, forward+backward) FLOP estimates; backward counted as twice the forward."""
+    fwd = case.batch * (sum(layer_flops(s) for s in shapes) + other)
+    return fwd, 3.0 * fwd
+
+
+def memory_estimate(case: Case, shapes: list[LayerShape], train: bool) -> float:
+    """Rough peak bytes of the score tensors of ``dense`` and ``original`` (0 for the chunked cores).
+
+    Both materialise ``heads × |H| × pixels × Gq × slots × Gk`` scores several times (expanded copies,
+    sum, mask, softmax, dropout; in training autograd keeps them for every layer)."""
+    if case.impl not in ("dense", "original"):
+        return 0.0
+    el = 4 if case.dtype == "float32" else 2
+    per_layer = []
+    for s in shapes:
+        N = s.X * s.Y
+        slots = N if (case.impl == "dense" or s.K == N) else s.K
+        scores = case.batch * s.heads * s.H * N * s.Gq * slots * s.Gk
+        extra = s.H * N * N * s.p if case.impl == "dense" else 0  # pairwise encodings
+        per_layer.append((scores, extra))
+    copies = 4.0
+    if train:
+        return el * sum(copies * sc + 3 * ex for sc, ex in per_layer)
+    return el * max(copies * sc + ex for sc, ex in per_layer)
+
+
+def fmt_bytes(b: float) -> str:
+    if b >= 2**30:
+        return f"{b / 2**30:.1f} GB"
+    return f"{b / 2**20:.0f} MB"
+
+
+def human_flops(f: float) -> str:
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if f >= scale:
+            return f"{f / scale:.3g} {unit}"
+    return f"{f:.3g} "
+
+
+def gmean(xs):
+    xs = [x for x in xs if x and x > 0]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None

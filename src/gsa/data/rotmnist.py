@@ -27,6 +27,7 @@ parse happens once.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -78,15 +79,10 @@ MINI_INFO = DatasetInfo(
     description="Embedded stand-in: 10,000 MNIST test digits randomly rotated, 7k/1k/2k (not the benchmark)",
 )
 
-ROTMNIST_INFO = DatasetInfo(
+# Same statistics as rotmnist-mini (estimated there: same digits-under-random-rotation distribution).
+ROTMNIST_INFO = dataclasses.replace(
+    MINI_INFO,
     name="rotmnist",
-    in_channels=1,
-    num_classes=10,
-    image_size=(28, 28),
-    # Estimated on rotmnist-mini (same digits-under-random-rotation distribution).
-    mean=mini_meta.ROTMNIST_MINI_MEAN,
-    std=mini_meta.ROTMNIST_MINI_STD,
-    class_names=_DIGITS,
     description="Rotated MNIST (mnist_rotation_new, Larochelle et al. 2007): 10k train / 2k valid / 50k test",
 )
 

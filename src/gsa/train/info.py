@@ -10,6 +10,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .hooks import DataSpec, Hooks, get_hooks
+from .reporting import jsonable
 
 
 def count_flops(model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str, int]]:
@@ -71,7 +72,7 @@ def model_info(
     }
     config = getattr(model, "config", None)
     if config is not None and dataclasses.is_dataclass(config):
-        info["config"] = _plain(dataclasses.asdict(config))
+        info["config"] = jsonable(dataclasses.asdict(config))
     if flops:
         total, per_child = count_flops(model, example)
         info["flops"] = total
@@ -80,16 +81,6 @@ def model_info(
         with torch.no_grad():
             info["output_shape"] = list(model.eval()(example).shape)
     return info
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (int, float, str, bool)) or value is None:
-        return value
-    return str(value)
 
 
 def human(n: float) -> str:

@@ -176,17 +176,21 @@ def plot_rotation(path: str | os.PathLike, angles: Sequence[float], accs: Sequen
 
 def write_report(run_dir: str | os.PathLike, report: Mapping[str, Any]) -> Path:
     path = Path(run_dir) / REPORT_FILE
-    atomic_write_bytes(path, (json.dumps(_jsonable(report), indent=2) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(jsonable(report), indent=2) + "\n").encode())
     return path
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data: mappings/sequences recursively, tensors as lists,
+    non-finite floats as ``None``, anything else unknown as its ``str``."""
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(value, (torch.Tensor,)):
-        return _jsonable(value.tolist())
-    return value
+    if isinstance(value, torch.Tensor):
+        return jsonable(value.tolist())
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    return str(value)

@@ -125,6 +125,7 @@ class Spec:
         return F.pad(t, (0, 0, 0, 0, r, r + self.pad_y, r, r + self.pad_x))
 
     def slab(self, t: torch.Tensor, b0: int, b1: int, plan) -> torch.Tensor:
+        """Rows ``b0 : b1`` of the (padded) keys/values that the query chunk of ``plan`` needs."""
         if not self.local:
             return t[b0:b1]
         return t[b0:b1, plan.x0 : plan.x0 + plan.nx * plan.Tx + 2 * self.r]

@@ -107,6 +107,7 @@ class Local(Neighbourhood):
         return min(t, X), min(t, Y)
 
     def plan(self, X: int, Y: int, x0: int, x1: int, Gq: int, Gk: int, H: int, tiles=None):
+        """The :class:`LocalPlan` for query rows ``x0 : x1`` (tiles from :meth:`tiles` unless given)."""
         Tx, Ty = tiles or self.tiles(X, Y, Gq, Gk, H)
         return LocalPlan(self, X, Y, x0, x1, Tx, Ty)
 
@@ -283,15 +284,18 @@ class Global(Neighbourhood):
         return X * Y
 
     def pad(self, t: torch.Tensor) -> torch.Tensor:
+        """No padding: every key is inside the image."""
         return t
 
     def pair_mask(self, X: int, Y: int, device=None):
         return None
 
     def tiles(self, X, Y, Gq, Gk, H):
+        """One query row per tile: ``(1, Y)``."""
         return (1, Y)
 
     def plan(self, X: int, Y: int, x0: int, x1: int, Gq: int, Gk: int, H: int, tiles=None):
+        """The :class:`GlobalPlan` for query rows ``x0 : x1`` (``tiles`` is ignored)."""
         return GlobalPlan(X, Y, x0, x1)
 
 
@@ -307,9 +311,11 @@ class GlobalPlan:
         self.K = (X, Y)
 
     def query_tiles(self, t: torch.Tensor) -> torch.Tensor:
+        """Identity: global attention keeps the ``(Bc, xc, Y, G, c)`` layout."""
         return t
 
     def from_tiles(self, t: torch.Tensor) -> torch.Tensor:
+        """Identity (see :meth:`query_tiles`)."""
         return t
 
     def key_tiles(self, keys: torch.Tensor) -> torch.Tensor:
@@ -327,10 +333,12 @@ class GlobalPlan:
         return s.view(Bc, xc, Y, Gq, -1, self.X, self.Y)
 
     def band_matrix(self, w: torch.Tensor, scratch=None) -> torch.Tensor:
+        """``(Bc, xc, Y, R, ...)`` weights as one ``(Bc, xc·Y·R, Gk·X·Y)`` matrix."""
         Bc, xc, Y, R = w.shape[:4]
         return w.reshape(Bc, xc * Y * R, -1)
 
     def aggregate(self, w: torch.Tensor, vt: torch.Tensor, scratch=None) -> torch.Tensor:
+        """``Σ_keys w·v``: ``w (Bc, xc, Y, H, Gk, X, Y)`` → ``(Bc, xc, Y, H, dv)``."""
         Bc, xc, Y, H = w.shape[:4]
         out = torch.bmm(w.reshape(Bc, xc * Y * H, -1), vt)
         return out.view(Bc, xc, Y, H, vt.shape[-1])
@@ -376,6 +384,7 @@ class GlobalPlan:
         return dqp, dtable.view(H, -1, p)
 
     def mask_bias(self, device, dtype):
+        """None: global attention masks nothing."""
         return None
 
 

@@ -312,14 +312,8 @@ def chunk_backward(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, do, g
     U = 1 if gt is None else gt.shape[-2]
     drop = spec.dropout > 0.0
     vt = plan.key_tiles(vslab)
-    # ---- value side: o = agg(W, v)
     dot = plan.query_tiles(do)  # (*PIX, H, dv)
-    W = _weights(E, Pn, u_of_h, spec, cid, dev, scratch)
-    Wb = plan.band_matrix(W.to(vt.dtype), scratch)
-    del W
-    dvt = torch.bmm(Wb.transpose(1, 2), dot.reshape(Wb.shape[0], Wb.shape[1], -1))
-    grads["v"](plan.fold_keys(dvt, Bc, Gk), plan)
-    del dvt, Wb
+    # ---- dW = do · vᵀ per slot (needs no probabilities)
     dW = plan.content(dot, vt)  # (*PIX, H, Gk, Kx, Ky) strided view
     shape = (*Pn.shape[:-4], H, Gk, *Pn.shape[-2:])
     dWc = scratch.get("dW", shape, ct, dev)
@@ -327,28 +321,51 @@ def chunk_backward(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, do, g
     if drop:
         dWc.mul_(1.0 / (1.0 - spec.dropout))
     del dW
-    # ---- through W = Σ_a Pn ⊗ E ⊙ D
+    # ---- one pass over a_q: rebuild W = Σ_a Pn ⊗ E ⊙ D (each dropout mask generated once) and
+    #      push dW through it: X_a = dW ⊙ D_a, dPn[a] = Σ_{a_k} X_a ⊙ E[a], dE[a] = Σ_{h∈u} X_a ⊙ Pn[a]
+    W = torch.empty(shape, dtype=ct, device=dev)
     dPn = torch.empty_like(Pn)
     dE = None if E is None else torch.empty_like(E)
     tmp = scratch.get("prod", shape, ct, dev)
+    prod = scratch.get("prod2", shape, ct, dev) if (drop and E is not None) else None
     for a in range(Gq):
+        Pa = Pn.select(-4, a).unsqueeze(-3)  # (*PIX, H, 1, Kx, Ky)
+        Ea = None if E is None else _by_class(E.select(-5, a), u_of_h, -4)
         if drop:
             mask = dropout_keep_mask(shape, spec.dropout, _generator(spec, cid, a, dev), dev, ct,
                                      out=scratch.get("mask", shape, ct, dev))
+            if Ea is None:
+                torch.mul(Pa, mask, out=W) if a == 0 else W.addcmul_(Pa, mask)
+            else:
+                torch.mul(Pa, Ea, out=prod)
+                torch.mul(prod, mask, out=W) if a == 0 else W.addcmul_(prod, mask)
             Xa = mask.mul_(dWc)
         else:
+            if Ea is None:
+                W.copy_(Pa) if a == 0 else W.add_(Pa)
+            elif a == 0:
+                torch.mul(Pa, Ea, out=W)
+            else:
+                W.addcmul_(Pa, Ea)
             Xa = dWc
         if E is None:
             dPn.select(-4, a).copy_(Xa.squeeze(-3))
             continue
-        Ea = _by_class(E.select(-5, a), u_of_h, -4)
         torch.mul(Xa, Ea, out=tmp)
         torch.sum(tmp, -3, out=dPn.select(-4, a))
-        torch.mul(Xa, Pn.select(-4, a).unsqueeze(-3), out=tmp)  # (*PIX, H, Gk, Kx, Ky)
+        torch.mul(Xa, Pa, out=tmp)  # (*PIX, H, Gk, Kx, Ky)
         if u_of_h is None:
             torch.sum(tmp, -4, keepdim=True, out=dE.select(-5, a))
         else:
             dE.select(-5, a).copy_(_sum_by_class(tmp, u_of_h, -4, U))
+    if drop:
+        W.mul_(1.0 / (1.0 - spec.dropout))
+    # ---- value side: o = agg(W, v)
+    Wb = plan.band_matrix(W.to(vt.dtype), scratch)
+    del W
+    dvt = torch.bmm(Wb.transpose(1, 2), dot.reshape(Wb.shape[0], Wb.shape[1], -1))
+    grads["v"](plan.fold_keys(dvt, Bc, Gk), plan)
+    del dvt, Wb
     del dWc, tmp
     # ---- the two softmaxes
     g = (Pn * dPn).sum((-2, -1), keepdim=True)  # (*PIX, Gq, H, 1, 1)

@@ -126,6 +126,8 @@ class Local(Neighbourhood):
             vc = (kc >= 0) & (kc < Y) | (cols[:, None] >= Y)
             valid = vr[:, None, :, None] & vc[None, :, None, :]  # (rows, cols, k, k)
             m = valid.view(nx, Tx, ny, Ty, k, k).permute(0, 2, 1, 3, 4, 5).contiguous()
+            if _compiling():  # no cache writes while tracing (e.g. inside a checkpoint region)
+                return m
             if len(self._masks) > 64:
                 self._masks.clear()
             self._masks[key] = m
@@ -138,8 +140,10 @@ class Local(Neighbourhood):
             with torch.no_grad():
                 m = self.tile_mask(X, Y, x0, nx, ny, Tx, Ty, device)
                 bias = None
-                if not bool(m.all()):
+                if self.r > 0:  # tiles span whole rows, so edge columns always have outside slots
                     bias = torch.zeros(m.shape, device=device, dtype=dtype).masked_fill_(~m, float("-inf"))
+            if _compiling():
+                return bias
             self._masks[key] = bias
         return self._masks[key]
 
@@ -361,7 +365,8 @@ class GlobalPlan:
         s_b = xc * s_x
         size = (Bc, xc, Y, Gq, H, X, Y)
         stride = (s_b, s_x - Dy, s_y - 1, s_q, s_h, Dy, 1)
-        return full.as_strided(size, stride, full.storage_offset() + (xc - 1) * Dy + (Y - 1))
+        full = full.contiguous()  # a fresh product: storage offset 0
+        return full.as_strided(size, stride, (xc - 1) * Dy + (Y - 1))
 
     def positional_backward(self, dP: torch.Tensor, qp: torch.Tensor, table: torch.Tensor):
         """Adjoint of :meth:`positional`: ``(dqp, dtable (H, (2X-1)(2Y-1), p))``."""
@@ -386,6 +391,13 @@ class GlobalPlan:
     def mask_bias(self, device, dtype):
         """None: global attention masks nothing."""
         return None
+
+
+def _compiling() -> bool:
+    try:
+        return bool(torch.compiler.is_compiling())
+    except AttributeError:  # pragma: no cover - older torch
+        return False
 
 
 def make(patch_size: int | None) -> Neighbourhood:

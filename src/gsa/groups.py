@@ -103,6 +103,7 @@ class Group:
         return 2 * math.pi * self.split(e)[0] / self.rotations
 
     def is_mirrored(self, e: int) -> bool:
+        """Whether element ``e`` contains the mirror (``e >= rotations``)."""
         return bool(self.split(e)[1])
 
     def compose(self, a: int, b: int) -> int:

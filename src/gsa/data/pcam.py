@@ -244,6 +244,7 @@ class PCamDataset(Dataset):
         return state
 
     def close(self) -> None:
+        """Close this process's HDF5 handle (it is reopened on the next access)."""
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -54,10 +54,12 @@ class GSANetConfig:
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """The configuration as a plain dict (JSON-serialisable)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "GSANetConfig":
+        """Rebuild from :meth:`to_dict` output; lists become tuples, unknown keys raise ``ValueError``."""
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -158,6 +160,7 @@ class GSANet(nn.Module):
         return out.sum(dim=(-2, -1)).amax(dim=-1)
 
     def num_parameters(self, trainable_only: bool = True) -> int:
+        """Number of (trainable, by default) parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     def extra_repr(self) -> str:

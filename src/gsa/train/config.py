@@ -189,9 +189,11 @@ class TrainConfig:
     # ------------------------------------------------------------------ helpers
     @property
     def global_attention(self) -> bool:
+        """True when ``patch_size == 0`` (global attention)."""
         return self.patch_size == 0
 
     def effective_eval_batch_size(self) -> int:
+        """``eval_batch_size``, or ``max(batch_size, 100)`` when it is None."""
         return self.eval_batch_size or max(self.batch_size, 100)
 
     def validate(self) -> "TrainConfig":
@@ -248,10 +250,12 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ I/O
     def to_dict(self) -> dict[str, Any]:
+        """All fields as a plain dict (what ``config.json`` holds)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """Rebuild from a dict; unknown keys (from a newer version) are kept in ``extra``."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         kwargs = {k: v for k, v in data.items() if k in known}
@@ -261,6 +265,7 @@ class TrainConfig:
         return cfg
 
     def save(self, run_dir: str | os.PathLike) -> Path:
+        """Write ``<run_dir>/config.json`` atomically; returns its path."""
         from .checkpoint import atomic_write_bytes
 
         path = Path(run_dir) / CONFIG_FILE
@@ -270,6 +275,7 @@ class TrainConfig:
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> "TrainConfig":
+        """Read ``<run_dir>/config.json``; raises :class:`ConfigError` if missing or unreadable."""
         path = Path(run_dir) / CONFIG_FILE
         if not path.is_file():
             raise ConfigError(f"{path}: no such file (not a gsa run directory?)")

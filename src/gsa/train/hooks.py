@@ -159,6 +159,7 @@ class Hooks:
     rotate_fn: RotateFn = default_rotate
 
     def replace(self, **changes: Any) -> "Hooks":
+        """A copy with the given factories replaced (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)
 
 

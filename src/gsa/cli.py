@@ -1,4 +1,4 @@
-"""The ``gsa`` command line: ``gsa train``, ``gsa eval``, ``gsa info``.
+"""The ``gsa`` command line: ``gsa train``, ``gsa eval``, ``gsa info``, ``gsa figures``.
 
 Errors in the input, unreadable checkpoints and non-finite losses end with a one-line
 ``gsa: error: ...`` on stderr and a non-zero exit code (2: bad input, 1: checkpoint /
@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   torchrun --nproc_per_node 2 -m gsa train --recipe cifar10 --download
   gsa eval runs/smoke --rotations
   gsa info --recipe pcam --group p4m
+  gsa figures --quick --out figs-check        # regenerate the documentation figures (tiny)
 """
 
 
@@ -117,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     except Exception:
         ver = "unknown"
     parser.add_argument("--version", action="version", version=f"gsa {ver}")
-    sub = parser.add_subparsers(dest="command", metavar="{train,eval,info}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,info,figures}")
 
     # ------------------------------------------------------------------ train
     t = sub.add_parser(
@@ -220,6 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--image-size", type=_positive_int, default=None, metavar="N", help="square input size (default: the dataset's)")
     i.add_argument("--no-flops", action="store_true", help="skip the FLOPs count")
     i.add_argument("--json", action="store_true", help="print as JSON")
+
+    # ------------------------------------------------------------------ figures
+    from gsa.figures import add_arguments as _add_figure_arguments
+
+    f = sub.add_parser(
+        "figures",
+        help="regenerate the documentation figures (docs/figures/*.png)",
+        description="Regenerate lifting.png, steerability.png and rotation_accuracy.png "
+        "(same as python -m gsa.figures).",
+    )
+    _add_figure_arguments(f)
     return parser
 
 
@@ -311,7 +323,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "info": cmd_info}
+def cmd_figures(args: argparse.Namespace) -> int:
+    from gsa.figures import run
+
+    return run(args)
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "info": cmd_info, "figures": cmd_figures}
 
 
 def _install_hooks_from_env() -> None:

@@ -397,7 +397,6 @@ def rotation_accuracy_figure(
         ``train_images``, ``epochs``, ``run`` for each curve.
     """
     setup = setup or RotationSetup()
-    plt = _pyplot()
     tmp = None
     if work_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="gsa-figures-")
@@ -423,6 +422,12 @@ def rotation_accuracy_figure(
         if tmp is not None:
             tmp.cleanup()
 
+    _plot_rotation(Path(path), curves)
+    return {"path": str(path), **curves}
+
+
+def _plot_rotation(path: Path, curves: dict[str, dict[str, Any]]) -> None:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8.0, 4.6))
     styles = {"z2": ("tab:gray", "s", "z2 (translations only)"), "p4": ("tab:blue", "o", "p4 (90° rotations)")}
     for group in ("z2", "p4"):
@@ -435,17 +440,17 @@ def rotation_accuracy_figure(
                 label=f"{label}: {ys[0]:.1f}% at 0°, mean {mean:.1f}%")
     for a in range(90, 360, 90):
         ax.axvline(a, color="0.8", linewidth=0.9, zorder=0)
+    ax.axhline(10, color="tab:red", linestyle=":", linewidth=1.0, label="chance (10 classes)")
     ax.set_xlim(0, 360)
     ax.set_xticks(range(0, 361, 45))
     ax.set_ylim(0, 100)
     ax.set_xlabel("rotation of the test images (degrees, counter-clockwise)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower center", fontsize=9.5, framealpha=0.95)
+    ax.legend(loc="upper right", fontsize=9.5, framealpha=0.95)
     ax.set_title(_rotation_title(curves), fontsize=10)
     fig.tight_layout()
-    _save(fig, Path(path))
-    return {"path": str(path), **curves}
+    _save(fig, path)
 
 
 def _rotation_title(curves: dict[str, dict[str, Any]]) -> str:
@@ -459,7 +464,9 @@ def _rotation_title(curves: dict[str, dict[str, Any]]) -> str:
 
     def describe(c):
         n = "all" if c.get("train_images") is None else f"{c['train_images']:,}"
-        return f"{c['group']}: {c['dataset']}, {n} training images, {c['epochs']} epochs"
+        kind, sep, where = str(c["dataset"]).partition(":")
+        name = f"{kind}:{Path(where).name}" if sep else kind  # no machine paths in the figure
+        return f"{c['group']}: {name}, {n} training images, {c['epochs']} epochs"
 
     return f"GSA-Nets from gsa train runs, {p4['images']} test images per angle\n{describe(z2)}; {describe(p4)}"
 
@@ -522,7 +529,13 @@ def run(args: argparse.Namespace) -> int:
                       f"({c['images']} test images per angle)", flush=True)
         summary[name] = _without_runs(res)
         print(f"wrote {target} ({time.time() - t0:.0f} s)", flush=True)
-    with open(out / "figures.json", "w") as fh:
+    record = out / "figures.json"
+    if record.is_file():  # keep the entries of figures not remade this time
+        try:
+            summary = {**json.loads(record.read_text()), **summary}
+        except ValueError:
+            pass
+    with open(record, "w") as fh:
         json.dump(summary, fh, indent=1, default=str)
         fh.write("\n")
     return 0

@@ -50,8 +50,8 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=None)
     args = p.parse_args(argv)
     torch.manual_seed(0)
-    steps = args.steps or (3 if args.smoke else 150)
-    batch, n_test = (8, 16) if args.smoke else (16, 300)
+    steps = args.steps or (1 if args.smoke else 150)
+    batch, n_test = (4, 8) if args.smoke else (16, 300)
 
     x_train, y_train = data.arrays("rotmnist-mini", "train")   # float32 (7000, 1, 28, 28) in [0, 1]
     x_test, y_test = data.arrays("rotmnist-mini", "test")

@@ -47,7 +47,7 @@ def main(argv=None) -> None:
     p.add_argument("--smoke", action="store_true", default=os.environ.get("GSA_SMOKE") == "1")
     args = p.parse_args(argv)
     torch.manual_seed(0)
-    steps, batch, n_test = (3, 8, 32) if args.smoke else (150, 32, 500)
+    steps, batch, n_test = (2, 8, 16) if args.smoke else (150, 32, 500)
 
     x_train, y_train = data.arrays("rotmnist-mini", "train")
     x_test, y_test = data.arrays("rotmnist-mini", "test")

@@ -13,7 +13,15 @@ def test_paper_recipes_match_appendix_f():
     p = get_recipe("pcam")
     assert (p.optimizer, p.scheduler, p.lr, p.batch_size, p.epochs) == ("sgd", "cosine", 0.01, 8, 100)
     m = get_recipe("mini")
-    assert (m.dataset, m.group, m.patch_size, m.optimizer, m.lr) == ("rotmnist-mini", "p4", 5, "adam", 1e-3)
+    assert (m.dataset, m.group, m.patch_size, m.optimizer, m.lr) == ("rotmnist-mini", "p4", 5, "adam", 2e-3)
+    assert m.model_args == {"channels": 12, "num_heads": 4}
+
+
+def test_model_args_merge_recipe_and_overrides():
+    cfg = make_config("mini", model_args={"num_heads": 2, "whitening_scale": 1.0})
+    assert cfg.model_args == {"channels": 12, "num_heads": 2, "whitening_scale": 1.0}
+    assert get_recipe("mini").model_args == {"channels": 12, "num_heads": 4}  # recipe not mutated
+    assert make_config("rotmnist").model_args == {}
 
 
 def test_make_config_applies_recipe_then_overrides():

@@ -323,6 +323,7 @@ def _train_model(group: str, data_path: Path, out: Path, setup: RotationSetup, p
         epochs=setup.epochs,
         batch_size=setup.batch_size,
         lr=setup.lr,
+        scheduler="constant",  # what the committed figure was made with (independent of the mini recipe)
         train_subset=setup.train_images,
         eval_subset=setup.eval_images,
         rotation_step=setup.rotation_step,

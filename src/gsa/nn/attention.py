@@ -184,16 +184,20 @@ class _GroupAttention(nn.Module):
             o = self._attend_fast(q, k, v)
         return self._finish(o, x)
 
+    def _flatten_heads(self, q, k, v):
+        """``(B, n, X, Y, G, c)`` → ``(B·n, X, Y, G, c)`` each, plus the encoding table ``(H, R, p)``."""
+        X, Y = q.shape[2], q.shape[3]
+        q, k, v = (t.reshape(-1, *t.shape[2:]) for t in (q, k, v))
+        table = self._encode(self._acted_coords(X, Y, q.device), q.dtype)
+        return q, k, v, table
+
     def _attend_fast(self, q, k, v):
         """Chunked fast core (see :mod:`gsa.nn.fastcore`): ``(B, n, X, Y, G, d)`` → ``(B, n, X, Y, H, dv)``."""
         B, n, X, Y, Gq, d = q.shape
         Gk, H, dv = k.shape[4], self.group.order, v.shape[-1]
         Bn = B * n
-        q = q.reshape(Bn, X, Y, Gq, d)
-        k = k.reshape(Bn, X, Y, Gk, d)
-        v = v.reshape(Bn, X, Y, Gk, dv)
-        p = self.row_dim + self.col_dim
-        table = self._encode(self._acted_coords(X, Y, q.device), q.dtype)  # (H, R, p)
+        q, k, v, table = self._flatten_heads(q, k, v)
+        p = table.shape[-1]
         gt = self._group_scores(q)  # (Bn, X, Y, Gq, U, Gk) or None
         u_of_h = None
         if not self.lifting and self._classes[1].numel() > 1:
@@ -216,11 +220,8 @@ class _GroupAttention(nn.Module):
         B, n, X, Y, Gq, d = q.shape
         Gk, H, dv = k.shape[4], self.group.order, v.shape[-1]
         Bn = B * n
-        q = q.reshape(Bn, X, Y, Gq, d)
-        k = k.reshape(Bn, X, Y, Gk, d)
-        v = v.reshape(Bn, X, Y, Gk, dv)
-        p = self.row_dim + self.col_dim
-        table = self._encode(self._acted_coords(X, Y, q.device), q.dtype)  # (H, R, p)
+        q, k, v, table = self._flatten_heads(q, k, v)
+        p = table.shape[-1]
         nb = self.neighbourhood
         local = self.patch_size is not None
         if local:

@@ -404,19 +404,13 @@ class AttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, kp, vp, table, gt, spec: Spec):
         scratch = _Scratch()
-        outs = []
-        row = []
-        last_x0 = None
-        for cid, b0, b1, plan in spec.chunks():
-            if last_x0 is not None and plan.x0 != last_x0:
-                outs.append(row[0] if len(row) == 1 else torch.cat(row, 0))
-                row = []
-            last_x0 = plan.x0
+
+        def one(cid, b0, b1, plan):
             gtc = None if gt is None else gt[b0:b1, plan.x0 : plan.x1]
-            row.append(chunk_forward(q[b0:b1, plan.x0 : plan.x1], spec.slab(kp, b0, b1, plan),
-                                     spec.slab(vp, b0, b1, plan), table, gtc, plan, spec, cid, scratch))
-        outs.append(row[0] if len(row) == 1 else torch.cat(row, 0))
-        o = outs[0] if len(outs) == 1 else torch.cat(outs, 1)
+            return chunk_forward(q[b0:b1, plan.x0 : plan.x1], spec.slab(kp, b0, b1, plan),
+                                 spec.slab(vp, b0, b1, plan), table, gtc, plan, spec, cid, scratch)
+
+        o = _over_chunks(spec, one)
         scratch.clear()
         ctx.spec = spec
         ctx.save_for_backward(q, kp, vp, table, gt)
@@ -522,21 +516,27 @@ def attend(q, kp, vp, table, gt, spec: Spec, *, training: bool, recompute: bool,
     # differentiable path (torch.compile traces this; also recompute=False)
     from torch.utils.checkpoint import checkpoint
 
-    rows = []
-    row = []
-    last = None
+    def one(cid, b0, b1, plan):
+        gtc = None if gt is None else gt[b0:b1, plan.x0 : plan.x1]
+        args = (q[b0:b1, plan.x0 : plan.x1], spec.slab(kp, b0, b1, plan), spec.slab(vp, b0, b1, plan), table, gtc,
+                plan, spec, training)
+        if needs_grad and recompute:
+            return checkpoint(chunk_differentiable, *args, use_reentrant=False)
+        return chunk_differentiable(*args)
+
+    return _over_chunks(spec, one)
+
+
+def _over_chunks(spec: Spec, one) -> torch.Tensor:
+    """``one(cid, b0, b1, plan)`` for every chunk, assembled: batch chunks along dim 0 within a row
+    block, row blocks along dim 1."""
+    rows, row, last = [], [], None
     for cid, b0, b1, plan in spec.chunks():
         if last is not None and plan.x0 != last:
             rows.append(row[0] if len(row) == 1 else torch.cat(row, 0))
             row = []
         last = plan.x0
-        gtc = None if gt is None else gt[b0:b1, plan.x0 : plan.x1]
-        args = (q[b0:b1, plan.x0 : plan.x1], spec.slab(kp, b0, b1, plan), spec.slab(vp, b0, b1, plan), table, gtc,
-                plan, spec, training)
-        if needs_grad and recompute:
-            row.append(checkpoint(chunk_differentiable, *args, use_reentrant=False))
-        else:
-            row.append(chunk_differentiable(*args))
+        row.append(one(cid, b0, b1, plan))
     rows.append(row[0] if len(row) == 1 else torch.cat(row, 0))
     return rows[0] if len(rows) == 1 else torch.cat(rows, 1)
 

@@ -231,6 +231,20 @@ def _probabilities(C, Gt, P, mb, u_of_h):
     return E, Pn
 
 
+def _accumulate(W, a: int, Pa, Ea, mask, prod) -> None:
+    """``W (+)= Pa ⊙ Ea ⊙ mask`` for query element ``a`` (``a == 0`` writes ``W``); ``Ea``/``mask`` may be
+    ``None``; ``prod`` is scratch for ``Pa ⊙ Ea`` when both factors and a mask are present."""
+    if mask is None:
+        if Ea is None:
+            W.copy_(Pa) if a == 0 else W.add_(Pa)
+        else:
+            torch.mul(Pa, Ea, out=W) if a == 0 else W.addcmul_(Pa, Ea)
+        return
+    if Ea is not None:
+        Pa = torch.mul(Pa, Ea, out=prod)
+    torch.mul(Pa, mask, out=W) if a == 0 else W.addcmul_(Pa, mask)
+
+
 def _weights(E, Pn, u_of_h, spec: Spec, cid: int, device, scratch: _Scratch):
     """``W = Σ_{a_q} Pn ⊗ E`` (dropout when ``spec.dropout > 0``): ``(*PIX, H, Gk, Kx, Ky)``."""
     Gq = Pn.shape[-4]
@@ -242,20 +256,11 @@ def _weights(E, Pn, u_of_h, spec: Spec, cid: int, device, scratch: _Scratch):
     for a in range(Gq):
         Pa = Pn.select(-4, a).unsqueeze(-3)  # (*PIX, H, 1, Kx, Ky)
         Ea = None if E is None else _by_class(E.select(-5, a), u_of_h, -4)  # (*PIX, U|H, Gk, Kx, Ky)
+        mask = None
         if drop:
             mask = dropout_keep_mask(shape, spec.dropout, _generator(spec, cid, a, device), device, Pn.dtype,
                                      out=scratch.get("mask", shape, Pn.dtype, device))
-            if Ea is None:
-                torch.mul(Pa, mask, out=W) if a == 0 else W.addcmul_(Pa, mask)
-            else:
-                torch.mul(Pa, Ea, out=tmp)
-                torch.mul(tmp, mask, out=W) if a == 0 else W.addcmul_(tmp, mask)
-        elif Ea is None:
-            W.copy_(Pa) if a == 0 else W.add_(Pa)
-        elif a == 0:
-            torch.mul(Pa, Ea, out=W)
-        else:
-            W.addcmul_(Pa, Ea)
+        _accumulate(W, a, Pa, Ea, mask, tmp)
     if drop:
         W.mul_(1.0 / (1.0 - spec.dropout))
     return W
@@ -331,23 +336,12 @@ def chunk_backward(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, do, g
     for a in range(Gq):
         Pa = Pn.select(-4, a).unsqueeze(-3)  # (*PIX, H, 1, Kx, Ky)
         Ea = None if E is None else _by_class(E.select(-5, a), u_of_h, -4)
+        mask = None
         if drop:
             mask = dropout_keep_mask(shape, spec.dropout, _generator(spec, cid, a, dev), dev, ct,
                                      out=scratch.get("mask", shape, ct, dev))
-            if Ea is None:
-                torch.mul(Pa, mask, out=W) if a == 0 else W.addcmul_(Pa, mask)
-            else:
-                torch.mul(Pa, Ea, out=prod)
-                torch.mul(prod, mask, out=W) if a == 0 else W.addcmul_(prod, mask)
-            Xa = mask.mul_(dWc)
-        else:
-            if Ea is None:
-                W.copy_(Pa) if a == 0 else W.add_(Pa)
-            elif a == 0:
-                torch.mul(Pa, Ea, out=W)
-            else:
-                W.addcmul_(Pa, Ea)
-            Xa = dWc
+        _accumulate(W, a, Pa, Ea, mask, prod)
+        Xa = dWc if mask is None else mask.mul_(dWc)
         if E is None:
             dPn.select(-4, a).copy_(Xa.squeeze(-3))
             continue

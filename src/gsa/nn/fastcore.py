@@ -45,6 +45,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import native
+
 __all__ = [
     "conjugation_classes",
     "Spec",
@@ -52,7 +54,8 @@ __all__ = [
     "AttentionFunction",
     "chunk_forward",
     "chunk_differentiable",
-    "dropout_keep_mask",
+    "dropout_params",
+    "keep_mask",
 ]
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -134,30 +137,70 @@ class Spec:
 # ------------------------------------------------------------------------------------------------
 # dropout masks and scratch buffers
 
-_KEEP_BITS = 16
+_M32 = 0xFFFFFFFF
+_MIX1, _MIX2 = 0x85EBCA6B, 0xC2B2AE35
 
 
-def dropout_keep_mask(shape, p: float, generator: torch.Generator, device, dtype=torch.float32,
-                      out: torch.Tensor | None = None) -> torch.Tensor:
-    """Float mask of 0/1, 1 with probability ``1 − p`` (``p`` rounded to a multiple of 2⁻¹⁶).
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return x ^ (x >> 31)
 
-    Four 16-bit uniforms per 64-bit draw, thresholded arithmetically: on CPU several times cheaper
-    than ``bernoulli_`` followed by a boolean multiply. Deterministic given ``generator``.
-    """
+
+def dropout_params(p: float, seed: int | None, cid: int) -> tuple[int, int, int, int]:
+    """``(threshold, key0, key1, on)`` of chunk ``cid``'s dropout masks (``on = 0``: no dropout).
+
+    Element ``n`` of the chunk's virtual ``(pixels, Gq, H, Gk, Kx, Ky)`` mask tensor is kept iff the
+    16-bit half ``n mod 2`` (low half first) of ``fmix(fmix(lo(n//2) ^ key0) ^ (hi(n//2) + key1))``
+    is ``>= threshold`` (``fmix``: MurmurHash3's 32-bit finaliser). The keep probability is
+    ``1 − threshold / 2¹⁶`` (``p`` rounded to a multiple of 2⁻¹⁶), and any slice of the masks can be
+    regenerated from its counters alone (the backward pass and the native kernels do)."""
+    if p <= 0.0:
+        return 0, 0, 0, 0
+    k = _splitmix64((int(seed or 0) * 1000003 + cid) & 0xFFFFFFFFFFFFFFFF)
+    thr = min(int(round(p * 65536.0)), 0xFFFF)
+    return thr, k & _M32, k >> 32, 1
+
+
+def _mul32(h: torch.Tensor, c: int) -> torch.Tensor:
+    """``h · c mod 2³²`` for int64 tensors holding uint32 values, without int64 overflow."""
+    lo = (h & 0xFFFF) * c
+    hi = (((h >> 16) * c) & 0xFFFF) << 16
+    return (lo + hi) & _M32
+
+
+def _fmix(h: torch.Tensor) -> torch.Tensor:
+    h = h ^ (h >> 16)
+    h = _mul32(h, _MIX1)
+    h = h ^ (h >> 13)
+    h = _mul32(h, _MIX2)
+    return h ^ (h >> 16)
+
+
+def _keep(ctr: torch.Tensor, params) -> torch.Tensor:
+    thr, k0, k1, _ = params
+    word = ctr >> 1
+    h = _fmix((word & _M32) ^ k0)
+    h = _fmix(h ^ (((word >> 32) + k1) & _M32))
+    return ((h >> ((ctr & 1) * 16)) & 0xFFFF) >= thr
+
+
+def keep_mask(params: tuple[int, int, int, int], start: int, shape, device) -> torch.Tensor:
+    """Bool keep-mask for the counters ``start + arange(prod(shape))`` under :func:`dropout_params`
+    ``params`` (the PyTorch reference of the native kernels' inline masks)."""
     n = math.prod(shape)
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
-    words.random_(-(2**63), None, generator=generator)
-    u = words.view(torch.int16)[:n].view(shape)
-    if out is None:
-        out = torch.empty(shape, dtype=dtype, device=device)
-    thr = round(p * (1 << _KEEP_BITS)) - (1 << (_KEEP_BITS - 1))  # keep iff u >= thr
-    return out.copy_(u).sub_(thr - 1).clamp_(0, 1)
+    return _keep(torch.arange(start, start + n, dtype=torch.int64, device=device), params).view(shape)
 
 
-def _generator(spec: Spec, cid: int, a: int, device) -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed((spec.seed * 1000003 + cid * 131 + a) % (2**63 - 1))
-    return g
+def _slice_mask(params, a: int, Gq: int, shape, device, out: torch.Tensor) -> torch.Tensor:
+    """Float keep-mask of query element ``a`` for a ``(*PIX, H, Gk, Kx, Ky)`` slice, written into ``out``:
+    counters ``(pixel · Gq + a) · H·Gk·K + inner`` of the chunk's ``(pixels, Gq, H, Gk, Kx, Ky)`` masks."""
+    inner = math.prod(shape[-4:])
+    npix = math.prod(shape[:-4])
+    ctr = torch.arange(npix, dtype=torch.int64, device=device).mul_(Gq * inner).add_(a * inner)
+    ctr = ctr[:, None] + torch.arange(inner, dtype=torch.int64, device=device)
+    return out.copy_(_keep(ctr, params).view(shape))
 
 
 class _Scratch:
@@ -253,25 +296,30 @@ def _weights(E, Pn, u_of_h, spec: Spec, cid: int, device, scratch: _Scratch):
     shape = (*Pn.shape[:-4], Pn.shape[-3], Gk, *Pn.shape[-2:])
     W = torch.empty(shape, dtype=Pn.dtype, device=device)
     tmp = scratch.get("prod", shape, Pn.dtype, device) if drop else None
+    params = dropout_params(spec.dropout, spec.seed, cid)
     for a in range(Gq):
         Pa = Pn.select(-4, a).unsqueeze(-3)  # (*PIX, H, 1, Kx, Ky)
         Ea = None if E is None else _by_class(E.select(-5, a), u_of_h, -4)  # (*PIX, U|H, Gk, Kx, Ky)
         mask = None
         if drop:
-            mask = dropout_keep_mask(shape, spec.dropout, _generator(spec, cid, a, device), device, Pn.dtype,
-                                     out=scratch.get("mask", shape, Pn.dtype, device))
+            mask = _slice_mask(params, a, Gq, shape, device, scratch.get("mask", shape, Pn.dtype, device))
         _accumulate(W, a, Pa, Ea, mask, tmp)
     if drop:
         W.mul_(1.0 / (1.0 - spec.dropout))
     return W
 
 
-def _scores(q, kslab, table, gt, plan, spec: Spec):
-    """Tiles, content, positional scores and mask of one chunk."""
+def _table_t(table: torch.Tensor) -> torch.Tensor:
+    """Encoding table ``(H, K, p)`` → ``(H, p, K)`` contiguous (the native kernels' layout)."""
+    return table.transpose(1, 2).contiguous()
+
+
+def _scores(q, kslab, table, gt, plan, spec: Spec, positional: bool = True):
+    """Tiles, content, positional scores (None unless ``positional``) and mask of one chunk."""
     qt = plan.query_tiles(q)
     kt = plan.key_tiles(kslab)
     C = plan.content(qt, kt)
-    P = plan.positional(qt[..., : spec.p], table)
+    P = plan.positional(qt[..., : spec.p], table) if positional else None
     gtt = None if gt is None else plan.query_tiles(gt.flatten(-2)).unflatten(-1, gt.shape[-2:])
     ct = torch.float32 if q.dtype in _HALF else q.dtype
     mb = plan.mask_bias(q.device, ct)
@@ -280,6 +328,17 @@ def _scores(q, kslab, table, gt, plan, spec: Spec):
 
 def chunk_forward(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, scratch: _Scratch):
     """Output of one chunk, no autograd: ``(Bc, xc, Y, H, dv)``."""
+    if native.usable(q):
+        qt, kt, C, P, gtt, mb = _scores(q, kslab, table, gt, plan, spec, positional=not plan.local)
+        tabT = _table_t(table) if P is None else None
+        E, Pn = native.probabilities(C, gtt, P, mb, spec.u_of_h, spec.H, scratch, qt[..., : spec.p], tabT)
+        del C, P
+        Gk = 1 if E is None else E.shape[-3]
+        band, Wv = plan.band_out(spec.H, Gk, q.shape[0], q.dtype, q.device, scratch)
+        native.weights(Pn, E, Wv, spec.u_of_h, dropout_params(spec.dropout, spec.seed, cid),
+                       1.0 / (1.0 - spec.dropout))
+        del E, Pn
+        return plan.from_tiles(plan.aggregate_band(band, plan.key_tiles(vslab)))
     qt, kt, C, P, gtt, mb = _scores(q, kslab, table, gt, plan, spec)
     E, Pn = _probabilities(C, gtt, P, mb, spec.u_of_h)
     del C, P
@@ -308,6 +367,8 @@ def chunk_backward(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, do, g
     p, u_of_h, H = spec.p, spec.u_of_h, spec.H
     dev = q.device
     Bc = q.shape[0]
+    if native.usable(q):
+        return _chunk_backward_native(q, kslab, vslab, table, gt, plan, spec, cid, do, grads, scratch)
     qt, kt, C, P, gtt, mb = _scores(q, kslab, table, gt, plan, spec)
     ct = torch.float32 if q.dtype in _HALF else q.dtype
     E, Pn = _probabilities(C, gtt, P, mb, u_of_h)
@@ -333,13 +394,13 @@ def chunk_backward(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, do, g
     dE = None if E is None else torch.empty_like(E)
     tmp = scratch.get("prod", shape, ct, dev)
     prod = scratch.get("prod2", shape, ct, dev) if (drop and E is not None) else None
+    params = dropout_params(spec.dropout, spec.seed, cid)
     for a in range(Gq):
         Pa = Pn.select(-4, a).unsqueeze(-3)  # (*PIX, H, 1, Kx, Ky)
         Ea = None if E is None else _by_class(E.select(-5, a), u_of_h, -4)
         mask = None
         if drop:
-            mask = dropout_keep_mask(shape, spec.dropout, _generator(spec, cid, a, dev), dev, ct,
-                                     out=scratch.get("mask", shape, ct, dev))
+            mask = _slice_mask(params, a, Gq, shape, dev, scratch.get("mask", shape, ct, dev))
         _accumulate(W, a, Pa, Ea, mask, prod)
         Xa = dWc if mask is None else mask.mul_(dWc)
         if E is None:
@@ -358,7 +419,7 @@ def chunk_backward(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, do, g
     Wb = plan.band_matrix(W.to(vt.dtype), scratch)
     del W
     dvt = torch.bmm(Wb.transpose(1, 2), dot.reshape(Wb.shape[0], Wb.shape[1], -1))
-    grads["v"](plan.fold_keys(dvt, Bc, Gk), plan)
+    grads["v"](dvt, Gk, plan)
     del dvt, Wb
     del dWc, tmp
     # ---- the two softmaxes
@@ -389,7 +450,52 @@ def chunk_backward(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, do, g
     dqt[..., :p] += dqp
     grads["q"](plan.from_tiles(dqt), plan)
     dkt = torch.bmm(Cb.transpose(1, 2), qt.reshape(Cb.shape[0], Cb.shape[1], -1))
-    grads["k"](plan.fold_keys(dkt, Bc, Gk), plan)
+    grads["k"](dkt, Gk, plan)
+
+
+def _chunk_backward_native(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, do, grads, scratch: _Scratch):
+    """:func:`chunk_backward` with the native kernels: probabilities, weights, both softmax adjoints and
+    (local attention) the positional adjoint in one fused pass per pixel; band matrices written in place."""
+    fused = plan.local  # local: positional scores from q_pos · table inside the kernels
+    qt, kt, C, P, gtt, mb = _scores(q, kslab, table, gt, plan, spec, positional=not fused)
+    Bc, H, p = qt.shape[0], spec.H, spec.p
+    qp = qt[..., :p]
+    tabT = _table_t(table) if fused else None
+    E, Pn = native.probabilities(C, gtt, P, mb, spec.u_of_h, H, scratch, qp, tabT)
+    del C, P
+    Gq = Pn.shape[-4]
+    Gk = 1 if E is None else E.shape[-3]
+    vt = plan.key_tiles(vslab)
+    dot = plan.query_tiles(do)  # (*PIX, H, dv)
+    dW = plan.content(dot, vt)  # (*PIX, H, Gk, Kx, Ky) strided view
+    Wband, Wv = plan.band_out(H, Gk, Bc, qt.dtype, qt.device, scratch, "band_w")
+    Cband, dCv = plan.band_out(Gq, Gk, Bc, qt.dtype, qt.device, scratch, "band_c")
+    dgt = None if gtt is None else torch.empty(gtt.shape, dtype=qt.dtype)
+    if fused:
+        dP = None
+        dqp = torch.empty(qp.shape, dtype=qt.dtype)
+        dtabT = torch.zeros_like(tabT)
+    else:
+        dP = scratch.get("dP", Pn.shape, Pn.dtype, Pn.device)
+        dqp = dtabT = None
+    native.backward(Pn, E, dW, Wv, dCv, dgt, spec.u_of_h, dropout_params(spec.dropout, spec.seed, cid),
+                    1.0 / (1.0 - spec.dropout), dP, qp, tabT, dqp, dtabT)
+    del E, Pn, dW
+    dvt = torch.bmm(Wband.transpose(1, 2), dot.reshape(Wband.shape[0], Wband.shape[1], -1))
+    grads["v"](dvt, Gk, plan)
+    del dvt
+    if dgt is not None:
+        grads["gt"](plan.from_tiles(dgt.flatten(-2)).unflatten(-1, dgt.shape[-2:]), plan)
+    if fused:
+        grads["table"](dtabT.transpose(1, 2))
+    else:
+        dqp, dtab = plan.positional_backward(dP, qp, table)
+        grads["table"](dtab)
+    dqt = torch.bmm(Cband, kt).view(qt.shape)
+    dqt[..., :p] += dqp
+    grads["q"](plan.from_tiles(dqt), plan)
+    dkt = torch.bmm(Cband.transpose(1, 2), qt.reshape(Cband.shape[0], Cband.shape[1], -1))
+    grads["k"](dkt, Gk, plan)
 
 
 class AttentionFunction(torch.autograd.Function):
@@ -426,8 +532,9 @@ class AttentionFunction(torch.autograd.Function):
             dq[state["b0"] : state["b1"], plan.x0 : plan.x1] += t
 
         def add_slab(buf):
-            def f(t, plan):
-                spec.slab(buf, state["b0"], state["b1"], plan).add_(t)
+            def f(tiles, G, plan):
+                b0, b1 = state["b0"], state["b1"]
+                plan.add_folded(spec.slab(buf, b0, b1, plan), tiles, b1 - b0, G)
             return f
 
         def add_table(t):

@@ -36,6 +36,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import native
+
 __all__ = ["Neighbourhood", "Local", "Global", "LocalPlan", "GlobalPlan", "make"]
 
 
@@ -242,11 +244,30 @@ class LocalPlan:
         buf.as_strided(size, stride).copy_(w)
         return buf
 
+    def band_out(self, R: int, Gk: int, Bc: int, dtype, device, scratch=None, name: str = "band"):
+        """A zero tile ``(Bc·nx·ny, Tx·Ty·R, Gk·Wx·Wy)`` and its band view ``(Bc, nx, ny, Tx, Ty, R, Gk, k, k)``
+        for kernels that write the band in place (only band entries are ever written: the rest stays 0)."""
+        size, stride, full = self._band(R, Gk, Bc)
+        buf = torch.zeros(full, dtype=dtype, device=device) if scratch is None else scratch.get(
+            name, full, dtype, device, zero=True)
+        return buf, buf.as_strided(size, stride)
+
+    def aggregate_band(self, band: torch.Tensor, vt: torch.Tensor) -> torch.Tensor:
+        """Band matrix (from :meth:`band_matrix`/:meth:`band_out`) times value tiles → ``(Bc, nx, ny, Tx, Ty, R, dv)``."""
+        R = band.shape[1] // (self.Tx * self.Ty)
+        out = torch.bmm(band, vt)
+        return out.view(-1, self.nx, self.ny, self.Tx, self.Ty, R, vt.shape[-1])
+
     def aggregate(self, w: torch.Tensor, vt: torch.Tensor, scratch=None) -> torch.Tensor:
         """``Σ_slots w·v``: ``w (Bc, nx, ny, Tx, Ty, H, Gk, k, k)`` → ``(Bc, nx, ny, Tx, Ty, H, dv)``."""
-        Bc, H = w.shape[0], w.shape[5]
-        out = torch.bmm(self.band_matrix(w, scratch), vt)
-        return out.view(Bc, self.nx, self.ny, self.Tx, self.Ty, H, vt.shape[-1])
+        return self.aggregate_band(self.band_matrix(w, scratch), vt)
+
+    def add_folded(self, dst: torch.Tensor, tiles: torch.Tensor, Bc: int, G: int) -> None:
+        """``dst (Bc, nx·Tx+2r, ny·Ty+2r, G, c) +=`` :meth:`fold_keys` ``(tiles)`` (native kernel on CPU)."""
+        if native.usable(dst) and tiles.dtype == dst.dtype:
+            native.fold_add(tiles, dst, self.nx, self.ny, G, self.Wx, self.Wy, self.Tx, self.Ty)
+        else:
+            dst.add_(self.fold_keys(tiles, Bc, G))
 
     def positional(self, qp: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """``qp (*PIX, Gq, p)`` · ``table (H, k·k, p)`` → ``(*PIX, Gq, H, k, k)``."""
@@ -343,11 +364,23 @@ class GlobalPlan:
         Bc, xc, Y, R = w.shape[:4]
         return w.reshape(Bc, xc * Y * R, -1)
 
+    def band_out(self, R: int, Gk: int, Bc: int, dtype, device, scratch=None, name: str = "band"):
+        """A ``(Bc, xc·Y·R, Gk·X·Y)`` matrix and its view ``(Bc, xc, Y, R, Gk, X, Y)`` (every entry is written)."""
+        buf = torch.empty((Bc, self.xc * self.Y * R, Gk * self.X * self.Y), dtype=dtype, device=device)
+        return buf, buf.view(Bc, self.xc, self.Y, R, Gk, self.X, self.Y)
+
+    def aggregate_band(self, band: torch.Tensor, vt: torch.Tensor) -> torch.Tensor:
+        """``(Bc, xc·Y·R, Gk·X·Y)`` weights times values → ``(Bc, xc, Y, R, dv)``."""
+        out = torch.bmm(band, vt)
+        return out.view(out.shape[0], self.xc, self.Y, -1, vt.shape[-1])
+
     def aggregate(self, w: torch.Tensor, vt: torch.Tensor, scratch=None) -> torch.Tensor:
         """``Σ_keys w·v``: ``w (Bc, xc, Y, H, Gk, X, Y)`` → ``(Bc, xc, Y, H, dv)``."""
-        Bc, xc, Y, H = w.shape[:4]
-        out = torch.bmm(w.reshape(Bc, xc * Y * H, -1), vt)
-        return out.view(Bc, xc, Y, H, vt.shape[-1])
+        return self.aggregate_band(self.band_matrix(w), vt)
+
+    def add_folded(self, dst: torch.Tensor, tiles: torch.Tensor, Bc: int, G: int) -> None:
+        """``dst (Bc, X, Y, G, c) +=`` :meth:`fold_keys` ``(tiles)``."""
+        dst.add_(self.fold_keys(tiles, Bc, G))
 
     def positional(self, qp: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """``qp (Bc, xc, Y, Gq, p)`` · ``table (H, (2X-1)(2Y-1), p)`` → ``(Bc, xc, Y, Gq, H, X, Y)``.

@@ -1,0 +1,543 @@
+// Native CPU kernels of gsa's fast attention core (see fastcore.py for the mathematics).
+//
+// Plain C++17 + OpenMP, no PyTorch headers: built on first use by gsa/nn/native.py and called through
+// ctypes with raw pointers and strides. Each kernel fuses, per query pixel, a step that the PyTorch path
+// does in several full-size passes:
+//
+//   gsa_probs      two-level softmax: content C, group term Gt, positional P (or q_pos · table), mask → E, Pn
+//   gsa_weights    W = s · Σ_{a_q} Pn ⊙ E ⊙ D   (attention dropout D from a counter-based hash)
+//   gsa_backward   W again, dPn, dE, both softmax adjoints → W, dP (or dq_pos, dtable), dC = Σ_u dT, dGt = Σ_κ dT
+//   gsa_fold_add   adjoint of the key tiling: add overlapping tiles into the padded key gradient
+//
+// A "pixel" is one query position of the chunk's pixel layout (up to 6 dims, e.g. (Bc, nx, ny, Tx, Ty)).
+// Strided tensors are described by per-dim pixel strides and inner strides (in elements). Contiguous
+// tensors produced here are indexed (pixel, ...) in row-major order.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+typedef int64_t i64;
+
+namespace {
+
+struct Pix {
+    int nd;
+    const i64* size;
+};
+
+inline i64 pix_off(const Pix& px, i64 p, const i64* st) {
+    i64 off = 0;
+    for (int d = px.nd - 1; d >= 0; --d) {
+        const i64 s = px.size[d];
+        off += (p % s) * st[d];
+        p /= s;
+    }
+    return off;
+}
+
+// ---- dropout: keep iff hash(counter) >= thr (the PyTorch reference in fastcore.py is bit-identical)
+inline uint32_t fmix(uint32_t h) {
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h;
+}
+
+struct Drop {
+    uint32_t thr, k0, k1;
+    int on;
+};
+
+inline uint32_t hash_word(const Drop& d, uint64_t w) {
+    return fmix(fmix(static_cast<uint32_t>(w) ^ d.k0) ^ (static_cast<uint32_t>(w >> 32) + d.k1));
+}
+
+// Keep-mask (0/1) of the counters b .. b+n−1 into m (hw: scratch for n/2 + 2 words). Counter c uses the 16-bit half c mod 2
+// (low half first) of the hash of word c/2: one hash per two elements. Within a run the high word of the
+// word index is almost always constant, which lets the hash run on 32-bit lanes.
+template <typename T>
+inline void keep_run(const Drop& d, uint64_t b, int n, T* __restrict m, uint32_t* __restrict hw) {
+    const uint64_t w0 = b >> 1;
+    const int nw = static_cast<int>(((b + n - 1) >> 1) - w0) + 1;
+    const uint32_t lo = static_cast<uint32_t>(w0);
+    if (lo <= 0xFFFFFFFFu - static_cast<uint32_t>(nw)) {
+        const uint32_t hk = static_cast<uint32_t>(w0 >> 32) + d.k1;
+#pragma omp simd
+        for (int i = 0; i < nw; ++i) hw[i] = fmix(fmix((lo + static_cast<uint32_t>(i)) ^ d.k0) ^ hk);
+    } else {
+        for (int i = 0; i < nw; ++i) hw[i] = hash_word(d, w0 + i);
+    }
+    const int off = static_cast<int>(b & 1);
+    const uint32_t thr = d.thr;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const uint16_t* __restrict h16 = reinterpret_cast<const uint16_t*>(hw) + off;
+#pragma omp simd
+    for (int k = 0; k < n; ++k) m[k] = static_cast<uint32_t>(h16[k]) >= thr ? T(1) : T(0);
+#else
+    for (int k = 0; k < n; ++k) {
+        const int j = off + k;
+        m[k] = ((hw[j >> 1] >> (16 * (j & 1))) & 0xFFFFu) >= thr ? T(1) : T(0);
+    }
+#endif
+}
+
+// ---- exp for max-subtracted arguments (x <= 0): vectorisable for float, libm for double
+inline float expneg(float x) {
+    const float xc = std::max(x, -87.0f);
+    const float n = std::floor(xc * 1.44269504088896341f + 0.5f);
+    float r = xc - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float y = 1.9875691500e-4f;
+    y = y * r + 1.3981999507e-3f;
+    y = y * r + 8.3334519073e-3f;
+    y = y * r + 4.1665795894e-2f;
+    y = y * r + 1.6666665459e-1f;
+    y = y * r + 5.0000001201e-1f;
+    y = y * r * r + r + 1.0f;
+    int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, sizeof(scale));
+    return x < -87.0f ? 0.0f : y * scale;
+}
+inline double expneg(double x) { return std::exp(x); }
+
+inline int threads(int n) { return n > 0 ? n : 1; }
+
+template <typename T>
+void probs(i64 npix, Pix px, const T* C, const i64* Cps, const i64* Cis, const T* Gt, const T* P, const i64* Pps,
+           const i64* Pis, const T* qp, const i64* Qps, const i64* Qis, const T* tabT, int np, const T* mb,
+           const i64* Mps, const i64* Mis, const i64* u_of_h, int Gq, int U, int Gk, int H, int Kx, int Ky, T* E,
+           T* Pn, int nthreads) {
+    // Positional scores: P (any strides) when given, else computed here from the positional part of the
+    // query qp (*PIX, Gq, np) and the encoding table tabT (H, np, K): P[a, h, κ] = Σ_c qp[a, c] tabT[h, c, κ].
+    // Softmax over a_k per slot: E = exp(T − mx) / sm with T = C + Gt, mx = max_{a_k} T, sm = Σ_{a_k} exp(T − mx).
+    // Softmax over slots of L = P + lse + bias, lse = mx + log sm, without the log:
+    //   Pn ∝ exp(P + mx + bias − m) · sm   (m = max_κ (P + mx + bias); 1 <= sm <= Gk, so nothing overflows).
+    const int K = Kx * Ky;
+    const T ninf = -std::numeric_limits<T>::infinity();
+#pragma omp parallel num_threads(threads(nthreads))
+    {
+        std::vector<T> tbv(static_cast<size_t>(Gk) * K), mxv(static_cast<size_t>(U) * K),
+            smv(static_cast<size_t>(U) * K), Lv(K), biasv(K);
+        T* __restrict tb = tbv.data();
+        T* __restrict bias = biasv.data();
+        T* __restrict L = Lv.data();
+#pragma omp for schedule(static)
+        for (i64 p = 0; p < npix; ++p) {
+            const T* c = C + pix_off(px, p, Cps);
+            const T* pp = P ? P + pix_off(px, p, Pps) : nullptr;
+            const T* qpp = P ? nullptr : qp + pix_off(px, p, Qps);
+            if (mb) {
+                const T* m = mb + pix_off(px, p, Mps);
+                for (int kx = 0; kx < Kx; ++kx)
+                    for (int ky = 0; ky < Ky; ++ky) bias[kx * Ky + ky] = m[kx * Mis[0] + ky * Mis[1]];
+            } else {
+                std::fill(bias, bias + K, T(0));
+            }
+            for (int a = 0; a < Gq; ++a) {
+                const T* ca = c + a * Cis[0];
+                for (int u = 0; u < U; ++u) {
+                    const T* g = Gt ? Gt + ((p * Gq + a) * U + u) * Gk : nullptr;
+                    T* __restrict mx = mxv.data() + static_cast<size_t>(u) * K;
+                    T* __restrict sm = smv.data() + static_cast<size_t>(u) * K;
+                    for (int ak = 0; ak < Gk; ++ak) {
+                        const T gv = g ? g[ak] : T(0);
+                        const T* cak = ca + ak * Cis[1];
+                        T* __restrict t = tb + static_cast<size_t>(ak) * K;
+                        for (int kx = 0; kx < Kx; ++kx) {
+                            const T* row = cak + kx * Cis[2];
+                            for (int ky = 0; ky < Ky; ++ky) t[kx * Ky + ky] = row[ky * Cis[3]] + gv;
+                        }
+                    }
+                    if (Gk == 1) {
+                        std::copy(tb, tb + K, mx);
+                        std::fill(sm, sm + K, T(1));
+                        continue;
+                    }
+                    std::copy(tb, tb + K, mx);
+                    for (int ak = 1; ak < Gk; ++ak) {
+                        const T* __restrict t = tb + static_cast<size_t>(ak) * K;
+#pragma omp simd
+                        for (int k = 0; k < K; ++k) mx[k] = std::max(mx[k], t[k]);
+                    }
+                    std::fill(sm, sm + K, T(0));
+                    for (int ak = 0; ak < Gk; ++ak) {
+                        T* __restrict t = tb + static_cast<size_t>(ak) * K;
+#pragma omp simd
+                        for (int k = 0; k < K; ++k) t[k] = expneg(t[k] - mx[k]);
+#pragma omp simd
+                        for (int k = 0; k < K; ++k) sm[k] += t[k];
+                    }
+                    T* __restrict e = E + ((p * Gq + a) * U + u) * Gk * K;
+                    for (int ak = 0; ak < Gk; ++ak) {
+                        const T* __restrict t = tb + static_cast<size_t>(ak) * K;
+                        T* __restrict ea = e + static_cast<i64>(ak) * K;
+#pragma omp simd
+                        for (int k = 0; k < K; ++k) ea[k] = t[k] / sm[k];
+                    }
+                }
+                for (int h = 0; h < H; ++h) {
+                    const int u = u_of_h ? static_cast<int>(u_of_h[h]) : 0;
+                    const T* __restrict mx = mxv.data() + static_cast<size_t>(u) * K;
+                    const T* __restrict sm = smv.data() + static_cast<size_t>(u) * K;
+                    if (pp) {
+                        const T* ph = pp + a * Pis[0] + h * Pis[1];
+                        for (int kx = 0; kx < Kx; ++kx)
+                            for (int ky = 0; ky < Ky; ++ky) {
+                                const int k = kx * Ky + ky;
+                                L[k] = ph[kx * Pis[2] + ky * Pis[3]] + mx[k] + bias[k];
+                            }
+                    } else {
+#pragma omp simd
+                        for (int k = 0; k < K; ++k) L[k] = mx[k] + bias[k];
+                        const T* qa = qpp + a * Qis[0];
+                        const T* th = tabT + static_cast<size_t>(h) * np * K;
+                        for (int cc = 0; cc < np; ++cc) {
+                            const T qc = qa[cc * Qis[1]];
+                            const T* __restrict row = th + static_cast<size_t>(cc) * K;
+#pragma omp simd
+                            for (int k = 0; k < K; ++k) L[k] += qc * row[k];
+                        }
+                    }
+                    T m = ninf;
+#pragma omp simd reduction(max : m)
+                    for (int k = 0; k < K; ++k) m = std::max(m, L[k]);
+                    T* __restrict out = Pn + ((p * Gq + a) * H + h) * K;
+                    T s = 0;
+#pragma omp simd reduction(+ : s)
+                    for (int k = 0; k < K; ++k) {
+                        const T v = expneg(L[k] - m) * sm[k];
+                        out[k] = v;
+                        s += v;
+                    }
+                    const T inv = T(1) / s;
+#pragma omp simd
+                    for (int k = 0; k < K; ++k) out[k] *= inv;
+                }
+            }
+        }
+    }
+}
+
+// w += pn ⊙ e ⊙ m   (e, m may be null: factor 1)
+template <typename T>
+inline void acc_w(int K, const T* __restrict pn, const T* __restrict e, const T* __restrict m, T* __restrict w) {
+    if (e && m) {
+#pragma omp simd
+        for (int k = 0; k < K; ++k) w[k] += pn[k] * e[k] * m[k];
+    } else if (e) {
+#pragma omp simd
+        for (int k = 0; k < K; ++k) w[k] += pn[k] * e[k];
+    } else if (m) {
+#pragma omp simd
+        for (int k = 0; k < K; ++k) w[k] += pn[k] * m[k];
+    } else {
+#pragma omp simd
+        for (int k = 0; k < K; ++k) w[k] += pn[k];
+    }
+}
+
+// d += x ⊙ m   (m may be null)
+template <typename T>
+inline void acc_x(int K, const T* __restrict x, const T* __restrict m, T* __restrict d) {
+    if (m) {
+#pragma omp simd
+        for (int k = 0; k < K; ++k) d[k] += x[k] * m[k];
+    } else {
+#pragma omp simd
+        for (int k = 0; k < K; ++k) d[k] += x[k];
+    }
+}
+
+// with x = dw ⊙ m:  w += pn ⊙ e ⊙ m,  dpn += x ⊙ e,  de += x ⊙ pn
+template <typename T>
+inline void acc_bwd(int K, const T* __restrict dw, const T* __restrict pn, const T* __restrict e,
+                    const T* __restrict m, T* __restrict w, T* __restrict dpn, T* __restrict de) {
+    if (m) {
+#pragma omp simd
+        for (int k = 0; k < K; ++k) {
+            const T x = dw[k] * m[k];
+            w[k] += pn[k] * e[k] * m[k];
+            dpn[k] += x * e[k];
+            de[k] += x * pn[k];
+        }
+    } else {
+#pragma omp simd
+        for (int k = 0; k < K; ++k) {
+            w[k] += pn[k] * e[k];
+            dpn[k] += dw[k] * e[k];
+            de[k] += dw[k] * pn[k];
+        }
+    }
+}
+
+template <typename T>
+inline void store4(T* o, const i64* is, const T* w, int n0, int n1, int Kx, int Ky, T scale) {
+    for (int i = 0; i < n0; ++i)
+        for (int j = 0; j < n1; ++j) {
+            const T* src = w + (static_cast<size_t>(i) * n1 + j) * Kx * Ky;
+            T* dst = o + i * is[0] + j * is[1];
+            for (int kx = 0; kx < Kx; ++kx)
+                for (int ky = 0; ky < Ky; ++ky) dst[kx * is[2] + ky * is[3]] = src[kx * Ky + ky] * scale;
+        }
+}
+
+template <typename T>
+void weights(i64 npix, Pix px, const T* Pn, const T* E, const i64* u_of_h, int Gq, int U, int Gk, int H, int Kx,
+             int Ky, Drop drop, T scale, T* W, const i64* Wps, const i64* Wis, int nthreads) {
+    const int K = Kx * Ky;
+#pragma omp parallel num_threads(threads(nthreads))
+    {
+        std::vector<T> w(static_cast<size_t>(H) * Gk * K), mkv(static_cast<size_t>(Gk) * K);
+        std::vector<uint32_t> hwv(static_cast<size_t>(Gk) * K / 2 + 2);
+        T* mk = mkv.data();
+        uint32_t* hw = hwv.data();
+#pragma omp for schedule(static)
+        for (i64 p = 0; p < npix; ++p) {
+            std::fill(w.begin(), w.end(), T(0));
+            for (int a = 0; a < Gq; ++a)
+                for (int h = 0; h < H; ++h) {
+                    const int u = u_of_h ? static_cast<int>(u_of_h[h]) : 0;
+                    const T* pn = Pn + ((p * Gq + a) * H + h) * K;
+                    const uint64_t base = static_cast<uint64_t>((p * Gq + a) * H + h) * Gk * K;
+                    if (drop.on) keep_run(drop, base, Gk * K, mk, hw);
+                    for (int ak = 0; ak < Gk; ++ak) {
+                        T* wa = w.data() + (static_cast<size_t>(h) * Gk + ak) * K;
+                        const T* e = E ? E + (((p * Gq + a) * U + u) * Gk + ak) * K : nullptr;
+                        acc_w(K, pn, e, drop.on ? mk + static_cast<size_t>(ak) * K : nullptr, wa);
+                    }
+                }
+            store4(W + pix_off(px, p, Wps), Wis, w.data(), H, Gk, Kx, Ky, scale);
+        }
+    }
+}
+
+template <typename T>
+void backward(i64 npix, Pix px, const T* Pn, const T* E, const i64* u_of_h, int Gq, int U, int Gk, int H, int Kx,
+              int Ky, Drop drop, T scale, const T* dW, const i64* dWps, const i64* dWis, T* W, const i64* Wps,
+              const i64* Wis, T* dP, const T* qp, const i64* Qps, const i64* Qis, const T* tabT, int np, T* dqp,
+              T* dtabT, T* dC, const i64* dCps, const i64* dCis, T* dGt, int nthreads) {
+    // Positional adjoint: dP (contiguous, like Pn) when given, else dqp (npix, Gq, np) and dtabT (H, np, K)
+    // (the latter accumulated over pixels: per-thread sums, added under a lock at the end).
+    const int K = Kx * Ky;
+#pragma omp parallel num_threads(threads(nthreads))
+    {
+        const size_t nW = static_cast<size_t>(H) * Gk * K;
+        std::vector<T> dw(nW), w(nW), dpn(static_cast<size_t>(H) * K), de(E ? static_cast<size_t>(Gq) * U * Gk * K : 0),
+            s2(static_cast<size_t>(U) * K), dc(static_cast<size_t>(Gq) * Gk * K), mkv(static_cast<size_t>(Gk) * K), dpl(K),
+            dtl(dP ? 0 : static_cast<size_t>(H) * np * K, T(0)), dqv(dP ? 0 : static_cast<size_t>(np) * K);
+        std::vector<uint32_t> hwv(static_cast<size_t>(Gk) * K / 2 + 2);
+        T* mk = mkv.data();
+        uint32_t* hw = hwv.data();
+#pragma omp for schedule(static)
+        for (i64 p = 0; p < npix; ++p) {
+            const T* dwp = dW + pix_off(px, p, dWps);
+            for (int h = 0; h < H; ++h)
+                for (int ak = 0; ak < Gk; ++ak) {
+                    const T* src = dwp + h * dWis[0] + ak * dWis[1];
+                    T* dst = dw.data() + (static_cast<size_t>(h) * Gk + ak) * K;
+                    for (int kx = 0; kx < Kx; ++kx)
+                        for (int ky = 0; ky < Ky; ++ky) dst[kx * Ky + ky] = src[kx * dWis[2] + ky * dWis[3]] * scale;
+                }
+            std::fill(w.begin(), w.end(), T(0));
+            std::fill(de.begin(), de.end(), T(0));
+            for (int a = 0; a < Gq; ++a) {
+                // ---- W, dPn, dE for query element a (dropout masks regenerated from their counters)
+                std::fill(dpn.begin(), dpn.end(), T(0));
+                for (int h = 0; h < H; ++h) {
+                    const int u = u_of_h ? static_cast<int>(u_of_h[h]) : 0;
+                    const T* pn = Pn + ((p * Gq + a) * H + h) * K;
+                    T* dpa = dpn.data() + static_cast<size_t>(h) * K;
+                    const uint64_t base = static_cast<uint64_t>((p * Gq + a) * H + h) * Gk * K;
+                    if (drop.on) keep_run(drop, base, Gk * K, mk, hw);
+                    for (int ak = 0; ak < Gk; ++ak) {
+                        const size_t o = (static_cast<size_t>(h) * Gk + ak) * K;
+                        const T* dwa = dw.data() + o;
+                        T* wa = w.data() + o;
+                        const T* mm = drop.on ? mk + static_cast<size_t>(ak) * K : nullptr;
+                        if (E) {
+                            const T* e = E + (((p * Gq + a) * U + u) * Gk + ak) * K;
+                            T* dea = de.data() + ((static_cast<size_t>(a) * U + u) * Gk + ak) * K;
+                            acc_bwd(K, dwa, pn, e, mm, wa, dpa, dea);
+                        } else {
+                            acc_w(K, pn, static_cast<const T*>(nullptr), mm, wa);
+                            acc_x(K, dwa, mm, dpa);
+                        }
+                    }
+                }
+                // ---- softmax over slots: g = Σ_κ Pn dPn, dP = Pn (dPn − g), s2 = Σ_{h∈u} Pn g
+                std::fill(s2.begin(), s2.end(), T(0));
+                std::fill(dqv.begin(), dqv.end(), T(0));
+                T* dca = dc.data() + static_cast<size_t>(a) * Gk * K;
+                if (!E) {
+                    std::fill(dca, dca + K, T(0));
+                    if (dGt)
+                        for (int u = 0; u < U; ++u) dGt[(p * Gq + a) * U + u] = T(0);
+                }
+                for (int h = 0; h < H; ++h) {
+                    const int u = u_of_h ? static_cast<int>(u_of_h[h]) : 0;
+                    const T* pn = Pn + ((p * Gq + a) * H + h) * K;
+                    const T* dpa = dpn.data() + static_cast<size_t>(h) * K;
+                    T g = 0;
+#pragma omp simd reduction(+ : g)
+                    for (int k = 0; k < K; ++k) g += pn[k] * dpa[k];
+                    T* __restrict out = dP ? dP + ((p * Gq + a) * H + h) * K : dpl.data();
+                    T* __restrict s2u = s2.data() + static_cast<size_t>(u) * K;
+#pragma omp simd
+                    for (int k = 0; k < K; ++k) {
+                        out[k] = pn[k] * (dpa[k] - g);
+                        s2u[k] += pn[k] * g;
+                    }
+                    if (!dP) {  // dqp[a, c] += Σ_κ dP tabT[h, c];  dtabT[h, c] += dP · qp[a, c]
+                        const T* qa = qp + pix_off(px, p, Qps) + a * Qis[0];
+                        const T* th = tabT + static_cast<size_t>(h) * np * K;
+                        T* dth = dtl.data() + static_cast<size_t>(h) * np * K;
+                        for (int cc = 0; cc < np; ++cc) {
+                            const T* __restrict row = th + static_cast<size_t>(cc) * K;
+                            T* __restrict drow = dth + static_cast<size_t>(cc) * K;
+                            T* __restrict dq = dqv.data() + static_cast<size_t>(cc) * K;
+                            const T qc = qa[cc * Qis[1]];
+#pragma omp simd
+                            for (int k = 0; k < K; ++k) {
+                                dq[k] += out[k] * row[k];
+                                drow[k] += out[k] * qc;
+                            }
+                        }
+                    }
+                    if (!E) {  // Gk == 1: dT[u] = Σ_{h∈u} dP, dC = Σ_u dT
+                        for (int k = 0; k < K; ++k) dca[k] += out[k];
+                        if (dGt) {
+                            T s = 0;
+                            for (int k = 0; k < K; ++k) s += out[k];
+                            dGt[(p * Gq + a) * U + u] += s;
+                        }
+                    }
+                }
+                if (!dP) {  // per-slot partial sums → dqp[a, c]
+                    T* dqa = dqp + (p * Gq + a) * np;
+                    for (int cc = 0; cc < np; ++cc) {
+                        const T* __restrict dq = dqv.data() + static_cast<size_t>(cc) * K;
+                        T sdot = 0;
+#pragma omp simd reduction(+ : sdot)
+                        for (int k = 0; k < K; ++k) sdot += dq[k];
+                        dqa[cc] = sdot;
+                    }
+                }
+                if (!E) continue;
+                // ---- softmax over a_k: dT = E (dE − s2); dC = Σ_u dT, dGt = Σ_κ dT
+                std::fill(dca, dca + static_cast<size_t>(Gk) * K, T(0));
+                for (int u = 0; u < U; ++u) {
+                    const T* s2u = s2.data() + static_cast<size_t>(u) * K;
+                    for (int ak = 0; ak < Gk; ++ak) {
+                        const T* e = E + (((p * Gq + a) * U + u) * Gk + ak) * K;
+                        const T* dea = de.data() + ((static_cast<size_t>(a) * U + u) * Gk + ak) * K;
+                        T* dck = dca + static_cast<size_t>(ak) * K;
+                        T s = 0;
+                        for (int k = 0; k < K; ++k) {
+                            const T t = e[k] * (dea[k] - s2u[k]);
+                            dck[k] += t;
+                            s += t;
+                        }
+                        if (dGt) dGt[((p * Gq + a) * U + u) * Gk + ak] = s;
+                    }
+                }
+            }
+            store4(W + pix_off(px, p, Wps), Wis, w.data(), H, Gk, Kx, Ky, scale);
+            store4(dC + pix_off(px, p, dCps), dCis, dc.data(), Gq, Gk, Kx, Ky, T(1));
+        }
+        if (!dP) {
+#pragma omp critical(gsa_dtab)
+            for (size_t i = 0; i < dtl.size(); ++i) dtabT[i] += dtl[i];
+        }
+    }
+}
+
+template <typename T>
+void fold_add(const T* tiles, i64 Bc, i64 nx, i64 ny, i64 G, i64 Wx, i64 Wy, i64 c, i64 Tx, i64 Ty, T* dst,
+              const i64* ds, int nthreads) {
+    // tiles (Bc, nx, ny, G, Wx, Wy, c) contiguous; dst[b, ix·Tx + wx, iy·Ty + wy, g, :] += tile
+#pragma omp parallel for schedule(static) num_threads(threads(nthreads))
+    for (i64 b = 0; b < Bc; ++b)
+        for (i64 ix = 0; ix < nx; ++ix)
+            for (i64 iy = 0; iy < ny; ++iy)
+                for (i64 g = 0; g < G; ++g)
+                    for (i64 wx = 0; wx < Wx; ++wx)
+                        for (i64 wy = 0; wy < Wy; ++wy) {
+                            const T* src = tiles + (((((b * nx + ix) * ny + iy) * G + g) * Wx + wx) * Wy + wy) * c;
+                            T* o = dst + b * ds[0] + (ix * Tx + wx) * ds[1] + (iy * Ty + wy) * ds[2] + g * ds[3];
+                            for (i64 j = 0; j < c; ++j) o[j * ds[4]] += src[j];
+                        }
+}
+
+}  // namespace
+
+extern "C" {
+
+int gsa_abi_version() { return 3; }
+
+void gsa_probs(int dtype, i64 npix, int nd, const i64* psize, const void* C, const i64* Cps, const i64* Cis,
+               const void* Gt, const void* P, const i64* Pps, const i64* Pis, const void* qp, const i64* Qps,
+               const i64* Qis, const void* tabT, int np, const void* mb, const i64* Mps, const i64* Mis,
+               const i64* u_of_h, int Gq, int U, int Gk, int H, int Kx, int Ky, void* E, void* Pn, int nthreads) {
+    Pix px{nd, psize};
+    if (dtype == 0)
+        probs<float>(npix, px, (const float*)C, Cps, Cis, (const float*)Gt, (const float*)P, Pps, Pis,
+                     (const float*)qp, Qps, Qis, (const float*)tabT, np, (const float*)mb, Mps, Mis, u_of_h, Gq, U,
+                     Gk, H, Kx, Ky, (float*)E, (float*)Pn, nthreads);
+    else
+        probs<double>(npix, px, (const double*)C, Cps, Cis, (const double*)Gt, (const double*)P, Pps, Pis,
+                      (const double*)qp, Qps, Qis, (const double*)tabT, np, (const double*)mb, Mps, Mis, u_of_h, Gq,
+                      U, Gk, H, Kx, Ky, (double*)E, (double*)Pn, nthreads);
+}
+
+void gsa_weights(int dtype, i64 npix, int nd, const i64* psize, const void* Pn, const void* E, const i64* u_of_h,
+                 int Gq, int U, int Gk, int H, int Kx, int Ky, uint32_t thr, uint32_t k0, uint32_t k1, int drop_on,
+                 double scale, void* W, const i64* Wps, const i64* Wis, int nthreads) {
+    Pix px{nd, psize};
+    Drop d{thr, k0, k1, drop_on};
+    if (dtype == 0)
+        weights<float>(npix, px, (const float*)Pn, (const float*)E, u_of_h, Gq, U, Gk, H, Kx, Ky, d, (float)scale,
+                       (float*)W, Wps, Wis, nthreads);
+    else
+        weights<double>(npix, px, (const double*)Pn, (const double*)E, u_of_h, Gq, U, Gk, H, Kx, Ky, d, scale,
+                        (double*)W, Wps, Wis, nthreads);
+}
+
+void gsa_backward(int dtype, i64 npix, int nd, const i64* psize, const void* Pn, const void* E, const i64* u_of_h,
+                  int Gq, int U, int Gk, int H, int Kx, int Ky, uint32_t thr, uint32_t k0, uint32_t k1, int drop_on,
+                  double scale, const void* dW, const i64* dWps, const i64* dWis, void* W, const i64* Wps,
+                  const i64* Wis, void* dP, const void* qp, const i64* Qps, const i64* Qis, const void* tabT, int np,
+                  void* dqp, void* dtabT, void* dC, const i64* dCps, const i64* dCis, void* dGt, int nthreads) {
+    Pix px{nd, psize};
+    Drop d{thr, k0, k1, drop_on};
+    if (dtype == 0)
+        backward<float>(npix, px, (const float*)Pn, (const float*)E, u_of_h, Gq, U, Gk, H, Kx, Ky, d, (float)scale,
+                        (const float*)dW, dWps, dWis, (float*)W, Wps, Wis, (float*)dP, (const float*)qp, Qps, Qis,
+                        (const float*)tabT, np, (float*)dqp, (float*)dtabT, (float*)dC, dCps, dCis, (float*)dGt,
+                        nthreads);
+    else
+        backward<double>(npix, px, (const double*)Pn, (const double*)E, u_of_h, Gq, U, Gk, H, Kx, Ky, d, scale,
+                         (const double*)dW, dWps, dWis, (double*)W, Wps, Wis, (double*)dP, (const double*)qp, Qps,
+                         Qis, (const double*)tabT, np, (double*)dqp, (double*)dtabT, (double*)dC, dCps, dCis,
+                         (double*)dGt, nthreads);
+}
+
+void gsa_fold_add(int dtype, const void* tiles, i64 Bc, i64 nx, i64 ny, i64 G, i64 Wx, i64 Wy, i64 c, i64 Tx, i64 Ty,
+                  void* dst, const i64* ds, int nthreads) {
+    if (dtype == 0)
+        fold_add<float>((const float*)tiles, Bc, nx, ny, G, Wx, Wy, c, Tx, Ty, (float*)dst, ds, nthreads);
+    else
+        fold_add<double>((const double*)tiles, Bc, nx, ny, G, Wx, Wy, c, Tx, Ty, (double*)dst, ds, nthreads);
+}
+
+}  // extern "C"

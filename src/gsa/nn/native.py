@@ -1,0 +1,294 @@
+"""Native CPU kernels for the fast core, built on first use (``_kernels.cpp``, C++17 + OpenMP).
+
+The kernels fuse the per-pixel steps of :mod:`gsa.nn.fastcore` that PyTorch would run as many
+full-size elementwise passes: the two-level softmax, the dropout-masked weight accumulation and its
+backward (see the C++ file's header). They need no PyTorch headers, so the build is one compiler call
+of about two seconds; the shared library is cached in ``$GSA_CACHE_DIR`` (default
+``~/.cache/gsa``), keyed by the source, the compiler command and the CPU.
+
+Used automatically for float32/float64 CPU tensors. Without a working C++ compiler, or with
+``GSA_NATIVE=0`` in the environment, the fast core runs its PyTorch implementation of the same
+mathematics (same results up to round-off, and the same dropout masks: both draw them from the
+counter-based hash of :func:`gsa.nn.fastcore.keep_mask`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import math
+import os
+import platform
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+__all__ = ["library", "available", "usable", "status", "disabled", "probabilities", "weights", "backward", "fold_add"]
+
+_SOURCE = Path(__file__).with_name("_kernels.cpp")
+_ABI = 3
+_lock = threading.Lock()
+_state: dict = {"lib": None, "tried": False, "error": None, "path": None, "off": 0}
+
+_i64p = ctypes.POINTER(ctypes.c_int64)
+_vp = ctypes.c_void_p
+_i = ctypes.c_int
+_l = ctypes.c_int64
+_u = ctypes.c_uint32
+_d = ctypes.c_double
+
+
+def _enabled() -> bool:
+    return os.environ.get("GSA_NATIVE", "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("GSA_CACHE_DIR")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "gsa"
+
+
+def _cpu_key() -> str:
+    info = platform.machine() + platform.processor()
+    try:  # Linux: the CPU's feature flags decide what -march=native emits
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features", "model name")):
+                    info += line
+    except OSError:
+        pass
+    return info
+
+
+def _commands(out: Path) -> list[list[str]]:
+    cxx = os.environ.get("CXX", "c++")
+    base = [cxx, "-O3", "-fno-trapping-math", "-fno-math-errno", "-mprefer-vector-width=256", "-std=c++17", "-shared", "-fPIC", str(_SOURCE), "-o", str(out)]
+    arch = [] if platform.machine().lower() in ("arm64", "aarch64") and platform.system() == "Darwin" else ["-march=native"]
+    return [base + arch + ["-fopenmp"], base + arch, base]
+
+
+def _build() -> Path:
+    src = _SOURCE.read_bytes()
+    cache = _cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for cmd in _commands(Path("OUT")):
+        key = hashlib.sha256(src + " ".join(cmd).encode() + _cpu_key().encode()).hexdigest()[:16]
+        target = cache / f"gsa_kernels_{key}.so"
+        if target.exists():
+            return target
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
+        os.close(fd)
+        real = [tmp if c == "OUT" else c for c in cmd]
+        try:
+            res = subprocess.run(real, capture_output=True, text=True, timeout=300)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            errors.append(f"{' '.join(real)}: {exc}")
+            Path(tmp).unlink(missing_ok=True)
+            continue
+        if res.returncode == 0:
+            os.replace(tmp, target)  # atomic: concurrent builders never see a half-written library
+            return target
+        Path(tmp).unlink(missing_ok=True)
+        errors.append(f"{' '.join(real)}:\n{res.stderr.strip()[-2000:]}")
+    raise RuntimeError("could not compile gsa's native kernels:\n" + "\n".join(errors))
+
+
+def _declare(lib) -> None:
+    lib.gsa_abi_version.restype = _i
+    lib.gsa_probs.argtypes = [_i, _l, _i, _i64p, _vp, _i64p, _i64p, _vp, _vp, _i64p, _i64p, _vp, _i64p, _i64p,
+                              _vp, _i, _vp, _i64p, _i64p, _i64p, _i, _i, _i, _i, _i, _i, _vp, _vp, _i]
+    lib.gsa_weights.argtypes = [_i, _l, _i, _i64p, _vp, _vp, _i64p, _i, _i, _i, _i, _i, _i, _u, _u, _u, _i, _d,
+                                _vp, _i64p, _i64p, _i]
+    lib.gsa_backward.argtypes = [_i, _l, _i, _i64p, _vp, _vp, _i64p, _i, _i, _i, _i, _i, _i, _u, _u, _u, _i, _d,
+                                 _vp, _i64p, _i64p, _vp, _i64p, _i64p, _vp, _vp, _i64p, _i64p, _vp, _i, _vp, _vp,
+                                 _vp, _i64p, _i64p, _vp, _i]
+    lib.gsa_fold_add.argtypes = [_i, _vp, _l, _l, _l, _l, _l, _l, _l, _l, _l, _vp, _i64p, _i]
+    for f in (lib.gsa_probs, lib.gsa_weights, lib.gsa_backward, lib.gsa_fold_add):
+        f.restype = None
+
+
+def library():
+    """The loaded kernel library, building it if needed; ``None`` when unavailable (see :func:`status`)."""
+    if _state["tried"]:
+        return _state["lib"]
+    with _lock:
+        if _state["tried"]:
+            return _state["lib"]
+        if not _enabled():
+            _state["error"] = "disabled by GSA_NATIVE=0"
+        else:
+            try:
+                path = _build()
+                lib = ctypes.CDLL(str(path))
+                _declare(lib)
+                if lib.gsa_abi_version() != _ABI:
+                    raise RuntimeError(f"{path} has ABI {lib.gsa_abi_version()}, expected {_ABI}")
+                _state["lib"], _state["path"] = lib, path
+            except Exception as exc:  # no compiler, read-only cache, ...: fall back to PyTorch
+                _state["error"] = str(exc)
+                warnings.warn(
+                    f"gsa: native CPU kernels unavailable, using the (slower) PyTorch path: {exc}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        _state["tried"] = True
+    return _state["lib"]
+
+
+def available() -> bool:
+    """Whether the native kernels can be used in this process."""
+    return library() is not None
+
+
+def status() -> str:
+    """One line for ``gsa info`` and benchmarks: where the library is, or why it is not used."""
+    lib = library()
+    return f"native kernels: {_state['path']}" if lib is not None else f"native kernels off: {_state['error']}"
+
+
+@contextlib.contextmanager
+def disabled():
+    """Within this context the fast core uses its PyTorch implementation (tests compare the two)."""
+    _state["off"] += 1
+    try:
+        yield
+    finally:
+        _state["off"] -= 1
+
+
+def usable(t: torch.Tensor) -> bool:
+    """True for float32/float64 CPU tensors outside ``torch.compile`` tracing, with the library loaded."""
+    if _state["off"] or t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
+        return False
+    try:
+        if torch.compiler.is_compiling():
+            return False
+    except AttributeError:  # pragma: no cover - older torch
+        pass
+    return available()
+
+
+# ------------------------------------------------------------------------------------------------
+# wrappers: tensors → pointers and strides
+
+
+def _arr(vals) -> ctypes.Array:
+    vals = [int(v) for v in vals]
+    return (ctypes.c_int64 * max(1, len(vals)))(*vals)
+
+
+def _ptr(t: torch.Tensor | None):
+    return None if t is None else ctypes.c_void_p(t.data_ptr())
+
+
+def _code(t: torch.Tensor) -> int:
+    return 0 if t.dtype == torch.float32 else 1
+
+
+def _split(t: torch.Tensor, pix: tuple[int, ...]):
+    """Pixel strides and inner strides of ``t`` broadcast to the pixel layout ``pix``."""
+    nd = len(pix)
+    t = t.expand(*pix, *t.shape[nd:])
+    st = t.stride()
+    return _arr(st[:nd]), _arr(st[nd:])
+
+
+def _classes(u_of_h, U: int):
+    return _arr(u_of_h.tolist()) if (u_of_h is not None and U > 1) else None
+
+
+def _threads() -> int:
+    return max(1, torch.get_num_threads())
+
+
+def probabilities(C, Gt, P, mb, u_of_h, H: int, scratch=None, qp=None, tabT=None):
+    """Two-level softmax of one chunk: ``C (*PIX, Gq, Gk, Kx, Ky)`` (any strides), ``Gt (*PIX, Gq, U, Gk)``
+    or None, positional scores ``P (*PIX, Gq, H, Kx, Ky)`` or, when ``P`` is None, the positional query
+    part ``qp (*PIX, Gq, p)`` and the transposed table ``tabT (H, p, Kx·Ky)``; ``mb`` broadcastable
+    additive mask or None → ``E (*PIX, Gq, U, Gk, Kx, Ky)`` (None when ``Gk == 1``) and
+    ``Pn (*PIX, Gq, H, Kx, Ky)``, in buffers of ``scratch`` (a ``get(name, shape, dtype, device)``
+    cache) when given."""
+    pix = tuple(C.shape[:-4])
+    Gq, Gk, Kx, Ky = C.shape[-4:]
+    npix = math.prod(pix)
+    U = 1 if Gt is None else Gt.shape[-2]
+    if Gt is not None:
+        Gt = Gt.contiguous()
+
+    def new(name, shape):
+        if scratch is None:
+            return torch.empty(shape, dtype=C.dtype)
+        return scratch.get(name, shape, C.dtype, C.device)
+
+    E = None if Gk == 1 else new("E", (*pix, Gq, U, Gk, Kx, Ky))
+    Pn = new("Pn", (*pix, Gq, H, Kx, Ky))
+    cps, cis = _split(C, pix)
+    pps, pis = _split(P, pix) if P is not None else (_arr([]), _arr([]))
+    qps, qis = _split(qp, pix) if P is None else (_arr([]), _arr([]))
+    np_ = 0 if P is not None else qp.shape[-1]
+    if mb is not None:
+        mb = mb.reshape(*mb.shape[: len(pix)], Kx, Ky) if mb.dim() != len(pix) + 2 else mb
+        mps, mis = _split(mb, pix)
+    else:
+        mps, mis = _arr([]), _arr([])
+    library().gsa_probs(_code(C), npix, len(pix), _arr(pix), _ptr(C), cps, cis, _ptr(Gt), _ptr(P), pps, pis,
+                        _ptr(qp if P is None else None), qps, qis, _ptr(tabT if P is None else None), np_,
+                        _ptr(mb), mps, mis, _classes(u_of_h, U), Gq, U, Gk, H, Kx, Ky, _ptr(E), _ptr(Pn),
+                        _threads())
+    return E, Pn
+
+
+def weights(Pn, E, W, u_of_h, drop: tuple[int, int, int, int], scale: float) -> None:
+    """Write ``scale · Σ_{a_q} Pn ⊙ E ⊙ D`` into the (strided) ``W (*PIX, H, Gk, Kx, Ky)``."""
+    pix = tuple(Pn.shape[:-4])
+    Gq, H, Kx, Ky = Pn.shape[-4:]
+    Gk = 1 if E is None else E.shape[-3]
+    U = 1 if E is None else E.shape[-4]
+    npix = Pn.numel() // (Gq * H * Kx * Ky)
+    wps, wis = _split(W, pix)
+    thr, k0, k1, on = drop
+    library().gsa_weights(_code(Pn), npix, len(pix), _arr(pix), _ptr(Pn), _ptr(E), _classes(u_of_h, U), Gq, U,
+                          Gk, H, Kx, Ky,
+                          thr, k0, k1, on, scale, _ptr(W), wps, wis, _threads())
+
+
+def backward(Pn, E, dW, W, dC, dGt, u_of_h, drop: tuple[int, int, int, int], scale: float, dP=None, qp=None,
+             tabT=None, dqp=None, dtabT=None) -> None:
+    """Backward of the weights and both softmaxes of one chunk (see ``gsa_backward`` in ``_kernels.cpp``).
+
+    In: ``Pn``, ``E`` (contiguous, from :func:`probabilities`), ``dW (*PIX, H, Gk, Kx, Ky)`` any strides.
+    Out (written): ``W`` (strided), ``dC (*PIX, Gq, Gk, Kx, Ky)`` (strided), ``dGt (*PIX, Gq, U, Gk)``
+    contiguous or None, and either ``dP`` (like ``Pn``) or, with ``qp (*PIX, Gq, p)`` and ``tabT (H, p, K)``,
+    ``dqp (*PIX, Gq, p)`` contiguous and ``dtabT`` (zero-initialised; accumulated). ``scale`` = ``1/(1 − p)``."""
+    pix = tuple(Pn.shape[:-4])
+    Gq, H, Kx, Ky = Pn.shape[-4:]
+    Gk = 1 if E is None else E.shape[-3]
+    U = E.shape[-4] if E is not None else (1 if dGt is None else dGt.shape[-2])
+    npix = math.prod(pix)
+    dwps, dwis = _split(dW, pix)
+    wps, wis = _split(W, pix)
+    dcps, dcis = _split(dC, pix)
+    qps, qis = _split(qp, pix) if dP is None else (_arr([]), _arr([]))
+    np_ = 0 if dP is not None else qp.shape[-1]
+    thr, k0, k1, on = drop
+    library().gsa_backward(_code(Pn), npix, len(pix), _arr(pix), _ptr(Pn), _ptr(E), _classes(u_of_h, U), Gq, U,
+                           Gk, H, Kx, Ky, thr, k0, k1, on, scale, _ptr(dW), dwps, dwis, _ptr(W), wps, wis, _ptr(dP),
+                           _ptr(qp if dP is None else None), qps, qis, _ptr(tabT if dP is None else None), np_,
+                           _ptr(dqp), _ptr(dtabT), _ptr(dC), dcps, dcis, _ptr(dGt), _threads())
+
+
+def fold_add(tiles, dst, nx: int, ny: int, G: int, Wx: int, Wy: int, Tx: int, Ty: int) -> None:
+    """``dst (Bc, rows, cols, G, c)`` (any strides) ``+=`` the overlapping key tiles
+    ``(Bc·nx·ny, G·Wx·Wy, c)`` (tile ``(ix, iy)`` starts at row ``ix·Tx``, column ``iy·Ty``)."""
+    tiles = tiles.contiguous()
+    Bc, c = dst.shape[0], dst.shape[-1]
+    library().gsa_fold_add(_code(dst), _ptr(tiles), Bc, nx, ny, G, Wx, Wy, c, Tx, Ty, _ptr(dst),
+                           _arr(dst.stride()), _threads())

@@ -1,0 +1,136 @@
+"""The native CPU kernels (``gsa.nn.native``) against the fast core's PyTorch implementation.
+
+Both implement the same chunk mathematics and draw dropout masks from the same counter-based hash, so
+outputs and gradients agree to round-off, with and without attention dropout.
+"""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gsa.nn import GroupSelfAttention, LiftingSelfAttention, fastcore, native
+
+pytestmark = pytest.mark.skipif(not native.available(), reason=f"no native kernels here ({native.status()})")
+
+CASES = [
+    (LiftingSelfAttention, "p4", 5),
+    (LiftingSelfAttention, "p4m", None),
+    (GroupSelfAttention, "p4", 5),
+    (GroupSelfAttention, "p4m", 3),  # dihedral: two conjugation classes (U = 2)
+    (GroupSelfAttention, "p8", None),
+    (GroupSelfAttention, "z2", 3),
+]
+
+
+def _close(a, b, tol):
+    """Agreement relative to the tensor's scale (at least 1: some parameter gradients are exactly zero)."""
+    assert (a - b).abs().max() <= tol * b.abs().max().clamp_min(1.0)
+
+
+def _run(layer, x, w):
+    x = x.detach().requires_grad_()
+    torch.manual_seed(11)  # the per-call dropout seed
+    out = layer(x)
+    grads = torch.autograd.grad((out * w).sum(), [x, *layer.parameters()], allow_unused=True)
+    return out, grads
+
+
+@pytest.mark.parametrize("cls,g,ps", CASES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_native_matches_pytorch_path(cls, g, ps, dtype, dropout):
+    torch.manual_seed(0)
+    layer = cls(g, 3, 6, num_heads=2, patch_size=ps, attention_dropout=dropout, chunk_elements=3000).to(dtype)
+    layer.train()
+    shape = (2, 3, 7, 6) if cls is LiftingSelfAttention else (2, 3, layer.group.order, 7, 6)
+    x = torch.randn(shape, dtype=dtype)
+    w = torch.randn(layer(x).shape, dtype=dtype)
+    out_n, g_n = _run(layer, x, w)
+    with native.disabled():
+        assert not native.usable(x)
+        out_t, g_t = _run(layer, x, w)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    _close(out_n, out_t, tol)
+    for a, b in zip(g_n, g_t):
+        assert (a is None) == (b is None)
+        if a is not None:
+            _close(a, b, tol)
+    if dropout:  # masks are really applied (and identical in both paths, or the outputs would differ)
+        layer.eval()
+        assert not torch.allclose(layer(x), out_n)
+
+
+def test_float32_softmax_is_accurate():
+    """The float32 kernels use a polynomial exp; compare with the float64 oracle."""
+    torch.manual_seed(0)
+    layer = GroupSelfAttention("p4", 4, 8, num_heads=2, patch_size=5)
+    x = 3 * torch.randn(2, 4, 4, 9, 9)
+    ref = layer.double()(x.double())
+    out = layer.float()(x)
+    err = (out.double() - ref).abs().max() / ref.abs().max()
+    assert err < 1e-5
+
+
+def test_inference_without_grad_uses_the_same_kernels():
+    torch.manual_seed(0)
+    layer = GroupSelfAttention("p4m", 3, 6, num_heads=2, patch_size=3).double().eval()
+    x = torch.randn(1, 3, 8, 5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        a = layer(x)
+        with native.disabled():
+            b = layer(x)
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+
+
+def test_fold_add_matches_unfold_adjoint():
+    from gsa.nn.neighbourhood import Local
+
+    nb = Local(5)
+    plan = nb.plan(11, 9, 0, 11, 4, 4, 4, tiles=(2, 2))
+    Bc, G, c = 3, 4, 5
+    rows, cols = plan.nx * plan.Tx + 2 * plan.r, plan.ny * plan.Ty + 2 * plan.r
+    tiles = torch.randn(Bc * plan.nx * plan.ny, G * plan.Wx * plan.Wy, c, dtype=torch.float64)
+    ref = plan.fold_keys(tiles, Bc, G)
+    big = torch.randn(Bc + 2, rows + 3, cols, G, c, dtype=torch.float64)
+    dst = big[1 : Bc + 1, 2 : rows + 2]  # a strided view, as in the backward pass
+    expect = dst + ref
+    native.fold_add(tiles, dst, plan.nx, plan.ny, G, plan.Wx, plan.Wy, plan.Tx, plan.Ty)
+    torch.testing.assert_close(dst, expect, rtol=0, atol=1e-13)
+
+
+def test_counter_masks_match_between_kernel_and_reference():
+    """The weights kernel with all-ones probabilities returns the keep-mask sums of the reference hash."""
+    Gq, H, Gk, k = 2, 3, 2, 3
+    pix = (4, 5)
+    Pn = torch.ones(*pix, Gq, H, k, k, dtype=torch.float64)
+    E = torch.ones(*pix, Gq, 1, Gk, k, k, dtype=torch.float64)
+    W = torch.empty(*pix, H, Gk, k, k, dtype=torch.float64)
+    params = fastcore.dropout_params(0.5, seed=123, cid=7)
+    native.weights(Pn, E, W, None, params, 1.0)
+    m = fastcore.keep_mask(params, 0, (20, Gq, H, Gk, k, k), "cpu").to(torch.float64)
+    torch.testing.assert_close(W, m.sum(1).view_as(W), rtol=0, atol=0)
+
+
+def test_disabled_by_environment(tmp_path):
+    code = "from gsa.nn import native; print(native.available(), native.status())"
+    env = {"GSA_NATIVE": "0", "GSA_CACHE_DIR": str(tmp_path), "PATH": ""}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.startswith("False native kernels off: disabled by GSA_NATIVE=0")
+
+
+def test_build_failure_falls_back_with_a_warning(tmp_path):
+    code = (
+        "import warnings, torch\n"
+        "from gsa.nn import native, GroupSelfAttention\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    ok = native.available()\n"
+        "layer = GroupSelfAttention('p4', 2, 6, num_heads=1, patch_size=3)\n"
+        "y = layer(torch.randn(1, 2, 4, 5, 5))\n"
+        "print(ok, len(w), 'could not compile' in str(w[0].message), tuple(y.shape))\n"
+    )
+    env = {"CXX": str(tmp_path / "no-such-compiler"), "GSA_CACHE_DIR": str(tmp_path / "cache"), "PATH": ""}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["False", "1", "True", "(1,", "6,", "4,", "5,", "5)"]

@@ -463,27 +463,29 @@ void backward(i64 npix, Pix px, const T* Pn, const T* E, const i64* u_of_h, int 
 }
 
 template <typename T>
-void fold_add(const T* tiles, i64 Bc, i64 nx, i64 ny, i64 G, i64 Wx, i64 Wy, i64 c, i64 Tx, i64 Ty, T* dst,
-              const i64* ds, int nthreads) {
-    // tiles (Bc, nx, ny, G, Wx, Wy, c) contiguous; dst[b, ix·Tx + wx, iy·Ty + wy, g, :] += tile
+void fold_add(const T* tiles, const i64* ts, i64 Bc, i64 nx, i64 ny, i64 G, i64 Wx, i64 Wy, i64 c, i64 Tx, i64 Ty,
+              T* dst, const i64* ds, int nthreads) {
+    // tiles (Bc·nx·ny, G·Wx·Wy, c) with strides ts; dst[b, ix·Tx + wx, iy·Ty + wy, g, :] += tile
 #pragma omp parallel for schedule(static) num_threads(threads(nthreads))
     for (i64 b = 0; b < Bc; ++b)
         for (i64 ix = 0; ix < nx; ++ix)
-            for (i64 iy = 0; iy < ny; ++iy)
+            for (i64 iy = 0; iy < ny; ++iy) {
+                const T* tile = tiles + ((b * nx + ix) * ny + iy) * ts[0];
                 for (i64 g = 0; g < G; ++g)
                     for (i64 wx = 0; wx < Wx; ++wx)
                         for (i64 wy = 0; wy < Wy; ++wy) {
-                            const T* src = tiles + (((((b * nx + ix) * ny + iy) * G + g) * Wx + wx) * Wy + wy) * c;
+                            const T* src = tile + ((g * Wx + wx) * Wy + wy) * ts[1];
                             T* o = dst + b * ds[0] + (ix * Tx + wx) * ds[1] + (iy * Ty + wy) * ds[2] + g * ds[3];
-                            for (i64 j = 0; j < c; ++j) o[j * ds[4]] += src[j];
+                            for (i64 j = 0; j < c; ++j) o[j * ds[4]] += src[j * ts[2]];
                         }
+            }
 }
 
 }  // namespace
 
 extern "C" {
 
-int gsa_abi_version() { return 3; }
+int gsa_abi_version() { return 4; }
 
 void gsa_probs(int dtype, i64 npix, int nd, const i64* psize, const void* C, const i64* Cps, const i64* Cis,
                const void* Gt, const void* P, const i64* Pps, const i64* Pis, const void* qp, const i64* Qps,
@@ -532,12 +534,12 @@ void gsa_backward(int dtype, i64 npix, int nd, const i64* psize, const void* Pn,
                          (double*)dGt, nthreads);
 }
 
-void gsa_fold_add(int dtype, const void* tiles, i64 Bc, i64 nx, i64 ny, i64 G, i64 Wx, i64 Wy, i64 c, i64 Tx, i64 Ty,
-                  void* dst, const i64* ds, int nthreads) {
+void gsa_fold_add(int dtype, const void* tiles, const i64* ts, i64 Bc, i64 nx, i64 ny, i64 G, i64 Wx, i64 Wy, i64 c,
+                  i64 Tx, i64 Ty, void* dst, const i64* ds, int nthreads) {
     if (dtype == 0)
-        fold_add<float>((const float*)tiles, Bc, nx, ny, G, Wx, Wy, c, Tx, Ty, (float*)dst, ds, nthreads);
+        fold_add<float>((const float*)tiles, ts, Bc, nx, ny, G, Wx, Wy, c, Tx, Ty, (float*)dst, ds, nthreads);
     else
-        fold_add<double>((const double*)tiles, Bc, nx, ny, G, Wx, Wy, c, Tx, Ty, (double*)dst, ds, nthreads);
+        fold_add<double>((const double*)tiles, ts, Bc, nx, ny, G, Wx, Wy, c, Tx, Ty, (double*)dst, ds, nthreads);
 }
 
 }  // extern "C"

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from . import native
+from .neighbourhood import bmm_narrow
 
 __all__ = [
     "conjugation_classes",
@@ -418,7 +419,7 @@ def chunk_backward(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, do, g
     # ---- value side: o = agg(W, v)
     Wb = plan.band_matrix(W.to(vt.dtype), scratch)
     del W
-    dvt = torch.bmm(Wb.transpose(1, 2), dot.reshape(Wb.shape[0], Wb.shape[1], -1))
+    dvt = bmm_narrow(Wb.transpose(1, 2), dot.reshape(Wb.shape[0], Wb.shape[1], -1))
     grads["v"](dvt, Gk, plan)
     del dvt, Wb
     del dWc, tmp
@@ -446,10 +447,10 @@ def chunk_backward(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, do, g
     # ---- content: C = band(q_tile · k_tileᵀ)
     Cb = plan.band_matrix(dC.to(qt.dtype), scratch)  # (nt, M, NK)
     del dC
-    dqt = torch.bmm(Cb, kt).view(qt.shape)
+    dqt = bmm_narrow(Cb, kt).view(qt.shape)
     dqt[..., :p] += dqp
     grads["q"](plan.from_tiles(dqt), plan)
-    dkt = torch.bmm(Cb.transpose(1, 2), qt.reshape(Cb.shape[0], Cb.shape[1], -1))
+    dkt = bmm_narrow(Cb.transpose(1, 2), qt.reshape(Cb.shape[0], Cb.shape[1], -1))
     grads["k"](dkt, Gk, plan)
 
 
@@ -481,7 +482,7 @@ def _chunk_backward_native(q, kslab, vslab, table, gt, plan, spec: Spec, cid: in
     native.backward(Pn, E, dW, Wv, dCv, dgt, spec.u_of_h, dropout_params(spec.dropout, spec.seed, cid),
                     1.0 / (1.0 - spec.dropout), dP, qp, tabT, dqp, dtabT)
     del E, Pn, dW
-    dvt = torch.bmm(Wband.transpose(1, 2), dot.reshape(Wband.shape[0], Wband.shape[1], -1))
+    dvt = bmm_narrow(Wband.transpose(1, 2), dot.reshape(Wband.shape[0], Wband.shape[1], -1))
     grads["v"](dvt, Gk, plan)
     del dvt
     if dgt is not None:
@@ -491,10 +492,10 @@ def _chunk_backward_native(q, kslab, vslab, table, gt, plan, spec: Spec, cid: in
     else:
         dqp, dtab = plan.positional_backward(dP, qp, table)
         grads["table"](dtab)
-    dqt = torch.bmm(Cband, kt).view(qt.shape)
+    dqt = bmm_narrow(Cband, kt).view(qt.shape)
     dqt[..., :p] += dqp
     grads["q"](plan.from_tiles(dqt), plan)
-    dkt = torch.bmm(Cband.transpose(1, 2), qt.reshape(Cband.shape[0], Cband.shape[1], -1))
+    dkt = bmm_narrow(Cband.transpose(1, 2), qt.reshape(Cband.shape[0], Cband.shape[1], -1))
     grads["k"](dkt, Gk, plan)
 
 

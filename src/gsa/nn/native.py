@@ -31,7 +31,7 @@ import torch
 __all__ = ["library", "available", "usable", "status", "disabled", "probabilities", "weights", "backward", "fold_add"]
 
 _SOURCE = Path(__file__).with_name("_kernels.cpp")
-_ABI = 3
+_ABI = 4
 _lock = threading.Lock()
 _state: dict = {"lib": None, "tried": False, "error": None, "path": None, "off": 0}
 
@@ -110,7 +110,7 @@ def _declare(lib) -> None:
     lib.gsa_backward.argtypes = [_i, _l, _i, _i64p, _vp, _vp, _i64p, _i, _i, _i, _i, _i, _i, _u, _u, _u, _i, _d,
                                  _vp, _i64p, _i64p, _vp, _i64p, _i64p, _vp, _vp, _i64p, _i64p, _vp, _i, _vp, _vp,
                                  _vp, _i64p, _i64p, _vp, _i]
-    lib.gsa_fold_add.argtypes = [_i, _vp, _l, _l, _l, _l, _l, _l, _l, _l, _l, _vp, _i64p, _i]
+    lib.gsa_fold_add.argtypes = [_i, _vp, _i64p, _l, _l, _l, _l, _l, _l, _l, _l, _l, _vp, _i64p, _i]
     for f in (lib.gsa_probs, lib.gsa_weights, lib.gsa_backward, lib.gsa_fold_add):
         f.restype = None
 
@@ -287,8 +287,7 @@ def backward(Pn, E, dW, W, dC, dGt, u_of_h, drop: tuple[int, int, int, int], sca
 
 def fold_add(tiles, dst, nx: int, ny: int, G: int, Wx: int, Wy: int, Tx: int, Ty: int) -> None:
     """``dst (Bc, rows, cols, G, c)`` (any strides) ``+=`` the overlapping key tiles
-    ``(Bc·nx·ny, G·Wx·Wy, c)`` (tile ``(ix, iy)`` starts at row ``ix·Tx``, column ``iy·Ty``)."""
-    tiles = tiles.contiguous()
+    ``(Bc·nx·ny, G·Wx·Wy, c)`` (any strides; tile ``(ix, iy)`` starts at row ``ix·Tx``, column ``iy·Ty``)."""
     Bc, c = dst.shape[0], dst.shape[-1]
-    library().gsa_fold_add(_code(dst), _ptr(tiles), Bc, nx, ny, G, Wx, Wy, c, Tx, Ty, _ptr(dst),
-                           _arr(dst.stride()), _threads())
+    library().gsa_fold_add(_code(dst), _ptr(tiles), _arr(tiles.stride()), Bc, nx, ny, G, Wx, Wy, c, Tx, Ty,
+                           _ptr(dst), _arr(dst.stride()), _threads())

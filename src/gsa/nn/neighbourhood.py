@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from . import native
 
-__all__ = ["Neighbourhood", "Local", "Global", "LocalPlan", "GlobalPlan", "make"]
+__all__ = ["Neighbourhood", "Local", "Global", "LocalPlan", "GlobalPlan", "make", "bmm_narrow"]
 
 
 class Neighbourhood:
@@ -255,7 +255,7 @@ class LocalPlan:
     def aggregate_band(self, band: torch.Tensor, vt: torch.Tensor) -> torch.Tensor:
         """Band matrix (from :meth:`band_matrix`/:meth:`band_out`) times value tiles → ``(Bc, nx, ny, Tx, Ty, R, dv)``."""
         R = band.shape[1] // (self.Tx * self.Ty)
-        out = torch.bmm(band, vt)
+        out = bmm_narrow(band, vt)
         return out.view(-1, self.nx, self.ny, self.Tx, self.Ty, R, vt.shape[-1])
 
     def aggregate(self, w: torch.Tensor, vt: torch.Tensor, scratch=None) -> torch.Tensor:
@@ -279,9 +279,9 @@ class LocalPlan:
         """Adjoint of :meth:`positional`: ``(dqp (*PIX, Gq, p), dtable (H, k·k, p))``."""
         H, R, p = table.shape
         dflat = dP.reshape(-1, H * R)
-        dqp = (dflat @ table.reshape(H * R, p)).view(qp.shape)
-        dtab = dflat.t() @ qp.reshape(-1, p)
-        return dqp, dtab.view(H, R, p)
+        dqp = bmm_narrow(dflat, table.reshape(H * R, p)).reshape(qp.shape)
+        dtab = bmm_narrow(dflat.t(), qp.reshape(-1, p))
+        return dqp, dtab.reshape(H, R, p)
 
     def mask_bias(self, device, dtype) -> torch.Tensor | None:
         """``(1, nx, ny, Tx, Ty, 1, 1, k, k)`` additive mask (0 inside the image, −inf outside)."""
@@ -371,7 +371,7 @@ class GlobalPlan:
 
     def aggregate_band(self, band: torch.Tensor, vt: torch.Tensor) -> torch.Tensor:
         """``(Bc, xc·Y·R, Gk·X·Y)`` weights times values → ``(Bc, xc, Y, R, dv)``."""
-        out = torch.bmm(band, vt)
+        out = bmm_narrow(band, vt)
         return out.view(out.shape[0], self.xc, self.Y, -1, vt.shape[-1])
 
     def aggregate(self, w: torch.Tensor, vt: torch.Tensor, scratch=None) -> torch.Tensor:
@@ -417,8 +417,8 @@ class GlobalPlan:
         s_x = Y * s_y
         full.as_strided((Bc, xc, Y, Gq, H, X, Y), (xc * s_x, s_x - Dy, s_y - 1, s_q, s_h, Dy, 1),
                         (xc - 1) * Dy + (Y - 1)).copy_(dP)
-        dqp = full @ tab.reshape(H * Dx * Dy, p)
-        dtab_c = full.view(-1, H * Dx * Dy).t() @ qp.reshape(-1, p)
+        dqp = bmm_narrow(full, tab.reshape(H * Dx * Dy, p))
+        dtab_c = bmm_narrow(full.view(-1, H * Dx * Dy).t(), qp.reshape(-1, p))
         dtable = table.new_zeros(H, 2 * X - 1, Dy, p)
         dtable[:, X - x1 : 2 * X - 1 - x0] = dtab_c.view(H, Dx, Dy, p)
         return dqp, dtable.view(H, -1, p)
@@ -426,6 +426,15 @@ class GlobalPlan:
     def mask_bias(self, device, dtype):
         """None: global attention masks nothing."""
         return None
+
+
+def bmm_narrow(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` (matrices or batches) for products with few output columns, computed as ``(bᵀ aᵀ)ᵀ``.
+
+    Returns a transposed view. CPU BLAS handles the narrow ``(M, N) × (N, 10)`` shapes of the value
+    aggregation and the key/value gradients 2–4× slower than the transposed ``(10, N) × (N, M)`` ones
+    (measured with MKL on 2 cores: 179 → 65 µs for 154 products of 16×144 by 144×10)."""
+    return torch.matmul(b.transpose(-1, -2), a.transpose(-1, -2)).transpose(-1, -2)
 
 
 def _compiling() -> bool:

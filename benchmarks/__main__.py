@@ -137,6 +137,12 @@ def environment(devices) -> dict:
         "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
+    try:
+        from gsa.nn import native
+
+        env["native_kernels"] = native.status()  # builds the library once, before the workers start
+    except Exception as exc:  # pragma: no cover - reported, not fatal
+        env["native_kernels"] = f"error: {exc}"
     if any(d.startswith("cuda") for d in devices) and torch.cuda.is_available():
         env["cuda_device"] = torch.cuda.get_device_name(0)
         env["cuda"] = torch.version.cuda

@@ -465,16 +465,16 @@ void backward(i64 npix, Pix px, const T* Pn, const T* E, const i64* u_of_h, int 
 template <typename T>
 void fold_add(const T* tiles, const i64* ts, i64 Bc, i64 nx, i64 ny, i64 G, i64 Wx, i64 Wy, i64 c, i64 Tx, i64 Ty,
               T* dst, const i64* ds, int nthreads) {
-    // tiles (Bc·nx·ny, G·Wx·Wy, c) with strides ts; dst[b, ix·Tx + wx, iy·Ty + wy, g, :] += tile
+    // tiles (Bc·nx·ny, Wx·Wy·G, c) with strides ts; dst[b, ix·Tx + wx, iy·Ty + wy, g, :] += tile
 #pragma omp parallel for schedule(static) num_threads(threads(nthreads))
     for (i64 b = 0; b < Bc; ++b)
         for (i64 ix = 0; ix < nx; ++ix)
             for (i64 iy = 0; iy < ny; ++iy) {
                 const T* tile = tiles + ((b * nx + ix) * ny + iy) * ts[0];
-                for (i64 g = 0; g < G; ++g)
-                    for (i64 wx = 0; wx < Wx; ++wx)
-                        for (i64 wy = 0; wy < Wy; ++wy) {
-                            const T* src = tile + ((g * Wx + wx) * Wy + wy) * ts[1];
+                for (i64 wx = 0; wx < Wx; ++wx)
+                    for (i64 wy = 0; wy < Wy; ++wy)
+                        for (i64 g = 0; g < G; ++g) {
+                            const T* src = tile + ((wx * Wy + wy) * G + g) * ts[1];
                             T* o = dst + b * ds[0] + (ix * Tx + wx) * ds[1] + (iy * Ty + wy) * ds[2] + g * ds[3];
                             for (i64 j = 0; j < c; ++j) o[j * ds[4]] += src[j * ts[2]];
                         }

@@ -287,7 +287,7 @@ def backward(Pn, E, dW, W, dC, dGt, u_of_h, drop: tuple[int, int, int, int], sca
 
 def fold_add(tiles, dst, nx: int, ny: int, G: int, Wx: int, Wy: int, Tx: int, Ty: int) -> None:
     """``dst (Bc, rows, cols, G, c)`` (any strides) ``+=`` the overlapping key tiles
-    ``(Bc·nx·ny, G·Wx·Wy, c)`` (any strides; tile ``(ix, iy)`` starts at row ``ix·Tx``, column ``iy·Ty``)."""
+    ``(Bc·nx·ny, Wx·Wy·G, c)`` (rows ``(wx, wy, a_k)``, any strides; tile ``(ix, iy)`` starts at row ``ix·Tx``, column ``iy·Ty``)."""
     Bc, c = dst.shape[0], dst.shape[-1]
     library().gsa_fold_add(_code(dst), _ptr(tiles), _arr(tiles.stride()), Bc, nx, ny, G, Wx, Wy, c, Tx, Ty,
                            _ptr(dst), _arr(dst.stride()), _threads())

@@ -187,15 +187,16 @@ class LocalPlan:
         return rows_total - X, self.ny * self.Ty - Y
 
     def key_tiles(self, slab: torch.Tensor) -> torch.Tensor:
-        """Padded key rows ``(Bc, nx·Tx + 2r, ny·Ty + 2r, G, c)`` → ``(Bc·nx·ny, G·Wx·Wy, c)``."""
+        """Padded key rows ``(Bc, nx·Tx + 2r, ny·Ty + 2r, G, c)`` → ``(Bc·nx·ny, Wx·Wy·G, c)`` (tile rows
+        ordered ``(wx, wy, a_k)``: each tile row ``wx`` is one contiguous run of the slab)."""
         Bc, G, c = slab.shape[0], slab.shape[-2], slab.shape[-1]
         t = slab.unfold(1, self.Wx, self.Tx).unfold(2, self.Wy, self.Ty)  # (Bc, nx, ny, G, c, Wx, Wy)
-        return t.permute(0, 1, 2, 3, 5, 6, 4).reshape(Bc * self.nx * self.ny, G * self.Wx * self.Wy, c)
+        return t.permute(0, 1, 2, 5, 6, 3, 4).reshape(Bc * self.nx * self.ny, self.Wx * self.Wy * G, c)
 
     def fold_keys(self, tiles: torch.Tensor, Bc: int, G: int) -> torch.Tensor:
         """Adjoint of :meth:`key_tiles`: sum the tiles back into ``(Bc, nx·Tx+2r, ny·Ty+2r, G, c)``."""
         c = tiles.shape[-1]
-        t = tiles.view(Bc, self.nx, self.ny, G, self.Wx, self.Wy, c).permute(0, 1, 2, 3, 6, 4, 5)
+        t = tiles.view(Bc, self.nx, self.ny, self.Wx, self.Wy, G, c).permute(0, 1, 2, 5, 6, 3, 4)
         rows, cols = self.nx * self.Tx + 2 * self.r, self.ny * self.Ty + 2 * self.r
         t = torch.ops.aten.unfold_backward(t, [Bc, self.nx, cols, G, c, self.Wx], 2, self.Wy, self.Ty)
         return torch.ops.aten.unfold_backward(t, [Bc, rows, cols, G, c], 1, self.Wx, self.Tx)
@@ -203,7 +204,7 @@ class LocalPlan:
     # -- band geometry ------------------------------------------------------------------------
     def _band(self, rows_per_pixel: int, Gk: int, Bc: int):
         """Size/stride of the ``(Bc, nx, ny, Tx, Ty, R, Gk, k, k)`` band inside a
-        ``(Bc·nx·ny, Tx·Ty·R, Gk·Wx·Wy)`` tile product (columns ordered ``(a_k, wx, wy)``)."""
+        ``(Bc·nx·ny, Tx·Ty·R, Wx·Wy·Gk)`` tile product (columns ordered ``(wx, wy, a_k)``)."""
         Tx, Ty, Wx, Wy, k = self.Tx, self.Ty, self.Wx, self.Wy, self.k
         NK = Gk * Wx * Wy
         M = Tx * Ty * rows_per_pixel
@@ -212,12 +213,12 @@ class LocalPlan:
             self.nx * self.ny * M * NK,
             self.ny * M * NK,
             M * NK,
-            Ty * rows_per_pixel * NK + Wy,
-            rows_per_pixel * NK + 1,
+            Ty * rows_per_pixel * NK + Wy * Gk,
+            rows_per_pixel * NK + Gk,
             NK,
-            Wx * Wy,
-            Wy,
             1,
+            Wy * Gk,
+            Gk,
         )
         return size, stride, (Bc * self.nx * self.ny, M, NK)
 
@@ -231,7 +232,7 @@ class LocalPlan:
         return prod.as_strided(size, stride)
 
     def band_matrix(self, w: torch.Tensor, scratch=None) -> torch.Tensor:
-        """``(Bc, nx, ny, Tx, Ty, R, Gk, k, k)`` → zero tile ``(Bc·nx·ny, Tx·Ty·R, Gk·Wx·Wy)``.
+        """``(Bc, nx, ny, Tx, Ty, R, Gk, k, k)`` → zero tile ``(Bc·nx·ny, Tx·Ty·R, Wx·Wy·Gk)``.
 
         With ``scratch`` (no autograd), one zero buffer per geometry is reused: only the band is
         ever written, so the rest stays zero."""
@@ -245,7 +246,7 @@ class LocalPlan:
         return buf
 
     def band_out(self, R: int, Gk: int, Bc: int, dtype, device, scratch=None, name: str = "band"):
-        """A zero tile ``(Bc·nx·ny, Tx·Ty·R, Gk·Wx·Wy)`` and its band view ``(Bc, nx, ny, Tx, Ty, R, Gk, k, k)``
+        """A zero tile ``(Bc·nx·ny, Tx·Ty·R, Wx·Wy·Gk)`` and its band view ``(Bc, nx, ny, Tx, Ty, R, Gk, k, k)``
         for kernels that write the band in place (only band entries are ever written: the rest stays 0)."""
         size, stride, full = self._band(R, Gk, Bc)
         buf = torch.zeros(full, dtype=dtype, device=device) if scratch is None else scratch.get(

@@ -196,9 +196,15 @@ def _train(cfg: TrainConfig, *, resume: bool, hooks: Hooks, stream: Optional[Tex
 
     sizes = " / ".join(f"{s} {_split_len(datasets[s], tensors[s])}" for s in ("train", "valid", "test"))
     patch = "global" if cfg.patch_size == 0 else f"{cfg.patch_size}x{cfg.patch_size}"
+    kernels = ""
+    if device.type == "cpu":
+        from gsa.nn import native
+
+        kernels = ", native kernels" if native.available() else ", PyTorch kernels"
     progress.log(
         f"gsa train: recipe {cfg.recipe} | dataset {cfg.dataset} ({sizes}) | model {cfg.preset} {cfg.group} {patch}, "
-        f"{n_params:,} params | {device.type}, {cfg.precision}, {dist.world_size} process(es) | batch {cfg.batch_size}, "
+        f"{n_params:,} params | {device.type}{kernels}, {cfg.precision}, {dist.world_size} process(es) | "
+        f"batch {cfg.batch_size}, "
         f"{steps_per_epoch} steps/epoch | out {run_dir}"
     )
     if resume:

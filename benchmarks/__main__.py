@@ -222,6 +222,9 @@ def parse(argv=None):
     ap.add_argument("--only", action="append", default=[],
                     help="keep workloads whose label contains this text (repeatable; all must match), "
                          "e.g. --only rotmnist --only p4")
+    ap.add_argument("--match", action="append", default=[],
+                    help="keep workloads whose label contains any of these texts (repeatable; applied "
+                         "after --only), e.g. --match 'pcam p4' --match 'group layer p4 global'")
     ap.add_argument("--device", default=None, help="comma list: cpu,cuda (default: cpu, plus cuda if present)")
     ap.add_argument("--batch", default=None, help="comma list of batch sizes for the rotmnist preset "
                                                   "(default 8,64); with --only also filters every workload")
@@ -250,6 +253,9 @@ def main(argv=None) -> int:
         workloads = [w for w in workloads if w.batch in batches]
     for text in args.only:
         workloads = [w for w in workloads if text.lower() in (w.label() + " " + w.device + " " + w.dtype).lower()]
+    if args.match:
+        workloads = [w for w in workloads
+                     if any(t.lower() in (w.label() + " " + w.device + " " + w.dtype).lower() for t in args.match)]
     impls = [i for i in args.impl.split(",") if i]
     bad = [i for i in impls if i not in IMPLS]
     if bad:
@@ -264,6 +270,7 @@ def main(argv=None) -> int:
     opts = {"threads": args.threads, "min_time": 0.2 if args.quick else args.min_time,
             "max_reps": 2 if args.quick else args.max_reps, "modes": args.modes.split(",")}
     env = environment(devices)
+    env["threads"] = args.threads or env["threads"]  # what every case ran with
     print(f"# {len(cases)} cases on {', '.join(devices)}; torch {env['torch']}, python {env['python']}, "
           f"{env['cpu']} ({env['cpu_count']} cores), commit {str(env['git_commit'])[:10]}", flush=True)
     shape_cache: dict = {}

@@ -4,6 +4,8 @@ References: the dense oracle (all pairs, autograd) and :func:`gsa.nn.fastcore.ch
 (the same factorised math in differentiable operations, ``recompute=False``).
 """
 
+import contextlib
+
 import pytest
 import torch
 
@@ -87,6 +89,35 @@ def test_dropout_mask_rate_and_determinism():
     assert abs((m1 & hi).float().mean().item() - 0.81) < 3e-3
     assert fastcore.dropout_params(0.0, seed=3, cid=0)[3] == 0
     assert bool(fastcore.keep_mask(fastcore.dropout_params(1e-12, 3, 0), 0, (1000,), "cpu").all())
+
+
+def test_generator_masks_of_the_pytorch_path():
+    g1 = torch.Generator().manual_seed(3)
+    g2 = torch.Generator().manual_seed(3)
+    m1 = fastcore.dropout_keep_mask((1000, 1000), 0.1, g1, "cpu")
+    m2 = fastcore.dropout_keep_mask((1000, 1000), 0.1, g2, "cpu")
+    assert torch.equal(m1, m2)
+    assert set(m1.unique().tolist()) <= {0.0, 1.0}
+    assert abs(m1.mean().item() - 0.9) < 2e-3
+    assert bool((fastcore.dropout_keep_mask((1000,), 0.0, g1, "cpu") == 1).all())
+
+
+@pytest.mark.parametrize("hashed", [False, True])
+def test_pytorch_path_gradcheck_with_dropout(hashed):
+    """The PyTorch path (no native kernels) regenerates its masks in backward, with either mask source."""
+    from gsa.nn import native
+
+    torch.manual_seed(0)
+    layer = _layer(GroupSelfAttention, "p4", 3, cin=2, cout=6, heads=1, attention_dropout=0.4, chunk_elements=64)
+    layer.train()
+    x = _input(layer, B=1, X=4, Y=3).requires_grad_()
+
+    def f(inp):
+        torch.manual_seed(1234)
+        return layer(inp)
+
+    with native.disabled(), (fastcore.hash_masks() if hashed else contextlib.nullcontext()):
+        assert torch.autograd.gradcheck(f, (x,), eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
 def test_dropout_expectation_matches_no_dropout():

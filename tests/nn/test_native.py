@@ -1,7 +1,8 @@
 """The native CPU kernels (``gsa.nn.native``) against the fast core's PyTorch implementation.
 
-Both implement the same chunk mathematics and draw dropout masks from the same counter-based hash, so
-outputs and gradients agree to round-off, with and without attention dropout.
+Both implement the same chunk mathematics; inside ``fastcore.hash_masks()`` the PyTorch path draws its
+dropout masks from the kernels' counter-based hash, so outputs and gradients agree to round-off, with and
+without attention dropout.
 """
 
 import subprocess
@@ -48,7 +49,7 @@ def test_native_matches_pytorch_path(cls, g, ps, dtype, dropout):
     x = torch.randn(shape, dtype=dtype)
     w = torch.randn(layer(x).shape, dtype=dtype)
     out_n, g_n = _run(layer, x, w)
-    with native.disabled():
+    with native.disabled(), fastcore.hash_masks():
         assert not native.usable(x)
         out_t, g_t = _run(layer, x, w)
     tol = 1e-12 if dtype == torch.float64 else 1e-5

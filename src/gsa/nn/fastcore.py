@@ -33,6 +33,14 @@ chunk's ``E`` and ``Pn`` and applies the adjoint of every step (softmax backward
 over ``a_k``; the content/aggregation products through the same tiles), accumulating gradients of
 keys and values slab by slab. Dropout masks are regenerated from a per-call seed.
 
+**Native kernels.** On the CPU (float32/float64), the per-pixel steps (the two softmaxes with, for
+local attention, the positional scores computed inline; the weights ``W``; the whole backward pass
+from ``dW`` to ``dC``, ``dGt`` and the positional gradients) run as fused C++ kernels
+(:mod:`gsa.nn.native`); the tile products stay with BLAS. Attention-dropout masks come from a
+counter-based hash (:func:`dropout_params`, :func:`keep_mask`); the PyTorch path here evaluates the
+same hash inside :func:`hash_masks` (the tests compare the two paths with identical masks) and otherwise
+draws its masks with :func:`dropout_keep_mask`, which is cheaper in PyTorch operations.
+
 The same mathematics is also written with differentiable tensor operations
 (:func:`chunk_differentiable`): ``torch.compile`` traces that one (no graph breaks), and it serves
 as a second reference for the hand-written backward in the tests.
@@ -40,6 +48,7 @@ as a second reference for the hand-written backward in the tests.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -57,6 +66,8 @@ __all__ = [
     "chunk_differentiable",
     "dropout_params",
     "keep_mask",
+    "hash_masks",
+    "dropout_keep_mask",
 ]
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -204,6 +215,49 @@ def _slice_mask(params, a: int, Gq: int, shape, device, out: torch.Tensor) -> to
     return out.copy_(_keep(ctr, params).view(shape))
 
 
+_KEEP_BITS = 16
+_hash_masks = {"on": 0}
+
+
+@contextlib.contextmanager
+def hash_masks():
+    """Within this context the PyTorch path draws its dropout masks from the counter hash of the native
+    kernels (:func:`keep_mask`), so both paths apply identical masks (tests compare them). Outside it,
+    the PyTorch path uses :func:`dropout_keep_mask`, several times cheaper in PyTorch operations."""
+    _hash_masks["on"] += 1
+    try:
+        yield
+    finally:
+        _hash_masks["on"] -= 1
+
+
+def dropout_keep_mask(shape, p: float, generator: torch.Generator, device, dtype=torch.float32,
+                      out: torch.Tensor | None = None) -> torch.Tensor:
+    """Float mask of 0/1, 1 with probability ``1 − p`` (``p`` rounded to a multiple of 2⁻¹⁶).
+
+    Four 16-bit uniforms per 64-bit draw, thresholded arithmetically: on CPU several times cheaper
+    than ``bernoulli_`` followed by a boolean multiply. Deterministic given ``generator``.
+    """
+    n = math.prod(shape)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
+    words.random_(-(2**63), None, generator=generator)
+    u = words.view(torch.int16)[:n].view(shape)
+    if out is None:
+        out = torch.empty(shape, dtype=dtype, device=device)
+    thr = round(p * (1 << _KEEP_BITS)) - (1 << (_KEEP_BITS - 1))  # keep iff u >= thr
+    return out.copy_(u).sub_(thr - 1).clamp_(0, 1)
+
+
+def _mask(spec: Spec, cid: int, a: int, Gq: int, shape, dtype, device, scratch: "_Scratch") -> torch.Tensor:
+    """Dropout keep-mask of query element ``a`` of chunk ``cid`` (PyTorch path), regenerable in backward."""
+    out = scratch.get("mask", shape, dtype, device)
+    if _hash_masks["on"]:
+        return _slice_mask(dropout_params(spec.dropout, spec.seed, cid), a, Gq, shape, device, out)
+    g = torch.Generator(device=device)
+    g.manual_seed((spec.seed * 1000003 + cid * 131 + a) % (2**63 - 1))
+    return dropout_keep_mask(shape, spec.dropout, g, device, dtype, out=out)
+
+
 class _Scratch:
     """Reusable buffers for one attention call (chunks mostly share shapes)."""
 
@@ -297,13 +351,12 @@ def _weights(E, Pn, u_of_h, spec: Spec, cid: int, device, scratch: _Scratch):
     shape = (*Pn.shape[:-4], Pn.shape[-3], Gk, *Pn.shape[-2:])
     W = torch.empty(shape, dtype=Pn.dtype, device=device)
     tmp = scratch.get("prod", shape, Pn.dtype, device) if drop else None
-    params = dropout_params(spec.dropout, spec.seed, cid)
     for a in range(Gq):
         Pa = Pn.select(-4, a).unsqueeze(-3)  # (*PIX, H, 1, Kx, Ky)
         Ea = None if E is None else _by_class(E.select(-5, a), u_of_h, -4)  # (*PIX, U|H, Gk, Kx, Ky)
         mask = None
         if drop:
-            mask = _slice_mask(params, a, Gq, shape, device, scratch.get("mask", shape, Pn.dtype, device))
+            mask = _mask(spec, cid, a, Gq, shape, Pn.dtype, device, scratch)
         _accumulate(W, a, Pa, Ea, mask, tmp)
     if drop:
         W.mul_(1.0 / (1.0 - spec.dropout))
@@ -395,13 +448,12 @@ def chunk_backward(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, do, g
     dE = None if E is None else torch.empty_like(E)
     tmp = scratch.get("prod", shape, ct, dev)
     prod = scratch.get("prod2", shape, ct, dev) if (drop and E is not None) else None
-    params = dropout_params(spec.dropout, spec.seed, cid)
     for a in range(Gq):
         Pa = Pn.select(-4, a).unsqueeze(-3)  # (*PIX, H, 1, Kx, Ky)
         Ea = None if E is None else _by_class(E.select(-5, a), u_of_h, -4)
         mask = None
         if drop:
-            mask = _slice_mask(params, a, Gq, shape, dev, scratch.get("mask", shape, ct, dev))
+            mask = _mask(spec, cid, a, Gq, shape, ct, dev, scratch)
         _accumulate(W, a, Pa, Ea, mask, prod)
         Xa = dWc if mask is None else mask.mul_(dWc)
         if E is None:

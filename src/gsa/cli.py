@@ -23,6 +23,12 @@ EXAMPLES = """examples:
   gsa eval runs/smoke --rotations
   gsa info --recipe pcam --group p4m
   gsa figures --quick --out figs-check        # regenerate the documentation figures (tiny)
+
+environment:
+  GSA_DATA_DIR   where datasets are looked up (default ~/.cache/gsa/data)
+  GSA_NATIVE=0   use the PyTorch attention kernels instead of the native CPU ones
+  GSA_CACHE_DIR  where the native CPU kernels are built and cached (default ~/.cache/gsa/kernels)
+  GSA_DEBUG=1    show tracebacks of errors
 """
 
 

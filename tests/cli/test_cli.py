@@ -113,7 +113,7 @@ def test_default_train_is_the_mini_recipe_on_rotmnist_mini(capsys):
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["recipe"] == "mini" and cfg["dataset"] == "rotmnist-mini" and cfg["group"] == "p4"
     assert cfg["patch_size"] == 5 and cfg["optimizer"] == "adam" and cfg["lr"] == 2e-3
-    assert cfg["model_args"] == {"channels": 12, "num_heads": 4} and cfg["train_subset"] == 4000
+    assert cfg["model_args"] == {"channels": 12, "num_heads": 4} and cfg["train_subset"] == 7000
 
 
 def test_flags_override_recipe(capsys):

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .cases import IMPLS, Case, attention_shapes, flops, fmt_bytes, gmean, human_flops, memory_estimate
+from .cases import IMPLS, Case, attention_shapes, flops, fmt_bytes, gmean, memory_estimate
 
 ROOT = Path(__file__).resolve().parent
 GROUPS = ("z2", "p4", "p8", "p4m")

@@ -197,13 +197,6 @@ def fmt_bytes(b: float) -> str:
     return f"{b / 2**20:.0f} MB"
 
 
-def human_flops(f: float) -> str:
-    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6)):
-        if f >= scale:
-            return f"{f / scale:.3g} {unit}"
-    return f"{f:.3g} "
-
-
 def gmean(xs):
     xs = [x for x in xs if x and x > 0]
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None

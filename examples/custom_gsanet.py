@@ -21,7 +21,7 @@ from torch import nn
 
 import gsa
 from gsa import data
-from gsa.nn import GroupSelfAttention, LiftingSelfAttention
+from gsa.nn import LiftingSelfAttention
 from gsa.nn.blocks import LayerNorm, TransformerBlock
 
 

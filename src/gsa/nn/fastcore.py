@@ -407,6 +407,25 @@ def chunk_forward(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, scratc
 # the chunk's backward
 
 
+def _value_grads(Wband, dot, Gk: int, plan, grads) -> None:
+    """``dv`` from the weight band matrix ``(nt, M, NK)`` and the output-gradient tiles (``o = W·v``)."""
+    grads["v"](bmm_narrow(Wband.transpose(1, 2), dot.reshape(Wband.shape[0], Wband.shape[1], -1)), Gk, plan)
+
+
+def _gt_grads(dgt, plan, grads) -> None:
+    """Group-score gradient tiles ``(*PIX, Gq, U, Gk)`` → the layer's layout."""
+    grads["gt"](plan.from_tiles(dgt.flatten(-2)).unflatten(-1, dgt.shape[-2:]), plan)
+
+
+def _content_grads(Cband, qt, kt, dqp, p: int, Gk: int, plan, grads) -> None:
+    """``dq`` (plus the positional part ``dqp``) and ``dk`` from the content-score band ``(nt, M, NK)``
+    (``C = band(q_tile · k_tileᵀ)``)."""
+    dqt = bmm_narrow(Cband, kt).view(qt.shape)
+    dqt[..., :p] += dqp
+    grads["q"](plan.from_tiles(dqt), plan)
+    grads["k"](bmm_narrow(Cband.transpose(1, 2), qt.reshape(Cband.shape[0], Cband.shape[1], -1)), Gk, plan)
+
+
 def chunk_backward(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, do, grads, scratch: _Scratch):
     """Accumulate the gradients of one chunk into ``grads`` (callbacks into full-size buffers).
 
@@ -420,7 +439,6 @@ def chunk_backward(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, do, g
     """
     p, u_of_h, H = spec.p, spec.u_of_h, spec.H
     dev = q.device
-    Bc = q.shape[0]
     if native.usable(q):
         return _chunk_backward_native(q, kslab, vslab, table, gt, plan, spec, cid, do, grads, scratch)
     qt, kt, C, P, gtt, mb = _scores(q, kslab, table, gt, plan, spec)
@@ -471,9 +489,8 @@ def chunk_backward(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, do, g
     # ---- value side: o = agg(W, v)
     Wb = plan.band_matrix(W.to(vt.dtype), scratch)
     del W
-    dvt = bmm_narrow(Wb.transpose(1, 2), dot.reshape(Wb.shape[0], Wb.shape[1], -1))
-    grads["v"](dvt, Gk, plan)
-    del dvt, Wb
+    _value_grads(Wb, dot, Gk, plan, grads)
+    del Wb
     del dWc, tmp
     # ---- the two softmaxes
     g = (Pn * dPn).sum((-2, -1), keepdim=True)  # (*PIX, Gq, H, 1, 1)
@@ -488,8 +505,7 @@ def chunk_backward(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, do, g
     del Pn, g
     dC = dT.sum(-4) if U > 1 else dT.squeeze(-4)  # (*PIX, Gq, Gk, Kx, Ky)
     if gt is not None:
-        dgt = dT.sum((-2, -1))  # (*PIX, Gq, U, Gk)
-        grads["gt"](plan.from_tiles(dgt.flatten(-2)).unflatten(-1, dgt.shape[-2:]), plan)
+        _gt_grads(dT.sum((-2, -1)), plan, grads)  # (*PIX, Gq, U, Gk)
     del dT
     # ---- positional: P = qp · table
     qp = qt[..., :p]
@@ -499,11 +515,7 @@ def chunk_backward(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, do, g
     # ---- content: C = band(q_tile · k_tileᵀ)
     Cb = plan.band_matrix(dC.to(qt.dtype), scratch)  # (nt, M, NK)
     del dC
-    dqt = bmm_narrow(Cb, kt).view(qt.shape)
-    dqt[..., :p] += dqp
-    grads["q"](plan.from_tiles(dqt), plan)
-    dkt = bmm_narrow(Cb.transpose(1, 2), qt.reshape(Cb.shape[0], Cb.shape[1], -1))
-    grads["k"](dkt, Gk, plan)
+    _content_grads(Cb, qt, kt, dqp, p, Gk, plan, grads)
 
 
 def _chunk_backward_native(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, do, grads, scratch: _Scratch):
@@ -534,21 +546,15 @@ def _chunk_backward_native(q, kslab, vslab, table, gt, plan, spec: Spec, cid: in
     native.backward(Pn, E, dW, Wv, dCv, dgt, spec.u_of_h, dropout_params(spec.dropout, spec.seed, cid),
                     1.0 / (1.0 - spec.dropout), dP, qp, tabT, dqp, dtabT)
     del E, Pn, dW
-    dvt = bmm_narrow(Wband.transpose(1, 2), dot.reshape(Wband.shape[0], Wband.shape[1], -1))
-    grads["v"](dvt, Gk, plan)
-    del dvt
+    _value_grads(Wband, dot, Gk, plan, grads)
     if dgt is not None:
-        grads["gt"](plan.from_tiles(dgt.flatten(-2)).unflatten(-1, dgt.shape[-2:]), plan)
+        _gt_grads(dgt, plan, grads)
     if fused:
         grads["table"](dtabT.transpose(1, 2))
     else:
         dqp, dtab = plan.positional_backward(dP, qp, table)
         grads["table"](dtab)
-    dqt = bmm_narrow(Cband, kt).view(qt.shape)
-    dqt[..., :p] += dqp
-    grads["q"](plan.from_tiles(dqt), plan)
-    dkt = bmm_narrow(Cband.transpose(1, 2), qt.reshape(Cband.shape[0], Cband.shape[1], -1))
-    grads["k"](dkt, Gk, plan)
+    _content_grads(Cband, qt, kt, dqp, p, Gk, plan, grads)
 
 
 class AttentionFunction(torch.autograd.Function):

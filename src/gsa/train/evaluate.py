@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
-from typing import Any, Optional, TextIO
-
-import torch
+from typing import Any, Optional
 
 from . import checkpoint as ckpt
 from . import reporting as R
 from .config import CONFIG_FILE, TrainConfig
-from .errors import CheckpointError, ConfigError
+from .errors import ConfigError
 from .hooks import Hooks, get_hooks
 from .loaders import EvalBatches, eval_limit, materialize, take
 from .loop import evaluate, make_prepare, resolve_device, seed_everything

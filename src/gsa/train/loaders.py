@@ -23,7 +23,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset, TensorDataset
 
 # datasets up to this many bytes (as float32) are stacked into tensors when loader="auto"
 TENSOR_PATH_MAX_BYTES = 1 << 30

@@ -7,7 +7,6 @@ environment: ``GSA_HOOKS=gsa.train.testing:toy_hooks gsa train ...``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 

@@ -251,11 +251,13 @@ def main(argv=None) -> int:
     workloads = default_grid(devices, batches, args.quick)
     if args.batch and not args.quick:
         workloads = [w for w in workloads if w.batch in batches]
+    def described(w: Case) -> str:
+        return (w.label() + " " + w.device + " " + w.dtype).lower()
+
     for text in args.only:
-        workloads = [w for w in workloads if text.lower() in (w.label() + " " + w.device + " " + w.dtype).lower()]
+        workloads = [w for w in workloads if text.lower() in described(w)]
     if args.match:
-        workloads = [w for w in workloads
-                     if any(t.lower() in (w.label() + " " + w.device + " " + w.dtype).lower() for t in args.match)]
+        workloads = [w for w in workloads if any(t.lower() in described(w) for t in args.match)]
     impls = [i for i in args.impl.split(",") if i]
     bad = [i for i in impls if i not in IMPLS]
     if bad:

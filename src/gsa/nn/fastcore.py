@@ -380,13 +380,22 @@ def _scores(q, kslab, table, gt, plan, spec: Spec, positional: bool = True):
     return qt, kt, C, P, gtt, mb
 
 
+def _native_probabilities(q, kslab, table, gt, plan, spec: Spec, scratch: _Scratch):
+    """Tiles and the two-level softmax of one chunk by the native kernel: ``(qt, kt, gtt, tabT, E, Pn)``.
+
+    Local attention computes the positional scores inside the kernel from ``q_pos`` and the transposed
+    table ``tabT``; global attention passes them precomputed (``tabT`` is then None)."""
+    fused = plan.local
+    qt, kt, C, P, gtt, mb = _scores(q, kslab, table, gt, plan, spec, positional=not fused)
+    tabT = _table_t(table) if fused else None
+    E, Pn = native.probabilities(C, gtt, P, mb, spec.u_of_h, spec.H, scratch, qt[..., : spec.p], tabT)
+    return qt, kt, gtt, tabT, E, Pn
+
+
 def chunk_forward(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, scratch: _Scratch):
     """Output of one chunk, no autograd: ``(Bc, xc, Y, H, dv)``."""
     if native.usable(q):
-        qt, kt, C, P, gtt, mb = _scores(q, kslab, table, gt, plan, spec, positional=not plan.local)
-        tabT = _table_t(table) if P is None else None
-        E, Pn = native.probabilities(C, gtt, P, mb, spec.u_of_h, spec.H, scratch, qt[..., : spec.p], tabT)
-        del C, P
+        _, _, _, _, E, Pn = _native_probabilities(q, kslab, table, gt, plan, spec, scratch)
         Gk = 1 if E is None else E.shape[-3]
         band, Wv = plan.band_out(spec.H, Gk, q.shape[0], q.dtype, q.device, scratch)
         native.weights(Pn, E, Wv, spec.u_of_h, dropout_params(spec.dropout, spec.seed, cid),
@@ -521,13 +530,10 @@ def chunk_backward(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, do, g
 def _chunk_backward_native(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, do, grads, scratch: _Scratch):
     """:func:`chunk_backward` with the native kernels: probabilities, weights, both softmax adjoints and
     (local attention) the positional adjoint in one fused pass per pixel; band matrices written in place."""
-    fused = plan.local  # local: positional scores from q_pos · table inside the kernels
-    qt, kt, C, P, gtt, mb = _scores(q, kslab, table, gt, plan, spec, positional=not fused)
+    qt, kt, gtt, tabT, E, Pn = _native_probabilities(q, kslab, table, gt, plan, spec, scratch)
+    fused = tabT is not None
     Bc, H, p = qt.shape[0], spec.H, spec.p
     qp = qt[..., :p]
-    tabT = _table_t(table) if fused else None
-    E, Pn = native.probabilities(C, gtt, P, mb, spec.u_of_h, H, scratch, qp, tabT)
-    del C, P
     Gq = Pn.shape[-4]
     Gk = 1 if E is None else E.shape[-3]
     vt = plan.key_tiles(vslab)

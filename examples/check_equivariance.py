@@ -43,7 +43,8 @@ def main(argv=None) -> None:
 
     # 2. a whole preset network: the logits are invariant
     channels, heads = (6, 1) if args.smoke else (8, 2)
-    net = gsa.models.create("rotmnist", group="p4", channels=channels, num_heads=heads)
+    # (a new GSANet starts with a zero classifier, i.e. zero logits: draw a random one to check)
+    net = gsa.models.create("rotmnist", group="p4", channels=channels, num_heads=heads, head_init="whitening")
     show(f"rotmnist GSA-Net p4, {size}x{size} input (logits)",
          gsa.check_equivariance(net, "p4", (2, 1, size, size)))
 
@@ -60,7 +61,7 @@ def main(argv=None) -> None:
     show("plain Conv2d stack (not equivariant)", gsa.check_equivariance(cnn, "p4", (1, 1, 12, 12)))
 
     # 5. input sizes matter: a max-pool that sees an odd size breaks exact invariance
-    pcam = gsa.models.create("pcam", group="p4", channels=4, num_heads=1)
+    pcam = gsa.models.create("pcam", group="p4", channels=4, num_heads=1, head_init="whitening")
     for s in () if args.smoke else (56, 88, 96):
         show(f"pcam GSA-Net p4 (channels 4), {s}x{s} input",
              gsa.check_equivariance(pcam, "p4", (1, 3, s, s)))

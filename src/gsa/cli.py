@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weight-decay", type=float, default=S)
     g.add_argument("--scheduler", choices=("constant", "cosine"), default=S,
                    help="per-step LR schedule; cosine decays to 0 over --epochs")
+    g.add_argument("--warmup-epochs", type=float, default=S, metavar="E",
+                   help="linear LR warm-up over the first E epochs (may be fractional; default: the recipe's)")
     g.add_argument("--grad-clip", type=_optional_float, default=S, metavar="NORM",
                    help="clip the gradient norm (after unscaling with fp16); 'none' disables")
     g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=S,

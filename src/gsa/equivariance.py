@@ -58,6 +58,9 @@ def check_equivariance(
     Returns:
         ``{element: relative error}``.
 
+    Raises:
+        ValueError: when the module's output is identically zero (nothing would be checked).
+
     Example:
         >>> import gsa
         >>> layer = gsa.nn.LiftingSelfAttention("p4", 1, 8, num_heads=2, patch_size=3)
@@ -76,6 +79,12 @@ def check_equivariance(
     m = copy.deepcopy(module).to(dtype=dtype).eval()
     x = x.to(device=device, dtype=dtype)
     y = m(x)
+    if not bool(y.ne(0).any()):
+        raise ValueError(
+            "the module's output is identically zero for this input, so the check would be vacuous "
+            "(a new GSANet starts with a zero classifier: check a trained model, its features(), "
+            "or one created with head_init='whitening')"
+        )
     out = {}
     for e in exact_elements(group) if elements is None else elements:
         expected = _act(group, e, y)

@@ -63,19 +63,19 @@ INVARIANCE = [
 
 @pytest.mark.parametrize("preset,group,ps,shape,kw", INVARIANCE, ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in INVARIANCE])
 def test_logits_are_invariant(preset, group, ps, shape, kw):
-    net = create(preset, group=group, patch_size=ps, **kw)
+    net = create(preset, group=group, patch_size=ps, head_init="whitening", **kw)
     errs = gsa.check_equivariance(net, group, shape)
     assert max(errs.values()) < 1e-11, errs
 
 
 def test_logits_are_invariant_in_float32():
-    net = create("rotmnist", group="p4", num_heads=3)
+    net = create("rotmnist", group="p4", num_heads=3, head_init="whitening")
     errs = gsa.check_equivariance(net, "p4", (2, 1, 28, 28), dtype=torch.float32)
     assert max(errs.values()) < 1e-5, errs
 
 
 def test_batch_norm_model_is_invariant_in_eval():
-    net = create("rotmnist", group="p4", norm="batch", num_heads=2)
+    net = create("rotmnist", group="p4", norm="batch", num_heads=2, head_init="whitening")
     net.train()
     for _ in range(3):
         net(torch.randn(4, 1, 24, 24))  # populate running statistics
@@ -107,3 +107,67 @@ def test_bad_model_input_raises():
         net(torch.randn(1, 3, 28, 28))
     with pytest.raises(ValueError, match=r"\(B, C, X, Y\)"):
         net(torch.randn(28, 28))
+
+
+# ----------------------------------------------------------------------------- learning-related options
+def test_new_network_starts_at_the_uniform_prediction():
+    net = create("rotmnist", group="p4", num_heads=2)
+    logits = net(torch.randn(3, 1, 28, 28))
+    assert torch.equal(logits, torch.zeros(3, 10))
+    loss = torch.nn.functional.cross_entropy(logits, torch.tensor([1, 2, 3]))
+    assert abs(loss.item() - torch.log(torch.tensor(10.0)).item()) < 1e-6
+
+
+def test_zero_classifier_still_learns_and_stays_invariant():
+    torch.manual_seed(0)
+    net = create("rotmnist", group="p4", num_heads=1, channels=6)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x, y = torch.randn(4, 1, 24, 24), torch.tensor([0, 1, 2, 3])
+    for _ in range(2):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    assert net.head.weight.abs().max() > 0
+    assert max(gsa.check_equivariance(net, "p4", (1, 1, 24, 24)).values()) < 1e-11
+
+
+def test_original_style_reproduces_the_original_read_out_and_init():
+    from gsa.models import ORIGINAL_STYLE
+
+    torch.manual_seed(0)
+    net = create("rotmnist", group="p4", num_heads=2, **ORIGINAL_STYLE).eval()
+    assert net.num_parameters() == create("rotmnist", group="p4", num_heads=2).num_parameters()
+    assert net.head.weight.abs().max() > 0
+    assert net.lifting.row_encoding.fc1.bias.abs().max() == 0
+    x = torch.randn(2, 1, 28, 28)
+    maps = net.head(net.features(x))
+    torch.testing.assert_close(net(x), maps.sum(dim=(-2, -1)).amax(dim=-1))
+    mean_net = create("rotmnist", group="p4", num_heads=2, head_init="whitening").eval()
+    maps = mean_net.head(mean_net.features(x))
+    torch.testing.assert_close(mean_net(x), maps.mean(dim=(-2, -1)).amax(dim=-1))
+
+
+def test_spread_coordinate_init_tells_offsets_apart():
+    from gsa.nn.positional import CoordinateMLP
+
+    torch.manual_seed(0)
+    t = torch.linspace(-1, 1, 9).view(-1, 1)
+    spread, zero = CoordinateMLP(4, init="spread"), CoordinateMLP(4, init="zero")
+    enc = spread(t)
+    assert torch.cdist(enc[t[:, 0] > 0], enc[t[:, 0] > 0]).max() > 1e-2  # not a function of sign(t) only
+    enc0 = zero(t)
+    torch.testing.assert_close(enc0[5:], enc0[5:6].expand(4, -1), atol=1e-3, rtol=0)  # sign(t) only (up to eps)
+    with pytest.raises(ValueError, match="unknown coordinate init"):
+        CoordinateMLP(4, init="random")
+
+
+@pytest.mark.parametrize("field,value", [("readout", "max"), ("head_init", "ones"), ("coordinate_init", "x")])
+def test_unknown_learning_options_raise(field, value):
+    with pytest.raises(ValueError, match=f"unknown {field}"):
+        create("rotmnist", **{field: value})
+
+
+def test_check_equivariance_refuses_a_vacuous_check():
+    net = create("rotmnist", group="p4", num_heads=1)
+    with pytest.raises(ValueError, match="identically zero"):
+        gsa.check_equivariance(net, "p4", (1, 1, 24, 24))

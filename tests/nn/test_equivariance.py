@@ -104,6 +104,7 @@ def test_lifting_layer_is_approximately_equivariant_to_fine_rotations(g, angle_s
     while a shift of the group axis by a wrong amount gives errors of order 1.
     """
     G = groups.get(g)
+    torch.manual_seed(1)  # a fixed layer: the margin of the "wrong shift" check depends on the weights
     layer = LiftingSelfAttention(g, 2, 8, num_heads=2, patch_size=5).double().eval()
     with torch.no_grad():  # make the output depend strongly on the group element
         layer.row_encoding.fc2.weight.mul_(4)
@@ -125,7 +126,7 @@ def test_lifting_layer_is_approximately_equivariant_to_fine_rotations(g, angle_s
 
 
 def test_public_checker_on_a_model_and_logits():
-    net = gsa.models.create("rotmnist", group="p4", num_heads=1)
+    net = gsa.models.create("rotmnist", group="p4", num_heads=1, head_init="whitening")
     errs = gsa.check_equivariance(net, "p4", (1, 1, 24, 24))
     assert set(errs) == {0, 1, 2, 3}
     assert max(errs.values()) < 1e-12

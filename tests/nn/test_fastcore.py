@@ -183,7 +183,7 @@ def test_torch_compile_small_model_has_no_graph_breaks():
     from gsa.models import create
 
     torch.manual_seed(0)
-    model = create("rotmnist", group="p4", patch_size=5, channels=6, num_heads=2).eval()
+    model = create("rotmnist", group="p4", patch_size=5, channels=6, num_heads=2, head_init="whitening").eval()
     x = torch.randn(1, 1, 28, 28)
     assert _explain_breaks(model, x) == 0
     torch._dynamo.reset()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .gsanet import GSANet, GSANetConfig
+from .gsanet import ORIGINAL_STYLE, GSANet, GSANetConfig
 
-__all__ = ["GSANet", "GSANetConfig", "PRESETS", "create", "list_presets", "preset_config"]
+__all__ = ["GSANet", "GSANetConfig", "ORIGINAL_STYLE", "PRESETS", "create", "list_presets", "preset_config"]
 
 #: Architecture presets of the paper. Parameter counts equal the original code's exactly.
 #: CIFAR-10 dropout follows the paper's text (input 0.3, 0.2 after pooling).

@@ -11,8 +11,16 @@ from torch import nn
 from .. import groups as _groups
 from ..nn.attention import LiftingSelfAttention
 from ..nn.blocks import TransformerBlock, make_activation, make_norm
+from ..nn.positional import COORDINATE_INITS, CoordinateMLP
 
-__all__ = ["GSANetConfig", "GSANet"]
+__all__ = ["GSANetConfig", "GSANet", "ORIGINAL_STYLE", "READOUTS", "HEAD_INITS"]
+
+READOUTS = ("mean", "sum")
+HEAD_INITS = ("zero", "whitening")
+
+#: The original code's choices for the fields that set how a network starts learning
+#: (``GSANetConfig(**ORIGINAL_STYLE)`` or ``gsa.models.create(..., **ORIGINAL_STYLE)``).
+ORIGINAL_STYLE: dict = {"readout": "sum", "coordinate_init": "zero", "head_init": "whitening"}
 
 
 def _per_item(value, count: int, name: str) -> list[int]:
@@ -30,6 +38,17 @@ class GSANetConfig:
 
     ``patch_size=None`` means global attention. ``crop`` has one entry per attention layer,
     ``expansion`` one per block (channel multiplier applied at the block's first layer).
+
+    Three fields decide how the network starts learning; :data:`ORIGINAL_STYLE` holds the values
+    of the paper's code, the defaults are the ones measured to learn faster
+    (``python -m benchmarks.learning``; see ``docs/reproducing.md``):
+
+    * ``readout``: ``"mean"`` or ``"sum"`` (original) of the class maps over space, before the
+      max over the group axis. A sum makes the initial logits grow with the map's area.
+    * ``coordinate_init``: ``"spread"`` or ``"zero"`` (original) first-layer biases of the
+      positional MLPs (:class:`gsa.nn.positional.CoordinateMLP`).
+    * ``head_init``: ``"zero"`` or ``"whitening"`` (original) for the final 1×1 classifier.
+      Zero starts every prediction at the uniform distribution (loss ``ln(num_classes)``).
     """
 
     group: str = "p4"
@@ -50,6 +69,10 @@ class GSANetConfig:
     attention_dropout: float = 0.1
     value_dropout: float = 0.1
     whitening_scale: float = math.sqrt(2.0)
+    readout: str = "mean"
+    coordinate_init: str = "spread"
+    head_init: str = "zero"
+    positional_gain: float = 1.0
     backend: str = "auto"
     extra: dict = field(default_factory=dict)
 
@@ -71,12 +94,20 @@ class GSANetConfig:
         return cls(**d)
 
 
+def _check_choices(cfg: GSANetConfig) -> None:
+    for name, options in (("readout", READOUTS), ("coordinate_init", COORDINATE_INITS), ("head_init", HEAD_INITS)):
+        value = getattr(cfg, name)
+        if value not in options:
+            raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(options)}")
+
+
 class GSANet(nn.Module):
     """Group equivariant stand-alone self-attention network.
 
     ``(B, C_in, X, Y) → (B, num_classes)`` logits, invariant to the group's exact transformations
     (quarter turns, mirrors) of the input when every max-pool sees an even spatial size.
-    Read-out: final point-wise linear map, sum over space, max over the group axis.
+    Read-out: final point-wise linear map, mean (or, as in the original, sum) over space, max over
+    the group axis.
     """
 
     def __init__(self, config: GSANetConfig | None = None, **overrides):
@@ -84,6 +115,7 @@ class GSANet(nn.Module):
         cfg = config or GSANetConfig()
         if overrides:
             cfg = GSANetConfig.from_dict({**cfg.to_dict(), **overrides})
+        _check_choices(cfg)
         self.config = cfg
         self.group = _groups.get(cfg.group)
         n_blocks = len(cfg.block_sizes)
@@ -101,6 +133,7 @@ class GSANet(nn.Module):
             patch_size=cfg.patch_size,
             attention_dropout=cfg.attention_dropout,
             backend=cfg.backend,
+            coordinate_init=cfg.coordinate_init,
         )
         self.lifting_norm = make_norm(cfg.norm, c)
         self.lifting_act = make_activation(cfg.activation)
@@ -125,6 +158,7 @@ class GSANet(nn.Module):
                         norm=cfg.norm,
                         activation=cfg.activation,
                         backend=cfg.backend,
+                        coordinate_init=cfg.coordinate_init,
                     )
                 )
                 if cfg.normalize_between_layers:
@@ -139,7 +173,9 @@ class GSANet(nn.Module):
         self.reset_parameters(cfg.whitening_scale)
 
     def reset_parameters(self, whitening_scale: float = math.sqrt(2.0)) -> None:
-        """Weights ``N(0, whitening_scale / sqrt(fan_in))``, biases zero (linear and 1×1 conv layers)."""
+        """Weights ``N(0, whitening_scale / sqrt(fan_in))``, biases zero (linear and 1×1 conv layers);
+        then the positional MLPs' first biases and the classifier per ``coordinate_init`` and
+        ``head_init``."""
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Conv3d, nn.Conv2d)):
                 fan_in = m.weight[0].numel()
@@ -147,6 +183,13 @@ class GSANet(nn.Module):
                     m.weight.normal_(0.0, whitening_scale / math.sqrt(fan_in))
                     if m.bias is not None:
                         m.bias.zero_()
+        for m in self.modules():
+            if isinstance(m, CoordinateMLP):
+                m.reset_bias()
+                with torch.no_grad():
+                    m.fc2.weight.mul_(self.config.positional_gain)
+        if self.config.head_init == "zero":
+            nn.init.zeros_(self.head.weight)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Lifted features before the read-out: ``(B, C, |H|, X', Y')``."""
@@ -157,7 +200,8 @@ class GSANet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, X, Y)`` → ``(B, num_classes)`` invariant logits."""
         out = self.head(self.features(x))  # (B, classes, |H|, X', Y')
-        return out.sum(dim=(-2, -1)).amax(dim=-1)
+        pooled = out.mean(dim=(-2, -1)) if self.config.readout == "mean" else out.sum(dim=(-2, -1))
+        return pooled.amax(dim=-1)
 
     def num_parameters(self, trainable_only: bool = True) -> int:
         """Number of (trainable, by default) parameters."""

@@ -59,6 +59,7 @@ class _GroupAttention(nn.Module):
         backend: str = "auto",
         chunk_elements: int | None = None,
         recompute: bool = True,
+        coordinate_init: str = "spread",
     ):
         super().__init__()
         self.group = _groups.get(group)
@@ -91,8 +92,8 @@ class _GroupAttention(nn.Module):
         self.key = nn.Linear(in_channels, inner)
         self.value = nn.Linear(in_channels, inner)
         self.out = nn.Linear(inner, out_channels)
-        self.row_encoding = CoordinateMLP(self.row_dim)
-        self.col_encoding = CoordinateMLP(self.col_dim)
+        self.row_encoding = CoordinateMLP(self.row_dim, init=coordinate_init)
+        self.col_encoding = CoordinateMLP(self.col_dim, init=coordinate_init)
         if not self.lifting:
             self.group_embedding = nn.Embedding(self.group.order, self.grp_dim)
             self.register_buffer("group_index", relative_group_index(self.group), persistent=False)
@@ -305,6 +306,8 @@ class LiftingSelfAttention(_GroupAttention):
         patch_size: ``None`` for global attention, an odd ``k`` for a ``k×k`` neighbourhood.
         attention_dropout: dropout on the attention probabilities.
         backend: ``"auto"``, ``"fast"`` or ``"dense"`` (the oracle).
+        coordinate_init: first-layer bias init of the positional MLPs, ``"spread"`` (default) or
+            ``"zero"`` (the original code's; see :class:`gsa.nn.positional.CoordinateMLP`).
 
     Equivariance: ``layer(act_on_image(g, x)) == act_on_lifted(g, layer(x))`` for every element
     ``g`` that maps the pixel grid to itself (quarter turns and mirrors).

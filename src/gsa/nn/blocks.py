@@ -91,6 +91,7 @@ class TransformerBlock(nn.Module):
         norm: str = "layer",
         activation: str = "swish",
         backend: str = "auto",
+        coordinate_init: str = "spread",
     ):
         super().__init__()
         self.attention = GroupSelfAttention(
@@ -101,6 +102,7 @@ class TransformerBlock(nn.Module):
             patch_size=patch_size,
             attention_dropout=attention_dropout,
             backend=backend,
+            coordinate_init=coordinate_init,
         )
         self.pre = nn.Sequential(make_norm(norm, in_channels), make_activation(activation))
         self.post = nn.Sequential(

@@ -12,7 +12,7 @@ from torch import nn
 
 from .. import groups as _groups
 
-__all__ = ["CoordinateMLP", "acted_offsets", "relative_group_index", "Swish"]
+__all__ = ["COORDINATE_INITS", "CoordinateMLP", "acted_offsets", "relative_group_index", "Swish"]
 
 
 class Swish(nn.Module):
@@ -22,18 +22,45 @@ class Swish(nn.Module):
         return nn.functional.silu(x)
 
 
+#: How the first layer of a :class:`CoordinateMLP` starts (see its docstring).
+COORDINATE_INITS = ("spread", "zero")
+
+
 class CoordinateMLP(nn.Module):
     """``Linear(1→hidden) → LayerNorm (GroupNorm, 1 group) → Swish → Linear(hidden→out)``.
 
     Maps ``(..., 1)`` scalar coordinates to ``(..., out_features)`` encodings.
+
+    ``init`` sets the first layer's biases (weights are drawn by the network's initialisation):
+
+    * ``"spread"`` (default): hidden unit ``i`` computes ``w_i · (t − c_i)`` with centres ``c_i``
+      evenly spaced over the coordinate range ``[-1, 1]``, so different offsets get different
+      encodings from the first step.
+    * ``"zero"``: zero biases, as in the original code. Then ``w_i · t`` normalised over the hidden
+      units is ``sign(t) · normalised(w)``: at initialisation every encoding depends only on the
+      sign of the offset, and the network starts blind to positions inside the window.
     """
 
-    def __init__(self, out_features: int, hidden: int = 16):
+    def __init__(self, out_features: int, hidden: int = 16, init: str = "spread"):
         super().__init__()
+        if init not in COORDINATE_INITS:
+            raise ValueError(f"unknown coordinate init {init!r}; expected one of {', '.join(COORDINATE_INITS)}")
+        self.init = init
         self.fc1 = nn.Linear(1, hidden)
         self.norm = nn.GroupNorm(1, hidden)
         self.act = Swish()
         self.fc2 = nn.Linear(hidden, out_features)
+        self.reset_bias()
+
+    def reset_bias(self) -> None:
+        """Set the first layer's biases from its current weights according to ``init``."""
+        with torch.no_grad():
+            if self.init == "zero":
+                self.fc1.bias.zero_()
+                return
+            n = self.fc1.out_features
+            centres = torch.linspace(-1.0, 1.0, n, dtype=self.fc1.weight.dtype) if n > 1 else torch.zeros(1)
+            self.fc1.bias.copy_(-self.fc1.weight[:, 0] * centres.to(self.fc1.weight.device))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         shape = t.shape[:-1]

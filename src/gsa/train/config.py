@@ -44,6 +44,7 @@ class Recipe:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     scheduler: str = "constant"
+    warmup_epochs: float = 0.0
     attention_dropout: Optional[float] = None
     dropout: Optional[float] = None
     train_subset: Optional[int] = None
@@ -172,6 +173,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     scheduler: str = "constant"
+    warmup_epochs: float = 0.0  # linear LR warm-up before the schedule
     grad_clip: Optional[float] = None
     precision: str = "fp32"
     max_steps: Optional[int] = None
@@ -241,6 +243,8 @@ class TrainConfig:
             raise ConfigError(f"--patch-size must be odd (or 0/'global'), got {self.patch_size}")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        if not isinstance(self.warmup_epochs, (int, float)) or not 0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(f"--warmup-epochs must be in [0, --epochs={self.epochs}], got {self.warmup_epochs!r}")
         if self.weight_decay < 0:
             raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if self.grad_clip is not None and self.grad_clip <= 0:

@@ -56,31 +56,33 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
     raise ConfigError(f"unknown optimizer {cfg.optimizer!r}")
 
 
-class _Constant:
-    def __call__(self, step: int) -> float:
-        return 1.0
+class _Schedule:
+    """LR factor per step: linear warm-up over ``warmup`` steps (from ``1/warmup`` to 1), then
+    constant or a cosine decay that reaches 0 at step ``total``."""
 
-
-class _Cosine:
-    def __init__(self, total: int) -> None:
-        self.total = max(1, total)
+    def __init__(self, kind: str, total: int, warmup: int = 0) -> None:
+        self.kind, self.total, self.warmup = kind, max(1, total), max(0, min(warmup, total))
 
     def __call__(self, step: int) -> float:
-        return 0.5 * (1.0 + math.cos(math.pi * min(step, self.total) / self.total))
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.kind == "constant":
+            return 1.0
+        t = (min(step, self.total) - self.warmup) / max(1, self.total - self.warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step schedule. Cosine decays to 0 over ``epochs * steps_per_epoch`` optimizer steps.
+    """Per-step schedule: ``warmup_epochs`` of linear warm-up, then constant, or a cosine that
+    decays to 0 at ``epochs * steps_per_epoch`` optimizer steps.
 
     ``--max-steps`` only caps the run; it does not change the schedule, so a capped run
     resumed without the cap follows exactly the uninterrupted schedule.
     """
-    if cfg.scheduler == "constant":
-        fn: Callable[[int], float] = _Constant()
-    elif cfg.scheduler == "cosine":
-        fn = _Cosine(cfg.epochs * steps_per_epoch)
-    else:
+    if cfg.scheduler not in ("constant", "cosine"):
         raise ConfigError(f"unknown scheduler {cfg.scheduler!r}")
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    fn: Callable[[int], float] = _Schedule(cfg.scheduler, cfg.epochs * steps_per_epoch, warmup)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 
 

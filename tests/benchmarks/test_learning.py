@@ -1,0 +1,83 @@
+"""The learning benchmark and its CNN baselines: invariant baselines, a quick run end to end."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import gsa
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.baselines import GroupCNN  # noqa: E402
+from benchmarks.learning import MODELS, lr_factor, summarize  # noqa: E402
+
+
+@pytest.mark.parametrize("group", ["z2", "p4", "p4m"])
+def test_group_cnn_is_invariant_to_its_group(group):
+    torch.manual_seed(0)
+    model = GroupCNN(group, channels=4).double().eval()
+    x = torch.randn(2, 1, 28, 28, dtype=torch.float64)
+    ref = model(x)
+    for e in range(model.group.order):
+        torch.testing.assert_close(model(gsa.groups.act_on_image(group, e, x)), ref, rtol=0, atol=1e-12)
+
+
+def test_plain_cnn_is_not_rotation_invariant():
+    torch.manual_seed(0)
+    model = GroupCNN("z2", channels=4).double().eval()
+    x = torch.randn(2, 1, 28, 28, dtype=torch.float64)
+    assert (model(torch.rot90(x, 1, dims=(-2, -1))) - model(x)).abs().max() > 1e-3
+
+
+def test_baselines_have_about_the_gsa_parameter_count():
+    from benchmarks.learning import build
+
+    counts = {name: sum(p.numel() for p in build(name, MODELS[name], {}).parameters()) for name in
+              ("gsa-p4", "cnn", "gcnn-p4")}
+    assert max(counts.values()) < 1.1 * min(counts.values()), counts
+
+
+def test_lr_factor_warms_up_then_decays_to_zero():
+    f = [lr_factor(s, 100, 10) for s in range(101)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[9:], f[10:]))
+    assert f[100] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_summary_reports_mean_and_spread_over_seeds():
+    runs = [{"model": "m", "params": 1, "loss_step0": 2.0 + s, "test_acc": 0.5 + 0.1 * s, "images_per_second": 1.0,
+             "curve": [{"train_loss": 1.0, "valid_acc": 0.4}]} for s in range(3)]
+    (row,) = summarize(runs)
+    assert row["seeds"] == 3
+    assert row["test_acc"][0] == pytest.approx(0.6) and row["test_acc"][1] == pytest.approx(0.1)
+
+
+def test_quick_learning_benchmark_writes_table_json_and_png(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, "-m", "benchmarks.learning", "--quick", "--models", "gsa-p4,gcnn-p4",
+                        "--threads", "1", "--out", str(tmp_path)],
+                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "test %" in p.stdout and "gcnn-p4" in p.stdout
+    data = json.loads((tmp_path / "learning.json").read_text())
+    assert {r["model"] for r in data["runs"]} == {"gsa-p4", "gcnn-p4"}
+    for run in data["runs"]:
+        assert run["curve"] and 0.0 <= run["test_acc"] <= 1.0
+        assert run["curve"][-1]["images"] == 64
+    gsa_run = next(r for r in data["runs"] if r["model"] == "gsa-p4")
+    assert gsa_run["loss_step0"] == pytest.approx(2.302585, abs=1e-3)  # zero-initialised classifier
+    assert data["machine"]["cpu"] and data["setup"]["images"] == 64
+    assert (tmp_path / "learning.png").stat().st_size > 1000
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, "-m", "benchmarks.learning", "--models", "resnet", "--out", str(tmp_path)],
+                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert p.returncode == 2 and "unknown model(s) resnet" in p.stderr

@@ -1,0 +1,45 @@
+"""The per-step LR schedule: linear warm-up, then constant or cosine to zero."""
+
+import math
+
+import pytest
+import torch
+
+from gsa.train.config import make_config
+from gsa.train.errors import ConfigError
+from gsa.train.loop import build_optimizer, build_scheduler
+
+
+def _lrs(steps_per_epoch=10, **overrides):
+    model = torch.nn.Linear(2, 2)
+    cfg = make_config("mini", lr=1.0, **overrides)
+    opt = build_optimizer(cfg, model)
+    sched = build_scheduler(cfg, opt, steps_per_epoch)
+    out = []
+    for _ in range(cfg.epochs * steps_per_epoch):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_cosine_with_warmup_rises_linearly_then_decays_to_zero():
+    lrs = _lrs(epochs=2, scheduler="cosine", warmup_epochs=0.5)  # 5 warm-up steps of 20
+    assert lrs[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+    assert lrs[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 14 / 15)))
+
+
+def test_constant_without_warmup_is_flat():
+    assert _lrs(epochs=1, scheduler="constant", warmup_epochs=0.0) == pytest.approx([1.0] * 10)
+
+
+def test_cosine_without_warmup_starts_at_the_base_lr():
+    lrs = _lrs(epochs=1, scheduler="cosine", warmup_epochs=0.0)
+    assert lrs[0] == pytest.approx(1.0) and lrs[5] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 3.0])
+def test_warmup_outside_the_run_is_a_config_error(bad):
+    with pytest.raises(ConfigError, match="--warmup-epochs must be in"):
+        make_config("mini", epochs=2, warmup_epochs=bad)

@@ -23,17 +23,23 @@ import datetime as _dt
 import json
 import math
 import os
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 
-#: The GSA-Net used for the main command (``gsa train``, recipe ``mini``), before any overrides.
-MINI_GSA = {"channels": 12, "num_heads": 4, "attention_dropout": 0.0, "value_dropout": 0.0}
+def _mini_recipe():
+    from gsa.train.config import get_recipe
+
+    return get_recipe("mini")
+
+
+#: The GSA-Net of the main command (``gsa train``, recipe ``mini``): same blocks, width, heads, window.
+MINI_GSA = {**_mini_recipe().model_args, "patch_size": _mini_recipe().patch_size,
+            "attention_dropout": 0.0, "value_dropout": 0.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +60,7 @@ def _original(**kw) -> dict:
 
 #: The models the benchmark knows; ``--models`` picks a comma-separated subset.
 MODELS: dict[str, ModelSpec] = {
-    "gsa-p4": ModelSpec("gsa", "p4", dict(MINI_GSA), "GSA-Net, rotmnist preset at 12 ch / 4 heads, 5x5, defaults"),
+    "gsa-p4": ModelSpec("gsa", "p4", dict(MINI_GSA), "the main command's GSA-Net (recipe mini), defaults"),
     "gsa-z2": ModelSpec("gsa", "z2", dict(MINI_GSA), "same GSA-Net on the trivial group"),
     "gsa-p4m": ModelSpec("gsa", "p4m", dict(MINI_GSA), "same GSA-Net on rotations and mirrors"),
     "gsa-p4-original": ModelSpec("gsa", "p4", _original(), "gsa-p4 with the original code's read-out and init"),
@@ -63,8 +69,8 @@ MODELS: dict[str, ModelSpec] = {
                                  "gsa-p4 with zero positional-MLP biases"),
     "gsa-p4-whiteninghead": ModelSpec("gsa", "p4", {**MINI_GSA, "head_init": "whitening"},
                                       "gsa-p4 with a whitened (not zero) classifier"),
-    "cnn": ModelSpec("cnn", "z2", {"channels": 16}, "plain CNN, 5 conv layers 3x3, 16 ch"),
-    "gcnn-p4": ModelSpec("cnn", "p4", {"channels": 8}, "p4 G-CNN (Cohen & Welling), 5 layers 3x3, 8 ch"),
+    "cnn": ModelSpec("cnn", "z2", {"channels": 24}, "plain CNN, 5 conv layers 3x3, 24 ch"),
+    "gcnn-p4": ModelSpec("cnn", "p4", {"channels": 12}, "p4 G-CNN (Cohen & Welling), 5 layers 3x3, 12 ch"),
 }
 
 
@@ -72,13 +78,13 @@ MODELS: dict[str, ModelSpec] = {
 class Setup:
     """Optimisation and measurement settings shared by every run of one benchmark."""
 
-    images: int = 7000
+    images: int = 3500
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup: float = 0.05  # fraction of the steps
-    eval_every: int = 1000
-    valid_subset: int = 1000
+    eval_every: int = 700
+    valid_subset: int = 500
     test_subset: int = 2000
     data: str = "rotated"
     threads: int = 1
@@ -90,7 +96,7 @@ def build(name: str, spec: ModelSpec, overrides: dict):
     import gsa
 
     if spec.kind == "gsa":
-        args = {"patch_size": 5, **spec.args, **overrides}
+        args = {"patch_size": 5, **spec.args, **overrides}  # MINI_GSA's window unless overridden
         return gsa.models.create("rotmnist", group=spec.group, **args)
     from .baselines import GroupCNN
 
@@ -180,6 +186,8 @@ def run_one(name: str, seed: int, setup: Setup) -> dict[str, Any]:
             acc, vloss = _accuracy(model, xva, yva)
             curve.append({"images": images, "seconds": round(seconds, 2), "train_loss": sum(losses) / len(losses),
                           "valid_acc": acc, "valid_loss": vloss})
+            print(f"    {name} seed {seed}: {images:,} images, {seconds:.0f} s, train loss "
+                  f"{curve[-1]['train_loss']:.3f}, valid {acc * 100:.1f} %", flush=True)
             losses = []
             next_eval += setup.eval_every
     test_acc, test_loss = _accuracy(model, xte, yte)
@@ -189,27 +197,25 @@ def run_one(name: str, seed: int, setup: Setup) -> dict[str, Any]:
             "images_per_second": round(steps * setup.batch_size / seconds, 2)}
 
 
+def _die_with_parent() -> None:
+    """Pool initializer: on Linux, end this worker when the benchmark process ends (Ctrl-C, kill)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:  # pragma: no cover - unusual libc
+            pass
+
+
 def machine() -> dict[str, Any]:
-    """CPU model, cores, load and library versions (timings are only comparable on one machine)."""
-    import torch
+    """CPU model, cores, threads, load, versions, git commit and kernels (as ``python -m benchmarks``)."""
+    from .__main__ import environment
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        from gsa.nn import native
-
-        kernels = "native" if native.usable() else "pytorch"
-    except Exception:  # pragma: no cover - reporting only
-        kernels = "unknown"
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_avg": os.getloadavg() if hasattr(os, "getloadavg") else None,
-            "python": platform.python_version(), "torch": torch.__version__, "kernels": kernels,
-            "platform": platform.platform()}
+    env = environment(["cpu"])
+    env.pop("command", None)
+    return env
 
 
 def summarize(results: list[dict]) -> list[dict]:
@@ -294,14 +300,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--models", default="gsa-p4,gsa-z2,cnn,gcnn-p4",
                    help=f"comma-separated, from: {', '.join(MODELS)}")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    p.add_argument("--images", type=int, default=7000, help="training images per run (default 7000: one epoch)")
+    p.add_argument("--images", type=int, default=3500, help="training images per run (default 3500: half an epoch)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--warmup", type=float, default=0.05, help="warm-up fraction of the steps (default 0.05)")
-    p.add_argument("--eval-every", type=int, default=1000, help="validation every N images (default 1000)")
-    p.add_argument("--valid-subset", type=int, default=1000)
-    p.add_argument("--test-subset", type=int, default=2000)
+    p.add_argument("--eval-every", type=int, default=700, help="validation every N images (default 700)")
+    p.add_argument("--valid-subset", type=int, default=500, help="validation images (default 500)")
+    p.add_argument("--test-subset", type=int, default=2000, help="test images (default: all 2000)")
     p.add_argument("--data", choices=("rotated", "upright"), default="rotated")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="GSANetConfig override for the GSA models (repeatable; JSON values)")
@@ -351,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs > 1:
         import multiprocessing as mp
 
-        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"), initializer=_die_with_parent) as pool:
             futures = [pool.submit(run_one, m, s, setup) for m, s in jobs]
             for f in as_completed(futures):
                 done(f.result())
@@ -368,8 +374,10 @@ def main(argv: list[str] | None = None) -> int:
     json_path = args.out / f"{args.tag}.json"
     json_path.write_text(json.dumps(report, indent=1) + "\n")
     title = (f"rotmnist-mini ({args.data} training digits), {args.images:,} images, batch {args.batch_size}, "
-             f"Adam {args.lr:g} warm-up+cosine; {report['machine']['cpu']}, {threads} thread(s) per run")
+             f"Adam {args.lr:g} warm-up+cosine; {report['machine']['cpu']}, {args.jobs} run(s) at a time, "
+             f"{threads} thread(s) each")
     png = plot(results, args.out / f"{args.tag}.png", title)
+    partial.unlink(missing_ok=True)  # the JSON holds every run now
     print(f"wrote {json_path} and {png}")
     return 0
 

@@ -38,10 +38,13 @@ class GSANetConfig:
 
     ``patch_size=None`` means global attention. ``crop`` has one entry per attention layer,
     ``expansion`` one per block (channel multiplier applied at the block's first layer).
+    ``lifting_heads`` sets the lifting layer's heads (default: ``num_heads``). With one input
+    channel every head of the lifting layer carries one scalar feature, and the lifting layer
+    costs about ``1/|H|²`` of a group layer per head, so more heads there are cheap.
 
     Three fields decide how the network starts learning; :data:`ORIGINAL_STYLE` holds the values
     of the paper's code, the defaults are the ones measured to learn faster
-    (``python -m benchmarks.learning``; see ``docs/reproducing.md``):
+    (``python -m benchmarks.learning``; see ``docs/learning.md``):
 
     * ``readout``: ``"mean"`` or ``"sum"`` (original) of the class maps over space, before the
       max over the group axis. A sum makes the initial logits grow with the map's area.
@@ -56,6 +59,7 @@ class GSANetConfig:
     num_classes: int = 10
     channels: int = 20
     num_heads: int = 9
+    lifting_heads: int | None = None
     block_sizes: tuple[int, ...] = (2, 3)
     expansion: int | tuple[int, ...] = 1
     crop: int | tuple[int, ...] = 0
@@ -72,7 +76,6 @@ class GSANetConfig:
     readout: str = "mean"
     coordinate_init: str = "spread"
     head_init: str = "zero"
-    positional_gain: float = 1.0
     backend: str = "auto"
     extra: dict = field(default_factory=dict)
 
@@ -129,7 +132,7 @@ class GSANet(nn.Module):
             self.group,
             cfg.in_channels,
             c,
-            num_heads=cfg.num_heads,
+            num_heads=cfg.lifting_heads or cfg.num_heads,
             patch_size=cfg.patch_size,
             attention_dropout=cfg.attention_dropout,
             backend=cfg.backend,
@@ -186,8 +189,6 @@ class GSANet(nn.Module):
         for m in self.modules():
             if isinstance(m, CoordinateMLP):
                 m.reset_bias()
-                with torch.no_grad():
-                    m.fc2.weight.mul_(self.config.positional_gain)
         if self.config.head_init == "zero":
             nn.init.zeros_(self.head.weight)
 

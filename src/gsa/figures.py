@@ -362,11 +362,17 @@ def _curve_from_run(run_dir: str, step: float, images: int, device: Optional[str
         "accuracy": list(rot["accuracy"]),
         "images": int(rot["images"]),
         "test_accuracy": float(res["accuracy"]),
-        "dataset": cfg.dataset,
+        "dataset": _dataset_name(cfg.dataset),
         "train_images": n_train,
         "epochs": cfg.epochs,
         "run": str(run_dir),
     }
+
+
+def _dataset_name(dataset: str) -> str:
+    """``npz:/some/dir/file.npz`` → ``npz:file.npz``: no machine paths in figures or their records."""
+    kind, sep, where = str(dataset).partition(":")
+    return f"{kind}:{Path(where).name}" if sep else kind
 
 
 def rotation_accuracy_figure(
@@ -462,9 +468,7 @@ def _rotation_title(curves: dict[str, dict[str, Any]]) -> str:
 
     def describe(c):
         n = "all" if c.get("train_images") is None else f"{c['train_images']:,}"
-        kind, sep, where = str(c["dataset"]).partition(":")
-        name = f"{kind}:{Path(where).name}" if sep else kind  # no machine paths in the figure
-        return f"{c['group']}: {name}, {n} training images, {c['epochs']} epochs"
+        return f"{c['group']}: {_dataset_name(c['dataset'])}, {n} training images, {c['epochs']} epochs"
 
     return f"GSA-Nets from gsa train runs, {p4['images']} test images per angle\n{describe(z2)}; {describe(p4)}"
 

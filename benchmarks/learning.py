@@ -134,11 +134,10 @@ def _accuracy(model, x, y, batch: int = 250) -> tuple[float, float]:
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to zero at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+    """Linear warm-up over ``warmup`` steps, then cosine decay to zero at ``total`` (the trainer's schedule)."""
+    from gsa.train.loop import _Schedule
+
+    return _Schedule("cosine", total, warmup)(step)
 
 
 def run_one(name: str, seed: int, setup: Setup) -> dict[str, Any]:

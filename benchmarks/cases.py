@@ -3,10 +3,10 @@
 A :class:`Case` is one workload (a lifting or group layer, or a preset model) at one batch size,
 image size, group and neighbourhood, on one device and dtype, run by one implementation:
 
-* ``fast``     — the library's default core (:mod:`gsa.nn.fastcore`);
-* ``dense``    — the library's all-pairs oracle (``backend="dense"``);
-* ``original`` — the original release's algorithm (:mod:`benchmarks.original`: ``unfold``, full
-  score tensor);
+* ``fast``     — the library's chunked core (``backend="fast"``: the native kernels on the CPU);
+* ``dense``    — the library's all-pairs oracle (``backend="dense"``, the ``"reference"`` backend);
+* ``original`` — the original release's algorithm (:mod:`benchmarks.original`, registered as a backend:
+  ``unfold``, full score tensor);
 * ``flex``     — :func:`torch.nn.attention.flex_attention` (CUDA only).
 
 Shapes of every attention layer are found once per workload with a cheap batch-1 forward pass
@@ -17,6 +17,7 @@ estimates that let the runner skip implementations that would not fit (:func:`me
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 
 import torch
@@ -61,7 +62,6 @@ def build(case: Case) -> torch.nn.Module:
     """The module of a case (on CPU, float32, train mode), with the case's implementation installed."""
     from gsa.models import create
     from gsa.nn import GroupSelfAttention, LiftingSelfAttention
-    from gsa.nn.attention import _GroupAttention
 
     if case.workload == "lifting":
         m = LiftingSelfAttention(case.group, case.channels, case.channels,
@@ -73,15 +73,12 @@ def build(case: Case) -> torch.nn.Module:
     else:
         m = create(case.workload, group=case.group, patch_size=case.patch_size)
     if case.impl == "original":
-        from .original import install
-
-        install(m)
-    else:
-        for mod in m.modules():
-            if isinstance(mod, _GroupAttention):
-                mod.backend = case.impl
-                if case.impl == "flex":  # flex_attention has no attention dropout
-                    mod.attention_dropout.p = 0.0
+        importlib.import_module(".original", __package__)  # registers the "original" backend
+    for mod in m.modules():
+        if isinstance(mod, (LiftingSelfAttention, GroupSelfAttention)):
+            mod.backend = case.impl
+            if case.impl == "flex":  # flex_attention has no attention dropout
+                mod.attention_dropout.p = 0.0
     return m
 
 
@@ -114,8 +111,9 @@ class LayerShape:
 def attention_shapes(case: Case) -> tuple[list[LayerShape], int, float]:
     """Per-attention-layer shapes at batch 1, the parameter count, and the non-attention FLOPs
     (1×1 convolutions and linear layers outside the attention layers) per sample."""
-    from gsa.nn.attention import _GroupAttention
+    from gsa.nn import GroupSelfAttention, LiftingSelfAttention
 
+    layers = (LiftingSelfAttention, GroupSelfAttention)
     m = build(dataclasses.replace(case, impl="fast"))
     m.eval()
     shapes: list[LayerShape] = []
@@ -136,10 +134,10 @@ def attention_shapes(case: Case) -> tuple[list[LayerShape], int, float]:
         else:
             other[0] += 2.0 * out.numel() * (mod.weight[0].numel())
 
-    att_modules = [mod for mod in m.modules() if isinstance(mod, _GroupAttention)]
+    att_modules = [mod for mod in m.modules() if isinstance(mod, layers)]
     inside = {id(p) for a in att_modules for p in a.modules()}
     for mod in m.modules():
-        if isinstance(mod, _GroupAttention):
+        if isinstance(mod, layers):
             hooks.append(mod.register_forward_pre_hook(att_hook))
         elif isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Conv3d)) and id(mod) not in inside:
             hooks.append(mod.register_forward_hook(lin_hook))

@@ -1,6 +1,15 @@
-"""Equivariant self-attention layers and GSA-Net building blocks."""
+"""Equivariant self-attention layers, the attention op and its backends, GSA-Net building blocks."""
 
-from . import neighbourhood
+from . import backends, functional, neighbourhood
 from .attention import BACKENDS, GroupSelfAttention, LiftingSelfAttention
+from .functional import group_attention
 
-__all__ = ["LiftingSelfAttention", "GroupSelfAttention", "BACKENDS", "neighbourhood"]
+__all__ = [
+    "LiftingSelfAttention",
+    "GroupSelfAttention",
+    "group_attention",
+    "BACKENDS",
+    "backends",
+    "functional",
+    "neighbourhood",
+]

@@ -1,4 +1,4 @@
-"""Lifting and group self-attention: one attention core, two key/query domains.
+"""Lifting and group self-attention: one attention op, two key/query domains.
 
 Both layers compute, for every output group element ``h`` and query ``(a_q, i)`` with keys
 ``(a_k, j)`` in the neighbourhood of ``i`` (paper Eqs. 13–16)::
@@ -9,17 +9,11 @@ Both layers compute, for every output group element ``h`` and query ``(a_q, i)``
 The lifting layer is the case with one query/key group element and no group term; local and
 global attention differ only in the :mod:`~gsa.nn.neighbourhood`.
 
-Backends (``backend=`` argument):
-
-* ``"dense"`` — the oracle: every query/key pair with positional encodings evaluated pair by pair
-  from coordinates; memory ``O(N²)``. Used to test the others.
-* ``"fast"`` — tabulated encodings, content score shared by all ``h``, window slots by shifted views
-  (no ``unfold`` copies), probabilities summed over ``a_q`` before the value contraction, and
-  query rows processed in chunks (recomputed in backward) so memory stays bounded.
-* ``"flex"`` — :mod:`gsa.nn.flex`: one ``torch.nn.attention.flex_attention`` call (positional and
-  group scores as a ``score_mod``, the window as a block mask); for CUDA. It has no attention
-  dropout, so while dropout is active the layer uses ``"fast"`` instead.
-* ``"auto"`` — ``"flex"`` on CUDA when no dropout is active, else ``"fast"``.
+The layers hold the parameters: the projections, the positional MLPs (tabulated as ``ρ_h`` of the
+neighbourhood's offsets) and the group embedding (turned into group scores per conjugation class).
+The attention itself is :func:`gsa.nn.functional.group_attention`, computed by the backend that
+``backend=`` selects (:mod:`gsa.nn.backends`: ``"auto"``, ``"fast"``, ``"reference"``/``"dense"``,
+``"native"``, ``"pytorch"``, ``"flex"``).
 """
 
 from __future__ import annotations
@@ -30,15 +24,14 @@ import torch
 from torch import nn
 
 from .. import groups as _groups
-from . import fastcore as _fc
-from . import flex as _flex
+from . import backends as _backends
 from . import neighbourhood as _nb
-from .positional import CoordinateMLP, acted_offsets, relative_group_index
+from .functional import group_attention
+from .positional import CoordinateMLP, acted_offsets, conjugation_classes, relative_group_index
 
 __all__ = ["LiftingSelfAttention", "GroupSelfAttention", "BACKENDS"]
 
-BACKENDS = ("auto", "fast", "dense", "flex")
-_DEFAULT_CHUNK_ELEMENTS = 1 << 20  # ~4 MB float32 per chunk tensor: cache-friendly, small peak
+BACKENDS = _backends.BACKENDS
 
 
 class _GroupAttention(nn.Module):
@@ -75,10 +68,10 @@ class _GroupAttention(nn.Module):
         if not 0.0 <= attention_dropout < 1.0:
             raise ValueError(f"attention_dropout must be in [0, 1), got {attention_dropout}")
         self.neighbourhood = _nb.make(patch_size)
-        self.backend = _check_backend(backend)
+        self.backend = _backends.check(backend)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.num_heads, self.mid_channels, self.patch_size = num_heads, mid, patch_size
-        self.chunk_elements = chunk_elements or _DEFAULT_CHUNK_ELEMENTS
+        self.chunk_elements = chunk_elements
         self.recompute = recompute
 
         if self.lifting:
@@ -97,7 +90,7 @@ class _GroupAttention(nn.Module):
         if not self.lifting:
             self.group_embedding = nn.Embedding(self.group.order, self.grp_dim)
             self.register_buffer("group_index", relative_group_index(self.group), persistent=False)
-        self._classes = _fc.conjugation_classes(relative_group_index(self.group)) if not self.lifting else None
+        self._classes = conjugation_classes(relative_group_index(self.group)) if not self.lifting else None
         if not self.lifting:
             idx = relative_group_index(self.group)  # (h, a_q, a_k)
             H = self.group.order
@@ -173,69 +166,28 @@ class _GroupAttention(nn.Module):
         """Lifting: ``(B, C_in, X, Y)`` → ``(B, C_out, |H|, X, Y)``.
         Group: ``(B, C_in, |H|, X, Y)`` → ``(B, C_out, |H|, X, Y)``."""
         self._check_input(x)
-        backend = _check_backend(backend or self.backend)
+        backend = _backends.check(backend or self.backend)
         q, k, v = self._project(x)
+        B, n, X, Y = q.shape[:4]
         q = q * (1.0 / math.sqrt(self.in_channels))
-        backend = self._resolve_backend(backend, q)
-        if backend == "dense":
-            o = self._attend_dense(q, k, v)
-        elif backend == "flex":
-            o = self._attend_flex(q, k, v)
-        else:
-            o = self._attend_fast(q, k, v)
-        return self._finish(o, x)
+        q, k, v = (t.reshape(B * n, *t.shape[2:]) for t in (q, k, v))
+        o = group_attention(
+            q, k, v, self.positional_table(X, Y, q.device, q.dtype),
+            group_scores=self._group_scores(q), classes=self._output_classes(q.device),
+            patch_size=self.patch_size, dropout=self.attention_dropout.p if self.training else 0.0,
+            backend=backend, chunk_elements=self.chunk_elements, recompute=self.recompute,
+        )
+        return self._finish(o.view(B, n, *o.shape[1:]), x)
 
-    def _flatten_heads(self, q, k, v):
-        """``(B, n, X, Y, G, c)`` → ``(B·n, X, Y, G, c)`` each, plus the encoding table ``(H, R, p)``."""
-        X, Y = q.shape[2], q.shape[3]
-        q, k, v = (t.reshape(-1, *t.shape[2:]) for t in (q, k, v))
-        table = self._encode(self._acted_coords(X, Y, q.device), q.dtype)
-        return q, k, v, table
+    def positional_table(self, X: int, Y: int, device=None, dtype=torch.float32) -> torch.Tensor:
+        """``(|H|, R, p)`` encodings ``ρ_h`` of the neighbourhood's ``R`` offsets on an ``X×Y`` input."""
+        return self._encode(self._acted_coords(X, Y, torch.device("cpu") if device is None else device), dtype)
 
-    def _attend_fast(self, q, k, v):
-        """Chunked fast core (see :mod:`gsa.nn.fastcore`): ``(B, n, X, Y, G, d)`` → ``(B, n, X, Y, H, dv)``."""
-        B, n, X, Y, Gq, d = q.shape
-        Gk, H, dv = k.shape[4], self.group.order, v.shape[-1]
-        Bn = B * n
-        q, k, v, table = self._flatten_heads(q, k, v)
-        p = table.shape[-1]
-        gt = self._group_scores(q)  # (Bn, X, Y, Gq, U, Gk) or None
-        u_of_h = None
-        if not self.lifting and self._classes[1].numel() > 1:
-            u_of_h = self._classes[0].to(q.device)
-        drop = self.attention_dropout.p if self.training else 0.0
-        spec = _fc.Spec(self.neighbourhood, X, Y, Bn, Gq, Gk, H, p, u_of_h, self.chunk_elements, drop)
-        o = _fc.attend(q, spec.pad(k), spec.pad(v), table, gt, spec, training=self.training,
-                       recompute=self.recompute, compiled=_compiling())
-        return o.view(B, n, X, Y, H, dv)
-
-    def _resolve_backend(self, backend: str, q: torch.Tensor) -> str:
-        dropout_active = self.training and self.attention_dropout.p > 0
-        if backend == "auto":
-            return "flex" if (_flex.available(q.device) and not dropout_active) else "fast"
-        if backend == "flex" and dropout_active:
-            return "fast"  # FlexAttention has no attention dropout
-        return backend
-
-    def _attend_flex(self, q, k, v):
-        B, n, X, Y, Gq, d = q.shape
-        Gk, H, dv = k.shape[4], self.group.order, v.shape[-1]
-        Bn = B * n
-        q, k, v, table = self._flatten_heads(q, k, v)
-        p = table.shape[-1]
-        nb = self.neighbourhood
-        local = self.patch_size is not None
-        if local:
-            P = (q[..., :p] @ table.reshape(-1, p).t()).unflatten(-1, (H, -1))  # (Bn, X, Y, Gq, H, k²)
-        else:
-            P = nb.plan(X, Y, 0, X, Gq, Gk, H).positional(q[..., :p], table).reshape(Bn, X, Y, Gq, H, X * Y)
-        gt = self._group_scores(q)
-        if gt is not None:
-            u_of_h = self._classes[0].to(q.device)
-            gt = gt.index_select(4, u_of_h)  # (Bn, X, Y, Gq, H, Gk)
-        o = _flex.attend_flex(q, k, v, P, gt, local=local, r=nb.r if local else 0, X=X, Y=Y, H=H,
-                              compiled=q.is_cuda)
-        return o.reshape(B, n, X, Y, H, dv)
+    def _output_classes(self, device) -> torch.Tensor | None:
+        """``(|H|,)`` conjugation class of each output element (``None`` when there is one class)."""
+        if self.lifting or self._classes[1].numel() == 1:
+            return None
+        return self._classes[0].to(device)
 
     def _group_scores(self, q: torch.Tensor) -> torch.Tensor | None:
         """``q_grp·E[idx]`` per conjugation class: ``(Bn, X, Y, Gq, d)`` → ``(Bn, X, Y, Gq, U, Gk)``."""
@@ -246,53 +198,6 @@ class _GroupAttention(nn.Module):
         flat = self._class_index.to(q.device)  # (Gq·U·Gk,) into the flattened (Gq, |H|) axis
         U = self._classes[1].numel()
         return t.flatten(-2).index_select(-1, flat).view(*t.shape[:-2], H, U, H)
-
-    def _attend_dense(self, q, k, v):
-        """Oracle: all pairs, encodings evaluated per pair from coordinates."""
-        B, n, X, Y, Gq, d = q.shape
-        Gk, H, N = k.shape[4], self.group.order, X * Y
-        nb = self.neighbourhood
-        rows = torch.arange(X, device=q.device).repeat_interleave(Y)
-        cols = torch.arange(Y, device=q.device).repeat(X)
-        delta = torch.stack([rows[None, :] - rows[:, None], cols[None, :] - cols[:, None]], -1)  # (N, N, 2)
-        coords = torch.stack(
-            [self.group.act_on_vectors(self.group.inverse(h), delta.cpu()) for h in range(H)]
-        ) / nb.scale(X, Y)
-        rho = self._encode(coords.to(q.device), q.dtype)  # (H, N, N, p)
-        p = rho.shape[-1]
-        qf, kf, vf = q.reshape(B, n, N, Gq, d), k.reshape(B, n, N, Gk, d), v.reshape(B, n, N, Gk, -1)
-        scores = torch.einsum("bniqc,bnjkc->bniqjk", qf, kf)[:, :, None].expand(B, n, H, N, Gq, N, Gk)
-        scores = scores + torch.einsum("bniqc,hijc->bnhiqj", qf[..., :p], rho)[..., None]
-        if not self.lifting:
-            E = self.group_embedding.weight[self.group_index]  # (H, Gq, Gk, g)
-            scores = scores + torch.einsum("bniqc,hqkc->bnhiqk", qf[..., p:], E)[:, :, :, :, :, None, :]
-        pm = nb.pair_mask(X, Y, q.device)
-        if pm is not None:
-            scores = scores.masked_fill(~pm[:, None, :, None], float("-inf"))
-        probs = _softmax(scores.flatten(-2)).view(scores.shape)
-        probs = self.attention_dropout(probs)
-        o = torch.einsum("bnhiqjk,bnjkc->bnihc", probs, vf)
-        return o.reshape(B, n, X, Y, H, -1)
-
-
-def _softmax(s: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last dim; half precision is computed in float32."""
-    if s.dtype in (torch.float16, torch.bfloat16):
-        return torch.softmax(s.float(), dim=-1).to(s.dtype)
-    return torch.softmax(s, dim=-1)
-
-
-def _compiling() -> bool:
-    try:
-        return bool(torch.compiler.is_compiling())
-    except AttributeError:  # pragma: no cover - older torch
-        return False
-
-
-def _check_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    return backend
 
 
 class LiftingSelfAttention(_GroupAttention):
@@ -305,7 +210,8 @@ class LiftingSelfAttention(_GroupAttention):
         mid_channels: channels per head (default ``out_channels // 2``, as in the original).
         patch_size: ``None`` for global attention, an odd ``k`` for a ``k×k`` neighbourhood.
         attention_dropout: dropout on the attention probabilities.
-        backend: ``"auto"``, ``"fast"`` or ``"dense"`` (the oracle).
+        backend: ``"auto"`` (default), ``"fast"``, ``"reference"`` (the oracle; also ``"dense"``) or any
+            backend of :mod:`gsa.nn.backends` (``"native"``, ``"pytorch"``, ``"flex"``).
         coordinate_init: first-layer bias init of the positional MLPs, ``"spread"`` (default) or
             ``"zero"`` (the original code's; see :class:`gsa.nn.positional.CoordinateMLP`).
 

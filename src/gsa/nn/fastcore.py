@@ -8,7 +8,7 @@ group element ``a_k``, the score is a sum of three terms::
 with the content ``C = q·k`` shared by all ``h``, the positional term ``P = q_pos·ρ_h(κ)`` shared
 by all ``a_k`` (tabulated once per offset, not per image), and the group term
 ``Gt = q_grp·E[h⁻¹ a_k a_q⁻¹ h]`` shared by all slots. ``Gt`` depends on ``h`` only through the
-class ``u(h)`` of elements with the same relative-index table (:func:`conjugation_classes`: one
+class ``u(h)`` of elements with the same relative-index table (:func:`gsa.nn.positional.conjugation_classes`: one
 class for the abelian rotation groups, ``|H|/2`` for the dihedral ones).
 
 **Two-level softmax.** The softmax over ``(a_k, κ)`` factorises exactly into a softmax over
@@ -58,7 +58,6 @@ from . import native
 from .neighbourhood import bmm_narrow
 
 __all__ = [
-    "conjugation_classes",
     "Spec",
     "attend",
     "AttentionFunction",
@@ -73,31 +72,12 @@ __all__ = [
 _HALF = (torch.float16, torch.bfloat16)
 
 
-def conjugation_classes(group_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Group the output elements ``h`` whose relative-element tables ``idx[h]`` coincide.
-
-    Returns ``(u_of_h (|H|,), reps (U,))``: the class of each ``h`` and one representative per class.
-    """
-    H = group_index.shape[0]
-    rows = group_index.reshape(H, -1)
-    reps: list[int] = []
-    u_of_h = []
-    for h in range(H):
-        for u, rep in enumerate(reps):
-            if torch.equal(rows[h], rows[rep]):
-                u_of_h.append(u)
-                break
-        else:
-            u_of_h.append(len(reps))
-            reps.append(h)
-    return torch.tensor(u_of_h, dtype=torch.long), torch.tensor(reps, dtype=torch.long)
-
-
 class Spec:
     """Everything about one attention call that is not a tensor (shapes, chunking, dropout)."""
 
-    def __init__(self, nb, X, Y, Bn, Gq, Gk, H, p, u_of_h, chunk_elements, dropout, seed=None):
+    def __init__(self, nb, X, Y, Bn, Gq, Gk, H, p, u_of_h, chunk_elements, dropout, seed=None, native=False):
         self.nb, self.X, self.Y, self.Bn = nb, X, Y, Bn
+        self.native = bool(native)  # the per-pixel steps in the C++ kernels (the backend checked they can run)
         self.Gq, self.Gk, self.H, self.p = Gq, Gk, H, p
         self.u_of_h = u_of_h  # (H,) long, or None when all h share one class
         self.dropout = float(dropout)
@@ -394,7 +374,7 @@ def _native_probabilities(q, kslab, table, gt, plan, spec: Spec, scratch: _Scrat
 
 def chunk_forward(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, scratch: _Scratch):
     """Output of one chunk, no autograd: ``(Bc, xc, Y, H, dv)``."""
-    if native.usable(q):
+    if spec.native:
         _, _, _, _, E, Pn = _native_probabilities(q, kslab, table, gt, plan, spec, scratch)
         Gk = 1 if E is None else E.shape[-3]
         band, Wv = plan.band_out(spec.H, Gk, q.shape[0], q.dtype, q.device, scratch)
@@ -448,7 +428,7 @@ def chunk_backward(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, do, g
     """
     p, u_of_h, H = spec.p, spec.u_of_h, spec.H
     dev = q.device
-    if native.usable(q):
+    if spec.native:
         return _chunk_backward_native(q, kslab, vslab, table, gt, plan, spec, cid, do, grads, scratch)
     qt, kt, C, P, gtt, mb = _scores(q, kslab, table, gt, plan, spec)
     ct = torch.float32 if q.dtype in _HALF else q.dtype
@@ -599,7 +579,7 @@ class AttentionFunction(torch.autograd.Function):
         def add_slab(buf):
             def f(tiles, G, plan):
                 b0, b1 = state["b0"], state["b1"]
-                plan.add_folded(spec.slab(buf, b0, b1, plan), tiles, b1 - b0, G)
+                plan.add_folded(spec.slab(buf, b0, b1, plan), tiles, b1 - b0, G, spec.native)
             return f
 
         def add_table(t):

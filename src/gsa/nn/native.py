@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["library", "available", "usable", "status", "disabled", "probabilities", "weights", "backward", "fold_add"]
+__all__ = ["library", "available", "usable", "why_not", "status", "disabled", "probabilities", "weights", "backward", "fold_add"]
 
 _SOURCE = Path(__file__).with_name("_kernels.cpp")
 _ABI = 4
@@ -171,16 +171,28 @@ def disabled():
         _state["off"] -= 1
 
 
-def usable(t: torch.Tensor) -> bool:
-    """True for float32/float64 CPU tensors outside ``torch.compile`` tracing, with the library loaded."""
-    if _state["off"] or t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
-        return False
+def why_not(t: torch.Tensor) -> str | None:
+    """Why the kernels cannot take ``t`` here (``None``: they can): they need a float32/float64 CPU tensor
+    outside ``torch.compile`` tracing, a built library, and no :func:`disabled` context."""
+    if _state["off"]:
+        return "the native kernels are disabled (gsa.nn.native.disabled())"
+    if t.device.type != "cpu":
+        return f"the native kernels run on the CPU, the tensors are on {t.device}"
+    if t.dtype not in (torch.float32, torch.float64):
+        return f"the native kernels take float32 or float64, got {t.dtype}"
     try:
         if torch.compiler.is_compiling():
-            return False
+            return "torch.compile is tracing and the native kernels are opaque to it"
     except AttributeError:  # pragma: no cover - older torch
         pass
-    return available()
+    if not available():
+        return status()
+    return None
+
+
+def usable(t: torch.Tensor) -> bool:
+    """True for float32/float64 CPU tensors outside ``torch.compile`` tracing, with the library loaded."""
+    return why_not(t) is None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -263,9 +263,10 @@ class LocalPlan:
         """``Σ_slots w·v``: ``w (Bc, nx, ny, Tx, Ty, H, Gk, k, k)`` → ``(Bc, nx, ny, Tx, Ty, H, dv)``."""
         return self.aggregate_band(self.band_matrix(w, scratch), vt)
 
-    def add_folded(self, dst: torch.Tensor, tiles: torch.Tensor, Bc: int, G: int) -> None:
-        """``dst (Bc, nx·Tx+2r, ny·Ty+2r, G, c) +=`` :meth:`fold_keys` ``(tiles)`` (native kernel on CPU)."""
-        if native.usable(dst) and tiles.dtype == dst.dtype:
+    def add_folded(self, dst: torch.Tensor, tiles: torch.Tensor, Bc: int, G: int, use_native: bool = False) -> None:
+        """``dst (Bc, nx·Tx+2r, ny·Ty+2r, G, c) +=`` :meth:`fold_keys` ``(tiles)`` (by the native kernel when
+        ``use_native`` and it can take ``dst``)."""
+        if use_native and native.usable(dst) and tiles.dtype == dst.dtype:
             native.fold_add(tiles, dst, self.nx, self.ny, G, self.Wx, self.Wy, self.Tx, self.Ty)
         else:
             dst.add_(self.fold_keys(tiles, Bc, G))
@@ -379,8 +380,8 @@ class GlobalPlan:
         """``Σ_keys w·v``: ``w (Bc, xc, Y, H, Gk, X, Y)`` → ``(Bc, xc, Y, H, dv)``."""
         return self.aggregate_band(self.band_matrix(w), vt)
 
-    def add_folded(self, dst: torch.Tensor, tiles: torch.Tensor, Bc: int, G: int) -> None:
-        """``dst (Bc, X, Y, G, c) +=`` :meth:`fold_keys` ``(tiles)``."""
+    def add_folded(self, dst: torch.Tensor, tiles: torch.Tensor, Bc: int, G: int, use_native: bool = False) -> None:
+        """``dst (Bc, X, Y, G, c) +=`` :meth:`fold_keys` ``(tiles)`` (``use_native`` is not needed here)."""
         dst.add_(self.fold_keys(tiles, Bc, G))
 
     def positional(self, qp: torch.Tensor, table: torch.Tensor) -> torch.Tensor:

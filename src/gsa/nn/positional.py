@@ -12,7 +12,7 @@ from torch import nn
 
 from .. import groups as _groups
 
-__all__ = ["COORDINATE_INITS", "CoordinateMLP", "acted_offsets", "relative_group_index", "Swish"]
+__all__ = ["COORDINATE_INITS", "CoordinateMLP", "acted_offsets", "relative_group_index", "conjugation_classes", "Swish"]
 
 
 class Swish(nn.Module):
@@ -91,3 +91,23 @@ def relative_group_index(group: _groups.Group) -> torch.Tensor:
     ak = torch.arange(H).view(1, 1, H)
     rel = c[ak, inv[aq]]  # a_k a_q⁻¹
     return c[c[inv[h], rel], h.expand(H, H, H)]
+
+
+def conjugation_classes(group_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Group the output elements ``h`` whose relative-element tables ``idx[h]`` coincide.
+
+    Returns ``(u_of_h (|H|,), reps (U,))``: the class of each ``h`` and one representative per class.
+    """
+    H = group_index.shape[0]
+    rows = group_index.reshape(H, -1)
+    reps: list[int] = []
+    u_of_h = []
+    for h in range(H):
+        for u, rep in enumerate(reps):
+            if torch.equal(rows[h], rows[rep]):
+                u_of_h.append(u)
+                break
+        else:
+            u_of_h.append(len(reps))
+            reps.append(h)
+    return torch.tensor(u_of_h, dtype=torch.long), torch.tensor(reps, dtype=torch.long)

@@ -14,29 +14,36 @@ Group self-attention is mapped onto one ordinary attention per (batch, head):
 The output of token ``(i, a_q, h)`` is then summed over ``a_q`` (Eq. 16). Head dimensions are
 zero-padded to 16 (the kernel's minimum; dot products are unchanged).
 
-FlexAttention has no attention dropout: the layers use this backend only when no dropout is active
-(inference, or ``attention_dropout == 0``) and the ``"fast"`` core otherwise.
+FlexAttention has no attention dropout, and its CPU path has no backward: the backend runs where
+no dropout is active (inference, or ``attention_dropout == 0``), on CUDA, or on the CPU without
+gradients (unfused and slow there: ``"auto"`` picks it on CUDA only; tests use it on the CPU).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
+import warnings
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["available", "attend_flex"]
+from . import AttentionCall
+
+__all__ = ["BACKEND", "available", "attend_flex", "attend"]
 
 
 def available(device) -> bool:
     """FlexAttention is importable and ``device`` is a CUDA device."""
-    if torch.device(device).type != "cuda":
-        return False
+    return torch.device(device).type == "cuda" and _importable()
+
+
+@functools.lru_cache(maxsize=None)
+def _importable() -> bool:
     try:
-        from torch.nn.attention import flex_attention  # noqa: F401
-    except Exception:  # pragma: no cover - old torch
+        return importlib.util.find_spec("torch.nn.attention.flex_attention") is not None
+    except ImportError:  # pragma: no cover - old torch
         return False
-    return True
 
 
 @functools.lru_cache(maxsize=None)
@@ -111,7 +118,56 @@ def attend_flex(q, k, v, P, Gth, *, local: bool, r: int, X: int, Y: int, H: int,
         return score
 
     mask = _block_mask(local, r, X, Y, Gq, H, Gk, Bn, q.device)
-    fn = _compiled_flex() if compiled else flex_attention
-    o = fn(Q, Kt, V, score_mod=score_mod, block_mask=mask, scale=1.0)  # (1, Bn, N·Gq·H, dv')
+    if compiled:
+        o = _compiled_flex()(Q, Kt, V, score_mod=score_mod, block_mask=mask, scale=1.0)  # (1, Bn, N·Gq·H, dv')
+    else:
+        with warnings.catch_warnings():  # unfused on purpose (the CPU path, or eager checks)
+            warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+            o = flex_attention(Q, Kt, V, score_mod=score_mod, block_mask=mask, scale=1.0)
     o = o[..., :dv].reshape(Bn, X, Y, Gq, H, dv)
     return o.sum(3)
+
+
+def attend(call: AttentionCall) -> torch.Tensor:
+    """``(B, X, Y, |H|, dv)``: positional scores per slot and group scores per ``h`` precomputed, the
+    softmax and the value sum in one :func:`attend_flex` call."""
+    q, table = call.q, call.table
+    B, X, Y, Gq, _ = q.shape
+    Gk, H, p = call.k.shape[3], call.order, table.shape[-1]
+    nb = call.neighbourhood
+    local = call.patch_size is not None
+    if local:
+        P = (q[..., :p] @ table.reshape(-1, p).t()).unflatten(-1, (H, -1))  # (B, X, Y, Gq, H, k²)
+    else:
+        P = nb.plan(X, Y, 0, X, Gq, Gk, H).positional(q[..., :p], table).reshape(B, X, Y, Gq, H, X * Y)
+    gt = call.group_scores
+    if gt is not None:
+        classes = call.classes if call.classes is not None else torch.zeros(H, dtype=torch.long)
+        gt = gt.index_select(4, classes.to(q.device))  # (B, X, Y, Gq, H, Gk)
+    return attend_flex(q, call.k, call.v, P, gt, local=local, r=nb.r if local else 0, X=X, Y=Y, H=H,
+                       compiled=q.is_cuda)
+
+
+class _Flex:
+    name = "flex"
+    description = "torch.nn.attention.flex_attention (CUDA; CPU without gradients); no attention dropout"
+    auto_devices = ("cuda",)
+
+    def why_not(self, call: AttentionCall) -> str | None:
+        """No dropout; on the CPU, no gradients (FlexAttention has no CPU backward)."""
+        if not _importable():  # pragma: no cover - old torch
+            return "torch.nn.attention.flex_attention is not available in this PyTorch"
+        if call.dropout > 0:
+            return "FlexAttention has no attention dropout"
+        if call.q.device.type != "cuda" and call.needs_grad:
+            return "FlexAttention has no backward pass on the CPU"
+        if call.q.device.type not in ("cuda", "cpu"):
+            return f"FlexAttention does not run on {call.q.device.type}"
+        return None
+
+    def attend(self, call: AttentionCall) -> torch.Tensor:
+        """See :func:`attend`."""
+        return attend(call)
+
+
+BACKEND = _Flex()

@@ -7,7 +7,7 @@ import torch
 
 from gsa.train.config import make_config
 from gsa.train.errors import ConfigError
-from gsa.train.loop import build_optimizer, build_scheduler
+from gsa.train.optim import build_optimizer, build_scheduler
 
 
 def _lrs(steps_per_epoch=10, **overrides):

@@ -27,18 +27,11 @@ from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingInterrupted
 from .hooks import DataSpec, Hooks, get_hooks
 from .loaders import EvalBatches, TrainBatches, eval_limit, materialize, take
-from .loop import (
-    StopFlag,
-    build_optimizer,
-    build_scheduler,
-    compute_loss,
-    evaluate,
-    get_rng_state,
-    make_prepare,
-    resolve_device,
-    seed_everything,
-    set_rng_state,
-)
+from .device import resolve_device
+from .optim import build_optimizer, build_scheduler
+from .rng import get_rng_state, seed_everything, set_rng_state
+from .signals import StopFlag
+from .steps import compute_loss, evaluate, make_prepare
 from .metrics import CsvLog, Meter, TensorBoardLog
 from .precision import Precision
 from .progress import Progress

@@ -188,7 +188,7 @@ def _train(cfg: TrainConfig, *, resume: bool, hooks: Hooks, stream: Optional[Tex
     R.reset_peak_memory(device)
 
     sizes = " / ".join(f"{s} {_split_len(datasets[s], tensors[s])}" for s in ("train", "valid", "test"))
-    patch = "global" if cfg.patch_size == 0 else f"{cfg.patch_size}x{cfg.patch_size}"
+    patch = R.patch_label(cfg.patch_size)
     kernels = ""
     if device.type == "cpu":
         from gsa.nn import native
@@ -461,70 +461,24 @@ def _final_report(
         accs = R.rotation_curve(
             model, imgs, labels, angles, rotate=hooks.rotate_fn, prepare=prepare, batch_size=eval_bs, device=device
         )
-        rotation = {"angles_deg": angles, "accuracy": accs, "images": len(imgs)}
-        patch = "global" if cfg.patch_size == 0 else f"{cfg.patch_size}x{cfg.patch_size}"
-        R.plot_rotation(
-            run_dir / R.ROTATION_FILE, angles, accs,
-            f"{cfg.preset} GSA-Net, group {cfg.group}, {patch} (n={len(imgs)})",
-        )
+        R.plot_rotation(run_dir / R.ROTATION_FILE, angles, accs, R.rotation_title(cfg, len(imgs)))
+        rotation = R.summarize_rotation(angles, accs, len(imgs))
     invariance: dict[str, Any] = {}
     if cfg.invariance_subset > 0:
         imgs, _ = take(datasets["test"], tensors["test"], cfg.invariance_subset)
         invariance = R.invariance_check(model, imgs, prepare=prepare, batch_size=eval_bs, device=device)
 
-    peak, peak_kind = R.peak_memory_bytes(device)
-    full = pos.epoch_seconds
-    if full:
-        sec_per_epoch = sum(full) / len(full)
-    elif pos.step:
-        sec_per_epoch = pos.train_seconds / pos.step * steps_per_epoch  # extrapolated from the steps done
-    else:
-        sec_per_epoch = math.nan
-    report = {
-        "test_accuracy": test.accuracy,
-        "test_loss": test.loss,
-        "test_images": int(test.count),
-        "best_valid_accuracy": pos.best_acc if pos.best_acc >= 0 else None,
-        "best_epoch": pos.best_epoch if pos.best_epoch >= 0 else None,
-        "best_step": pos.best_step if pos.best_step >= 0 else None,
-        "epochs_completed": pos.epoch,
-        "steps": pos.step,
-        "steps_per_epoch": steps_per_epoch,
-        "stopped": stopped_reason,
-        "amp_skipped_steps": pos.skipped_steps,
-        "seconds_per_epoch": sec_per_epoch,
-        "seconds_per_epoch_extrapolated": not full,
-        "train_seconds": pos.train_seconds,
-        "images_per_s": pos.train_images / pos.train_seconds if pos.train_seconds else None,
-        "peak_memory_bytes": peak,
-        "peak_memory_kind": peak_kind,
-        "device": str(device),
-        "device_name": R.device_name(device),
-        "world_size": dist.world_size,
-        "precision": cfg.precision,
-        "torch_version": torch.__version__,
-        "param_count": n_params,
-        "preset": cfg.preset,
-        "group": cfg.group,
-        "patch_size": cfg.patch_size,
-        "dataset": cfg.dataset,
-        "recipe": cfg.recipe,
-        "eval": {"split": "test", "limit": limit, "batch_size": cfg.effective_eval_batch_size(), "checkpoint": ckpt.BEST},
-        "rotation": rotation,
-        "invariance": invariance,
-        "git_commit": R.git_commit(),
-        "finished_at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
-    R.write_report(run_dir, report)
-    best = f"epoch {pos.best_epoch} (valid {100 * pos.best_acc:.2f}%)" if pos.best_epoch >= 0 else "n/a"
-    progress.log(
-        f"test accuracy {100 * test.accuracy:.2f}% (loss {test.loss:.4f}, {int(test.count)} images) "
-        f"with the best-on-valid weights from {best}"
+    position = dataclasses.asdict(pos)
+    report = R.build_report(
+        R.summarize_test(test),
+        R.summarize_progress(position, steps_per_epoch, stopped_reason),
+        R.summarize_timing(position, steps_per_epoch),
+        R.summarize_environment(device, dist.world_size, cfg.precision),
+        R.summarize_run(cfg, n_params, limit),
+        {"rotation": rotation, "invariance": invariance},
     )
-    if invariance:
-        progress.log(
-            f"invariance check: max |logit change| under 90-degree rotations {invariance['max_abs_logit_change']:.2e} "
-            f"(relative {invariance['max_rel_logit_change']:.2e}, predictions agree {100 * invariance['prediction_agreement']:.1f}%)"
-        )
+    R.write_report(run_dir, report)
+    for line in R.report_lines(report):
+        progress.log(line)
     progress.log(f"report: {run_dir / R.REPORT_FILE}")
     return report

@@ -6,7 +6,7 @@ import random
 import numpy as np
 import torch
 
-from gsa.train.rng import get_rng_state, seed_everything, set_rng_state
+from gsa.train.rng import get_rng_state, rng_state_to_cpu, seed_everything, set_rng_state
 
 CPU = torch.device("cpu")
 
@@ -36,3 +36,10 @@ def test_state_round_trip_restores_every_stream_and_loads_weights_only():
     seed_everything(2)
     set_rng_state(loaded, CPU)
     assert _draw() == expected
+
+
+def test_rng_state_to_cpu_keeps_structure():
+    state = {"torch": torch.ones(3, dtype=torch.uint8), "numpy": {"pos": 4, "keys": torch.zeros(2)}, "python": "x"}
+    out = rng_state_to_cpu(state)
+    assert out["numpy"]["pos"] == 4 and out["python"] == "x" and out["torch"].device.type == "cpu"
+    assert torch.equal(out["numpy"]["keys"], state["numpy"]["keys"])

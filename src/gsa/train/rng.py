@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "get_rng_state", "set_rng_state"]
+__all__ = ["seed_everything", "get_rng_state", "set_rng_state", "rng_state_to_cpu"]
 
 
 def seed_everything(seed: int) -> None:
@@ -44,6 +44,16 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     random.setstate(_py_state_from_tensor(state["python"]))
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def rng_state_to_cpu(state: Any) -> Any:
+    """``state`` (from :func:`get_rng_state`, possibly gathered from another process) with its
+    tensors on the CPU, for saving."""
+    if isinstance(state, torch.Tensor):
+        return state.cpu()
+    if isinstance(state, dict):
+        return {k: rng_state_to_cpu(v) for k, v in state.items()}
+    return state
 
 
 def _py_state_to_tensor(st: tuple) -> dict[str, Any]:

@@ -1,13 +1,15 @@
-"""Where a run stands: :class:`Position` (saved in ``last.state.pt``) and the :class:`Epoch` in progress."""
+"""Where a run stands: :class:`Position` (saved in ``last.state.pt``), the :class:`Epoch` in progress,
+and the metadata stored with the weights."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
+from .config import TrainConfig
 from .metrics import Meter
 
-__all__ = ["Position", "Epoch"]
+__all__ = ["Position", "Epoch", "weights_metadata"]
 
 
 @dataclasses.dataclass
@@ -46,3 +48,17 @@ class Epoch:
     images: int = 0  # training images seen in this session, over all processes
     capped: bool = False  # ended early by --max-steps
     train_seconds: float = 0.0  # seconds of training in this session (set when the pass ends)
+
+
+def weights_metadata(cfg: TrainConfig, pos: Position, **extra: Any) -> dict[str, Any]:
+    """Metadata stored in ``last.safetensors`` / ``best.safetensors``: step, epoch, model and
+    dataset, plus ``extra`` (e.g. ``valid_acc``)."""
+    return {
+        "step": pos.step,
+        "epoch": pos.epoch,
+        "preset": cfg.preset,
+        "group": cfg.group,
+        "patch_size": cfg.patch_size,
+        "dataset": cfg.dataset,
+        **extra,
+    }

@@ -32,20 +32,12 @@ from .metrics import CsvLog, Meter, TensorBoardLog
 from .optim import build_optimizer, build_scheduler
 from .precision import Precision
 from .progress import Progress
-from .rng import get_rng_state, seed_everything, set_rng_state
+from .rng import get_rng_state, rng_state_to_cpu, seed_everything, set_rng_state
 from .signals import StopFlag
-from .state import Epoch, Position
+from .state import Epoch, Position, weights_metadata
 from .steps import compute_loss, evaluate, make_prepare
 
 __all__ = ["Trainer"]
-
-
-def _to_cpu(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    return obj
 
 
 class Trainer:
@@ -252,25 +244,13 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.precision.state_dict(),
-            "rng": [_to_cpu(r) for r in rngs],
+            "rng": [rng_state_to_cpu(r) for r in rngs],
             "world_size": dist.world_size,
             "config": self.cfg.to_dict(),
         }
         # state first, then weights: if we die in between, resume reports the step mismatch
         ckpt.save_state(self.run_dir / ckpt.STATE, state)
-        ckpt.save_weights(self.run_dir / ckpt.LAST, self.model, self._meta())
-
-    def _meta(self, **extra: Any) -> dict[str, Any]:
-        cfg = self.cfg
-        return {
-            "step": self.pos.step,
-            "epoch": self.pos.epoch,
-            "preset": cfg.preset,
-            "group": cfg.group,
-            "patch_size": cfg.patch_size,
-            "dataset": cfg.dataset,
-            **extra,
-        }
+        ckpt.save_weights(self.run_dir / ckpt.LAST, self.model, weights_metadata(self.cfg, self.pos))
 
     def _save_and_interrupt(self, where: str) -> None:
         self.save_last()
@@ -405,7 +385,8 @@ class Trainer:
         pos.best_acc, pos.best_epoch, pos.best_step = valid.accuracy, epoch_index + 1, pos.step
         self.best_weights = ckpt.state_dict_tensors(self.model)
         if self.dist.is_main:
-            ckpt.save_weights(self.run_dir / ckpt.BEST, self.model, self._meta(valid_acc=f"{valid.accuracy:.6f}"))
+            meta = weights_metadata(self.cfg, pos, valid_acc=f"{valid.accuracy:.6f}")
+            ckpt.save_weights(self.run_dir / ckpt.BEST, self.model, meta)
         return True
 
     def _log_epoch(self, epoch: Epoch, train: Meter, valid: Meter, improved: bool, epoch_seconds: float) -> None:

@@ -135,7 +135,7 @@ def _accuracy(model, x, y, batch: int = 250) -> tuple[float, float]:
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
     """Linear warm-up over ``warmup`` steps, then cosine decay to zero at ``total`` (the trainer's schedule)."""
-    from gsa.train.loop import _Schedule
+    from gsa.train.schedule import LRSchedule as _Schedule
 
     return _Schedule("cosine", total, warmup)(step)
 

@@ -4,7 +4,8 @@ from torch import nn
 
 from gsa.train.config import make_config
 from gsa.train.errors import ConfigError
-from gsa.train.loop import build_optimizer, build_scheduler, compute_loss
+from gsa.train.optim import build_optimizer, build_scheduler
+from gsa.train.steps import compute_loss
 from gsa.train.precision import Precision
 
 CPU = torch.device("cpu")

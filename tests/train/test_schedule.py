@@ -7,7 +7,8 @@ import torch
 
 from gsa.train.config import make_config
 from gsa.train.errors import ConfigError
-from gsa.train.loop import build_optimizer, build_scheduler
+from gsa.train.optim import build_optimizer, build_scheduler
+from gsa.train.schedule import LRSchedule
 
 
 def _lrs(steps_per_epoch=10, **overrides):
@@ -43,3 +44,26 @@ def test_cosine_without_warmup_starts_at_the_base_lr():
 def test_warmup_outside_the_run_is_a_config_error(bad):
     with pytest.raises(ConfigError, match="--warmup-epochs must be in"):
         make_config("mini", epochs=2, warmup_epochs=bad)
+
+
+# --------------------------------------------------------------------------- LRSchedule itself
+def test_lr_schedule_warmup_then_cosine_to_zero_and_flat_after():
+    s = LRSchedule("cosine", total=10, warmup=4)
+    assert [s(i) for i in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert s(4) == pytest.approx(1.0) and s(7) == pytest.approx(0.5)
+    assert s(10) == pytest.approx(0.0) and s(25) == pytest.approx(0.0)
+
+
+def test_lr_schedule_constant_and_clipped_arguments():
+    assert [LRSchedule("constant", total=5)(i) for i in (0, 3, 99)] == [1.0, 1.0, 1.0]
+    s = LRSchedule("cosine", total=0, warmup=7)  # total >= 1, warm-up clipped to the run
+    assert (s.total, s.warmup) == (1, 0) and s(0) == pytest.approx(1.0)
+    assert LRSchedule("constant", total=3, warmup=9).warmup == 3
+
+
+def test_build_scheduler_uses_lr_schedule_and_saves_its_fields():
+    cfg = make_config("mini", lr=1.0, epochs=2, scheduler="cosine", warmup_epochs=0.5)
+    sched = build_scheduler(cfg, build_optimizer(cfg, torch.nn.Linear(2, 2)), steps_per_epoch=10)
+    (fn,) = sched.lr_lambdas
+    assert isinstance(fn, LRSchedule) and (fn.kind, fn.total, fn.warmup) == ("cosine", 20, 5)
+    assert sched.state_dict()["lr_lambdas"] == [{"kind": "cosine", "total": 20, "warmup": 5}]  # in last.state.pt

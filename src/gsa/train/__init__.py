@@ -6,6 +6,9 @@ Main entry points::
     cfg = make_config("mini", epochs=1, max_steps=20, out="runs/demo")
     report = train(cfg)                      # writes runs/demo/{config.json, *.safetensors, metrics.csv, report.json, rotation.png}
     evaluate_run("runs/demo")["accuracy"]    # == report["test_accuracy"]
+
+``train`` builds a :class:`Trainer` (``gsa.train.trainer``), which owns the run's state and
+exposes its phases (``restore``, ``fit``, ``validate``, ``save_last``, ``test``, ``final_report``).
 """
 
 from .config import RECIPES, Recipe, TrainConfig, get_recipe, list_recipes, make_config
@@ -14,6 +17,7 @@ from .errors import CheckpointError, ConfigError, GsaError, NonFiniteLossError, 
 from .evaluate import evaluate_run
 from .hooks import DataSpec, Hooks, get_hooks, set_hooks, use_hooks
 from .info import count_flops, model_info
+from .trainer import Trainer
 
 __all__ = [
     "RECIPES",
@@ -23,6 +27,7 @@ __all__ = [
     "list_recipes",
     "make_config",
     "train",
+    "Trainer",
     "evaluate_run",
     "model_info",
     "count_flops",

@@ -9,11 +9,13 @@ from typing import Any, Optional
 from . import checkpoint as ckpt
 from . import reporting as R
 from .config import CONFIG_FILE, TrainConfig
+from .device import resolve_device
 from .errors import ConfigError
 from .hooks import Hooks, get_hooks
 from .loaders import EvalBatches, eval_limit, materialize, take
-from .loop import evaluate, make_prepare, resolve_device, seed_everything
 from .precision import Precision
+from .rng import seed_everything
+from .steps import evaluate, make_prepare
 
 
 def locate_run(path: str | Path, which: str = "best") -> tuple[TrainConfig, Path]:

@@ -1,7 +1,14 @@
-"""Final report: ``report.json``, ``rotation.png``, environment facts, rotation / invariance checks."""
+"""Final report: ``report.json``, ``rotation.png``, environment facts, rotation / invariance checks.
+
+``report.json`` is assembled from sections, each a function of plain values (numbers, the
+config, the saved training position): :func:`summarize_test`, :func:`summarize_progress`,
+:func:`summarize_timing`, :func:`summarize_environment`, :func:`summarize_run`, then the rotation and
+invariance checks; :func:`build_report` joins them (in that key order) and adds the provenance.
+"""
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import math
 import os
@@ -13,7 +20,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
-from .checkpoint import atomic_write_bytes
+from .checkpoint import BEST, atomic_write_bytes
+from .config import TrainConfig
+from .metrics import Meter
 
 REPORT_FILE = "report.json"
 ROTATION_FILE = "rotation.png"
@@ -194,3 +203,121 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (int, float, str, bool)) or value is None:
         return value
     return str(value)
+
+
+# --------------------------------------------------------------------------- assembling report.json
+def patch_label(patch_size: int) -> str:
+    """``"global"`` for patch size 0 (global attention), else ``"KxK"``."""
+    return "global" if patch_size == 0 else f"{patch_size}x{patch_size}"
+
+
+def rotation_title(cfg: TrainConfig, images: int) -> str:
+    """Title of ``rotation.png``: the model and the number of test images."""
+    return f"{cfg.preset} GSA-Net, group {cfg.group}, {patch_label(cfg.patch_size)} (n={images})"
+
+
+def summarize_rotation(angles: Sequence[float], accuracy: Sequence[float], images: int) -> dict[str, Any]:
+    """The ``"rotation"`` entry: accuracy per input rotation angle (degrees) on ``images`` images."""
+    return {"angles_deg": angles, "accuracy": accuracy, "images": images}
+
+
+def summarize_test(test: Meter) -> dict[str, Any]:
+    """Accuracy, loss and size of the test evaluation (the meter summed over processes)."""
+    return {"test_accuracy": test.accuracy, "test_loss": test.loss, "test_images": int(test.count)}
+
+
+def summarize_progress(position: Mapping[str, Any], steps_per_epoch: int, stopped: str) -> dict[str, Any]:
+    """Best epoch, steps done and why training stopped.
+
+    ``position`` is the training position as saved in ``last.state.pt`` (``best_acc``,
+    ``best_epoch``, ``best_step``, ``epoch``, ``step``, ``skipped_steps``, ...); a best value of
+    -1 (no validation yet) becomes ``None``.
+    """
+    best_acc, best_epoch, best_step = position["best_acc"], position["best_epoch"], position["best_step"]
+    return {
+        "best_valid_accuracy": best_acc if best_acc >= 0 else None,
+        "best_epoch": best_epoch if best_epoch >= 0 else None,
+        "best_step": best_step if best_step >= 0 else None,
+        "epochs_completed": position["epoch"],
+        "steps": position["step"],
+        "steps_per_epoch": steps_per_epoch,
+        "stopped": stopped,
+        "amp_skipped_steps": position["skipped_steps"],
+    }
+
+
+def summarize_timing(position: Mapping[str, Any], steps_per_epoch: int) -> dict[str, Any]:
+    """Seconds per epoch (mean over full epochs, else extrapolated from the steps done) and throughput.
+
+    ``position`` as in :func:`summarize_progress` (``epoch_seconds``, ``train_seconds``,
+    ``train_images``, ``step``).
+    """
+    full = position["epoch_seconds"]
+    train_seconds = position["train_seconds"]
+    if full:
+        sec_per_epoch = sum(full) / len(full)
+    elif position["step"]:
+        sec_per_epoch = train_seconds / position["step"] * steps_per_epoch  # extrapolated from the steps done
+    else:
+        sec_per_epoch = math.nan
+    return {
+        "seconds_per_epoch": sec_per_epoch,
+        "seconds_per_epoch_extrapolated": not full,
+        "train_seconds": train_seconds,
+        "images_per_s": position["train_images"] / train_seconds if train_seconds else None,
+    }
+
+
+def summarize_environment(device: torch.device, world_size: int, precision: str) -> dict[str, Any]:
+    """Peak memory so far, device, number of processes, precision and PyTorch version."""
+    peak, peak_kind = peak_memory_bytes(device)
+    return {
+        "peak_memory_bytes": peak,
+        "peak_memory_kind": peak_kind,
+        "device": str(device),
+        "device_name": device_name(device),
+        "world_size": world_size,
+        "precision": precision,
+        "torch_version": torch.__version__,
+    }
+
+
+def summarize_run(cfg: TrainConfig, param_count: int, eval_limit: Optional[int]) -> dict[str, Any]:
+    """The model and dataset of the run, and how the test split was evaluated."""
+    return {
+        "param_count": param_count,
+        "preset": cfg.preset,
+        "group": cfg.group,
+        "patch_size": cfg.patch_size,
+        "dataset": cfg.dataset,
+        "recipe": cfg.recipe,
+        "eval": {"split": "test", "limit": eval_limit, "batch_size": cfg.effective_eval_batch_size(), "checkpoint": BEST},
+    }
+
+
+def build_report(*sections: Mapping[str, Any]) -> dict[str, Any]:
+    """The report: ``sections`` merged in order, then ``git_commit`` and ``finished_at``."""
+    report: dict[str, Any] = {}
+    for section in sections:
+        report.update(section)
+    report["git_commit"] = git_commit()
+    report["finished_at"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    return report
+
+
+def report_lines(report: Mapping[str, Any]) -> list[str]:
+    """The console summary of a report: test accuracy and, when checked, rotation invariance."""
+    best = "n/a"
+    if report["best_epoch"] is not None:
+        best = f"epoch {report['best_epoch']} (valid {100 * report['best_valid_accuracy']:.2f}%)"
+    lines = [
+        f"test accuracy {100 * report['test_accuracy']:.2f}% (loss {report['test_loss']:.4f}, {report['test_images']} images) "
+        f"with the best-on-valid weights from {best}"
+    ]
+    inv = report.get("invariance")
+    if inv:
+        lines.append(
+            f"invariance check: max |logit change| under 90-degree rotations {inv['max_abs_logit_change']:.2e} "
+            f"(relative {inv['max_rel_logit_change']:.2e}, predictions agree {100 * inv['prediction_agreement']:.1f}%)"
+        )
+    return lines

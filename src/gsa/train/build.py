@@ -1,0 +1,82 @@
+"""Setting a run up: its directory, data and model."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Subset
+
+from . import checkpoint as ckpt
+from . import distributed as D
+from .config import TrainConfig
+from .errors import ConfigError
+from .hooks import DataSpec, Hooks
+from .loaders import materialize
+
+__all__ = ["SPLITS", "default_run_dir", "claim_run_dir", "load_data", "build_model", "to_device_if_small"]
+
+SPLITS = ("train", "valid", "test")
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    """``runs/<recipe>-<dataset>-<group>-<timestamp>``."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.recipe}-{cfg.dataset}-{cfg.group}-{stamp}"
+
+
+def claim_run_dir(cfg: TrainConfig, resume: bool, dist: D.DistInfo) -> Path:
+    """The run directory (rank 0's choice): ``cfg.out`` or a new timestamped one.
+
+    Raises :class:`ConfigError` when resuming without a checkpoint there, or when starting
+    a new run where one already is. Nothing is created here.
+    """
+    if resume and not cfg.out:
+        raise ConfigError("--resume needs the run directory")
+    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    run_dir = Path(D.broadcast_object(str(run_dir), dist))
+    state_path, last_path = run_dir / ckpt.STATE, run_dir / ckpt.LAST
+    if resume:
+        if not state_path.is_file() or not last_path.is_file():
+            raise ConfigError(f"--resume {run_dir}: no checkpoint to resume from ({state_path.name} / {last_path.name} missing)")
+    elif state_path.exists() or last_path.exists():
+        raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+    return run_dir
+
+
+def load_data(cfg: TrainConfig, hooks: Hooks, splits=SPLITS) -> tuple[DataSpec, dict[str, Any], dict[str, Any]]:
+    """Dataset metadata, datasets and (when small enough) their stacked tensors."""
+    spec = hooks.info_fn(cfg.dataset)
+    datasets, tensors = {}, {}
+    for split in splits:
+        ds = hooks.dataset_fn(cfg, split)
+        if split == "train" and cfg.train_subset is not None and cfg.train_subset < len(ds):
+            ds = Subset(ds, range(cfg.train_subset))
+        datasets[split] = ds
+        if cfg.loader == "dataloader":
+            tensors[split] = None
+        else:
+            tensors[split] = materialize(ds, force=(cfg.loader == "tensor"))
+    return spec, datasets, tensors
+
+
+def build_model(cfg: TrainConfig, spec: DataSpec, hooks: Hooks, device: torch.device) -> nn.Module:
+    """The model from ``hooks.model_fn``, on ``device``; a :class:`ConfigError` if it is not a module."""
+    model = hooks.model_fn(cfg, spec)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model factory returned {type(model).__name__}, not an nn.Module")
+    return model.to(device)
+
+
+def to_device_if_small(pair: Any, device: torch.device, max_bytes: int = 2 << 30) -> Any:
+    """A split's ``(images, labels)`` tensors moved to ``device`` when the images take at most
+    ``max_bytes`` (else, or for ``None``, unchanged)."""
+    if pair is None:
+        return None
+    x, y = pair
+    if x.numel() * x.element_size() > max_bytes:
+        return pair
+    return x.to(device), y.to(device)

@@ -1,0 +1,67 @@
+"""What happens to a batch: input normalisation, the fp32 loss, and the evaluation pass."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .metrics import Meter
+from .precision import Precision
+
+__all__ = ["compute_loss", "make_prepare", "evaluate"]
+
+
+def compute_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy in fp32, outside autocast (stable under fp16/bf16)."""
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        return F.cross_entropy(logits.float(), labels)
+
+
+def make_prepare(mean: Optional[tuple[float, ...]], std: Optional[tuple[float, ...]], device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Per-channel normalisation ``(x - mean) / std`` on ``device`` (identity without stats).
+
+    Applied after any rotation, so the zero fill of rotated [0, 1] images stays "black".
+    """
+    if mean is None or std is None:
+        return lambda x: x
+    m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+    def prepare(x: torch.Tensor) -> torch.Tensor:
+        return (x.to(device, torch.float32, non_blocking=True) - m) / s
+
+    return prepare
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    prepare: Callable[[torch.Tensor], torch.Tensor],
+    precision: Precision,
+    device: torch.device,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> tuple[Meter, bool]:
+    """Loss/accuracy sums of this process (not yet reduced) and whether it was cut short."""
+    was_training = model.training
+    model.eval()
+    meter = Meter()
+    stopped = False
+    try:
+        for x, y in batches:
+            if should_stop():
+                stopped = True
+                break
+            x = prepare(x.to(device, non_blocking=True))
+            y = y.to(device, non_blocking=True)
+            with precision.autocast():
+                out = model(x)
+            logits = out.float()
+            meter.add(logits, y, compute_loss(logits, y))
+    finally:
+        model.train(was_training)
+    return meter, stopped

@@ -1,0 +1,59 @@
+"""Setting a run up: run directory checks, data and model."""
+
+import dataclasses
+
+import pytest
+import torch
+from torch.utils.data import Subset
+
+from gsa.train import checkpoint as ckpt
+from gsa.train.build import build_model, claim_run_dir, default_run_dir, load_data, to_device_if_small
+from gsa.train.distributed import DistInfo
+from gsa.train.errors import ConfigError
+from gsa.train.testing import toy_config
+
+ONE = DistInfo()
+
+
+def test_claim_run_dir(tmp_path):
+    run = tmp_path / "run"
+    assert claim_run_dir(toy_config(run), False, ONE) == run
+    assert not run.exists()  # nothing is created here
+    with pytest.raises(ConfigError, match="no checkpoint to resume from"):
+        claim_run_dir(toy_config(run), True, ONE)
+    run.mkdir()
+    (run / ckpt.STATE).write_bytes(b"")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        claim_run_dir(toy_config(run), False, ONE)
+    with pytest.raises(ConfigError, match="--resume needs the run directory"):
+        claim_run_dir(dataclasses.replace(toy_config(run), out=None), True, ONE)
+
+
+def test_default_run_dir_names_the_run():
+    cfg = toy_config("x")
+    path = default_run_dir(cfg)
+    assert path.parent.name == "runs" and path.name.startswith(f"{cfg.recipe}-toy-{cfg.group}-")
+
+
+def test_load_data_subsets_train_and_stacks_small_splits(toy):
+    spec, datasets, tensors = load_data(toy_config("x", train_subset=32), toy)
+    assert spec.name == "toy" and set(datasets) == {"train", "valid", "test"}
+    assert isinstance(datasets["train"], Subset) and len(tensors["train"][0]) == 32
+    _, _, lazy = load_data(toy_config("x", loader="dataloader"), toy)
+    assert lazy == {"train": None, "valid": None, "test": None}
+
+
+def test_build_model_checks_the_factory(toy):
+    cfg = toy_config("x")
+    spec = toy.info_fn("toy")
+    assert isinstance(build_model(cfg, spec, toy, torch.device("cpu")), torch.nn.Module)
+    with pytest.raises(ConfigError, match="model factory returned str, not an nn.Module"):
+        build_model(cfg, spec, toy.replace(model_fn=lambda cfg, spec: "model"), torch.device("cpu"))
+
+
+def test_to_device_if_small():
+    pair = (torch.zeros(4, 1, 2, 2), torch.zeros(4, dtype=torch.long))
+    assert to_device_if_small(None, torch.device("cpu")) is None
+    assert to_device_if_small(pair, torch.device("cpu"), max_bytes=8) is pair
+    x, y = to_device_if_small(pair, torch.device("cpu"))
+    assert torch.equal(x, pair[0]) and torch.equal(y, pair[1])

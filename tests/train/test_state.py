@@ -1,0 +1,28 @@
+"""The training position saved in last.state.pt."""
+
+import dataclasses
+
+from gsa.train.state import Position, weights_metadata
+from gsa.train.testing import toy_config
+
+
+def test_position_round_trips_through_its_saved_dict():
+    pos = Position(epoch=1, batch=3, step=9, best_acc=0.5, epoch_seconds=[1.5], meter={"count": 48.0})
+    saved = dataclasses.asdict(pos)
+    assert list(saved) == [
+        "epoch", "batch", "step", "best_acc", "best_epoch", "best_step", "skipped_steps", "train_seconds",
+        "train_images", "epoch_seconds", "meter", "epoch_elapsed",
+    ]  # the checkpoint format
+    assert Position.from_dict(saved) == pos
+
+
+def test_position_from_dict_ignores_unknown_keys_and_defaults_missing_ones():
+    pos = Position.from_dict({"epoch": 2, "step": 12, "written_by": "a newer gsa"})
+    assert pos == Position(epoch=2, step=12)
+
+
+def test_weights_metadata():
+    cfg = toy_config("x")
+    meta = weights_metadata(cfg, Position(epoch=1, step=7), valid_acc="0.500000")
+    assert meta == {"step": 7, "epoch": 1, "preset": cfg.preset, "group": cfg.group, "patch_size": cfg.patch_size,
+                    "dataset": "toy", "valid_acc": "0.500000"}

@@ -1,0 +1,79 @@
+"""The Trainer's phases, one at a time, on the tiny ToyNet (seconds on a CPU)."""
+
+import io
+import json
+import math
+
+import pytest
+import torch
+
+from gsa.train import checkpoint as ckpt
+from gsa.train.engine import train
+from gsa.train.errors import ConfigError
+from gsa.train.metrics import read_csv
+from gsa.train.state import Position
+from gsa.train.testing import toy_config
+from gsa.train.trainer import Trainer
+
+
+def test_construction_sets_the_run_up(tmp_path, toy):
+    run = tmp_path / "run"
+    t = Trainer(toy_config(run, max_steps=None))
+    assert t.run_dir == run and run.is_dir() and t.cfg.out == str(run)
+    assert t.device == torch.device("cpu") and not t.dist.enabled and t.net is t.model
+    assert t.steps_per_epoch == 6 and t.max_steps == math.inf
+    assert t.pos == Position() and t.best_weights is None and t.csv_log is None
+    assert t.n_params == sum(p.numel() for p in t.model.parameters())
+    assert [p.name for p in run.iterdir()] == []  # nothing written before begin()/fit()
+
+
+def test_construction_errors(tmp_path, toy):
+    with pytest.raises(ConfigError, match="no checkpoint to resume from"):
+        Trainer(toy_config(tmp_path / "r"), resume=True)
+    with pytest.raises(ConfigError, match="has an empty train split"):
+        Trainer(toy_config(tmp_path / "r", train_subset=None), hooks=toy.replace(dataset_fn=lambda cfg, split: []))
+
+
+def test_phases_reproduce_train(tmp_path, toy):
+    ref = train(toy_config(tmp_path / "ref"))
+    out = io.StringIO()
+    t = Trainer(toy_config(tmp_path / "run", progress="plain"), stream=out)
+    t.begin()
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["out"] == str(tmp_path / "run")
+    assert t.fit() == "completed"
+    assert t.pos.epoch == 2 and t.pos.step == 12 and len(t.pos.epoch_seconds) == 2
+    assert len(read_csv(tmp_path / "run" / "metrics.csv")) == 2
+    test = t.test()
+    assert test.count == 48 and test.accuracy == ref["test_accuracy"]
+    report = t.final_report(test, "completed")
+    assert report["steps"] == 12 and report["test_accuracy"] == ref["test_accuracy"]
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["best_epoch"] == ref["best_epoch"]
+    assert "test accuracy" in out.getvalue() and out.getvalue().startswith("gsa train: recipe mini")
+
+
+def test_one_epoch_by_hand_then_restore(tmp_path, toy):
+    run = tmp_path / "run"
+    t = Trainer(toy_config(run, epochs=3))
+    t.begin()
+    epoch = t.train_epoch()
+    assert epoch.index == 0 and not epoch.capped and t.pos.step == 6 and epoch.images == 96
+    valid = t.validate(epoch)
+    assert valid.count == 32
+    t.end_epoch(epoch, valid)  # saves best.* and last.*
+    assert t.pos.epoch == 1 and t.pos.batch == 0 and t.pos.best_epoch == 1
+    assert ckpt.load_state(run / ckpt.STATE)["step"] == 6 and (run / ckpt.BEST).is_file()
+
+    again = Trainer(t.cfg, resume=True)
+    again.restore()
+    assert again.pos == t.pos
+    assert again.scheduler.state_dict() == t.scheduler.state_dict()
+    for k, v in t.model.state_dict().items():
+        assert torch.equal(again.model.state_dict()[k], v)
+    assert again.best_weights.keys() == t.best_weights.keys()
+
+
+def test_max_steps_caps_inside_an_epoch(tmp_path, toy):
+    t = Trainer(toy_config(tmp_path / "run", max_steps=4))
+    t.begin()
+    assert t.fit() == "max_steps"
+    assert t.pos.step == 4 and t.pos.epoch == 0 and t.pos.batch == 4 and t.pos.epoch_seconds == []

@@ -135,9 +135,9 @@ def _accuracy(model, x, y, batch: int = 250) -> tuple[float, float]:
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
     """Linear warm-up over ``warmup`` steps, then cosine decay to zero at ``total`` (the trainer's schedule)."""
-    from gsa.train.schedule import LRSchedule as _Schedule
+    from gsa.train.schedule import LRSchedule
 
-    return _Schedule("cosine", total, warmup)(step)
+    return LRSchedule("cosine", total, warmup)(step)
 
 
 def run_one(name: str, seed: int, setup: Setup) -> dict[str, Any]:

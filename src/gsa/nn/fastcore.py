@@ -61,6 +61,8 @@ __all__ = [
     "Spec",
     "attend",
     "AttentionFunction",
+    "forward_chunks",
+    "backward_chunks",
     "chunk_forward",
     "chunk_differentiable",
     "dropout_params",
@@ -543,60 +545,64 @@ def _chunk_backward_native(q, kslab, vslab, table, gt, plan, spec: Spec, cid: in
     _content_grads(Cband, qt, kt, dqp, p, Gk, plan, grads)
 
 
+def forward_chunks(q, kp, vp, table, gt, spec: Spec) -> torch.Tensor:
+    """The output ``(Bn, X, Y, H, dv)`` of every chunk, without autograd (``kp/vp`` padded by :meth:`Spec.pad`)."""
+    scratch = _Scratch()
+
+    def one(cid, b0, b1, plan):
+        gtc = None if gt is None else gt[b0:b1, plan.x0 : plan.x1]
+        return chunk_forward(q[b0:b1, plan.x0 : plan.x1], spec.slab(kp, b0, b1, plan),
+                             spec.slab(vp, b0, b1, plan), table, gtc, plan, spec, cid, scratch)
+
+    o = _over_chunks(spec, one)
+    scratch.clear()
+    return o
+
+
+def backward_chunks(q, kp, vp, table, gt, spec: Spec, do):
+    """Gradients ``(dq, dkp, dvp, dtable, dgt)`` of every chunk for the output gradient ``do``
+    (``dkp``/``dvp`` padded like ``kp``/``vp``; ``dgt`` None without group scores)."""
+    dq, dkp, dvp, dtable = (torch.zeros_like(t) for t in (q, kp, vp, table))
+    dgt = None if gt is None else torch.zeros_like(gt)
+    do = do.contiguous()
+    state = {}
+
+    def add_q(t, plan):
+        dq[state["b0"] : state["b1"], plan.x0 : plan.x1] += t
+
+    def add_slab(buf):
+        def f(tiles, G, plan):
+            b0, b1 = state["b0"], state["b1"]
+            plan.add_folded(spec.slab(buf, b0, b1, plan), tiles, b1 - b0, G, spec.native)
+        return f
+
+    def add_gt(t, plan):
+        dgt[state["b0"] : state["b1"], plan.x0 : plan.x1] += t
+
+    grads = {"q": add_q, "k": add_slab(dkp), "v": add_slab(dvp), "table": dtable.add_, "gt": add_gt}
+    scratch = _Scratch()
+    for cid, b0, b1, plan in spec.chunks():
+        state["b0"], state["b1"] = b0, b1
+        gtc = None if gt is None else gt[b0:b1, plan.x0 : plan.x1]
+        chunk_backward(q[b0:b1, plan.x0 : plan.x1], spec.slab(kp, b0, b1, plan), spec.slab(vp, b0, b1, plan),
+                       table, gtc, plan, spec, cid, do[b0:b1, plan.x0 : plan.x1], grads, scratch)
+    scratch.clear()
+    return dq, dkp, dvp, dtable, dgt
+
+
 class AttentionFunction(torch.autograd.Function):
     """Chunked attention with a hand-written, recomputing backward (memory: inputs only)."""
 
     @staticmethod
     def forward(ctx, q, kp, vp, table, gt, spec: Spec):
-        scratch = _Scratch()
-
-        def one(cid, b0, b1, plan):
-            gtc = None if gt is None else gt[b0:b1, plan.x0 : plan.x1]
-            return chunk_forward(q[b0:b1, plan.x0 : plan.x1], spec.slab(kp, b0, b1, plan),
-                                 spec.slab(vp, b0, b1, plan), table, gtc, plan, spec, cid, scratch)
-
-        o = _over_chunks(spec, one)
-        scratch.clear()
         ctx.spec = spec
         ctx.save_for_backward(q, kp, vp, table, gt)
-        return o
+        return forward_chunks(q, kp, vp, table, gt, spec)
 
     @staticmethod
     def backward(ctx, do):
         q, kp, vp, table, gt = ctx.saved_tensors
-        spec = ctx.spec
-        dq = torch.zeros_like(q)
-        dkp = torch.zeros_like(kp)
-        dvp = torch.zeros_like(vp)
-        dtable = torch.zeros_like(table)
-        dgt = None if gt is None else torch.zeros_like(gt)
-        do = do.contiguous()
-        state = {}
-
-        def add_q(t, plan):
-            dq[state["b0"] : state["b1"], plan.x0 : plan.x1] += t
-
-        def add_slab(buf):
-            def f(tiles, G, plan):
-                b0, b1 = state["b0"], state["b1"]
-                plan.add_folded(spec.slab(buf, b0, b1, plan), tiles, b1 - b0, G, spec.native)
-            return f
-
-        def add_table(t):
-            dtable.add_(t)
-
-        def add_gt(t, plan):
-            dgt[state["b0"] : state["b1"], plan.x0 : plan.x1] += t
-
-        grads = {"q": add_q, "k": add_slab(dkp), "v": add_slab(dvp), "table": add_table, "gt": add_gt}
-        scratch = _Scratch()
-        for cid, b0, b1, plan in spec.chunks():
-            state["b0"], state["b1"] = b0, b1
-            gtc = None if gt is None else gt[b0:b1, plan.x0 : plan.x1]
-            chunk_backward(q[b0:b1, plan.x0 : plan.x1], spec.slab(kp, b0, b1, plan), spec.slab(vp, b0, b1, plan),
-                           table, gtc, plan, spec, cid, do[b0:b1, plan.x0 : plan.x1], grads, scratch)
-        scratch.clear()
-        return dq, dkp, dvp, dtable, dgt, None
+        return (*backward_chunks(q, kp, vp, table, gt, ctx.spec, do), None)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -658,7 +664,7 @@ def attend(q, kp, vp, table, gt, spec: Spec, *, training: bool, recompute: bool,
         else:
             spec.dropout = 0.0
         with torch.no_grad():
-            return AttentionFunction.forward(_NoCtx(), q, kp, vp, table, gt, spec)
+            return forward_chunks(q, kp, vp, table, gt, spec)
     # differentiable path (torch.compile traces this; also recompute=False)
     from torch.utils.checkpoint import checkpoint
 
@@ -685,8 +691,3 @@ def _over_chunks(spec: Spec, one) -> torch.Tensor:
         row.append(one(cid, b0, b1, plan))
     rows.append(row[0] if len(row) == 1 else torch.cat(row, 0))
     return rows[0] if len(rows) == 1 else torch.cat(rows, 1)
-
-
-class _NoCtx:
-    def save_for_backward(self, *a):
-        pass

@@ -150,8 +150,9 @@ def library():
     return _state["lib"]
 
 
+@torch.compiler.assume_constant_result
 def available() -> bool:
-    """Whether the native kernels can be used in this process."""
+    """Whether the native kernels can be used in this process (a constant to ``torch.compile``)."""
     return library() is not None
 
 
@@ -172,26 +173,22 @@ def disabled():
 
 
 def why_not(t: torch.Tensor) -> str | None:
-    """Why the kernels cannot take ``t`` here (``None``: they can): they need a float32/float64 CPU tensor
-    outside ``torch.compile`` tracing, a built library, and no :func:`disabled` context."""
+    """Why the kernels cannot take ``t`` here (``None``: they can): they need a float32/float64 CPU tensor,
+    a built library, and no :func:`disabled` context (``torch.compile`` reaches them through the
+    custom operators of :mod:`gsa.nn.backends.native_op`)."""
     if _state["off"]:
         return "the native kernels are disabled (gsa.nn.native.disabled())"
     if t.device.type != "cpu":
         return f"the native kernels run on the CPU, the tensors are on {t.device}"
     if t.dtype not in (torch.float32, torch.float64):
         return f"the native kernels take float32 or float64, got {t.dtype}"
-    try:
-        if torch.compiler.is_compiling():
-            return "torch.compile is tracing and the native kernels are opaque to it"
-    except AttributeError:  # pragma: no cover - older torch
-        pass
     if not available():
         return status()
     return None
 
 
 def usable(t: torch.Tensor) -> bool:
-    """True for float32/float64 CPU tensors outside ``torch.compile`` tracing, with the library loaded."""
+    """True for float32/float64 CPU tensors, with the library loaded (see :func:`why_not`)."""
     return why_not(t) is None
 
 

@@ -1,8 +1,10 @@
 """The chunked core (:mod:`gsa.nn.fastcore`) as two backends: ``"native"`` and ``"pytorch"``.
 
 Both compute the factorised two-level softmax chunk by chunk with a recomputing backward; ``"native"``
-runs the per-pixel steps in the C++ kernels of :mod:`gsa.nn.native` (CPU, float32/float64), ``"pytorch"``
-writes them with PyTorch operations (any device and dtype; the path ``torch.compile`` traces).
+runs the per-pixel steps in the C++ kernels of :mod:`gsa.nn.native` (CPU, float32/float64) behind the
+custom operator ``gsa::chunked_attention`` (:mod:`.native_op`, kept whole by ``torch.compile`` and
+``torch.export``); ``"pytorch"`` writes them with PyTorch operations (any device and dtype; under
+``torch.compile`` it is traced operation by operation).
 """
 
 from __future__ import annotations
@@ -11,25 +13,38 @@ import torch
 
 from .. import fastcore as _fc
 from .. import native as _native
-from . import AttentionCall, compiling
+from . import AttentionCall, compiling, native_op
 
 __all__ = ["NATIVE", "PYTORCH", "attend"]
 
 
+def _classes(call: AttentionCall) -> torch.Tensor | None:
+    """``call.classes`` on the queries' device, or None when there is one class (the core broadcasts it)."""
+    if call.classes is None or call.group_scores is None or call.group_scores.shape[4] == 1:
+        return None
+    return call.classes.to(call.q.device)
+
+
 def attend(call: AttentionCall, *, use_native: bool) -> torch.Tensor:
     """``(B, X, Y, |H|, dv)`` by the chunked core."""
+    if use_native:
+        return _attend_native(call)
     q, k, v = call.q, call.k, call.v
     B, X, Y, Gq, _ = q.shape
     Gk, H, p = k.shape[3], call.order, call.table.shape[-1]
-    classes = call.classes
-    if classes is not None and call.group_scores is not None and call.group_scores.shape[4] == 1:
-        classes = None  # one class: the core broadcasts it
-    if classes is not None:
-        classes = classes.to(q.device)
-    spec = _fc.Spec(call.neighbourhood, X, Y, B, Gq, Gk, H, p, classes, call.chunk_elements, call.dropout,
-                    native=use_native)
+    spec = _fc.Spec(call.neighbourhood, X, Y, B, Gq, Gk, H, p, _classes(call), call.chunk_elements, call.dropout)
     return _fc.attend(q, spec.pad(k), spec.pad(v), call.table, call.group_scores, spec,
                       training=call.dropout > 0, recompute=call.recompute, compiled=compiling())
+
+
+def _attend_native(call: AttentionCall) -> torch.Tensor:
+    """The custom operator; the per-call dropout seed is drawn here, from PyTorch's generator."""
+    if call.dropout > 0:
+        seed = torch.randint(0, 2**62, (), dtype=torch.int64)
+    else:
+        seed = torch.zeros((), dtype=torch.int64)
+    return native_op.chunked_attention(call.q, call.k, call.v, call.table, call.group_scores, _classes(call), seed,
+                                       call.patch_size or 0, call.dropout, call.chunk_elements)
 
 
 class _Chunked:
@@ -43,8 +58,12 @@ class _Chunked:
         return f"<gsa attention backend {self.name!r}>"
 
     def why_not(self, call: AttentionCall) -> str | None:
-        """The native kernels need float32/float64 CPU tensors, a built library and no tracing."""
-        return _native.why_not(call.q) if self.use_native else None
+        """The native kernels need float32/float64 CPU tensors, a built library, and recomputation."""
+        if not self.use_native:
+            return None
+        if not call.recompute:
+            return "recompute=False keeps the probabilities for autograd, which only the PyTorch path does"
+        return _native.why_not(call.q)
 
     def attend(self, call: AttentionCall) -> torch.Tensor:
         """See :func:`attend`."""

@@ -347,7 +347,7 @@ def _install_hooks_from_env() -> None:
         return
     import importlib
 
-    from gsa.train.errors import ConfigError
+    from gsa.errors import ConfigError
     from gsa.train.hooks import Hooks, set_hooks
 
     module_name, _, attr = spec.partition(":")
@@ -373,7 +373,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 0
     try:
-        from gsa.train.errors import GsaError, TrainingInterrupted
+        from gsa.errors import GsaError, TrainingInterrupted
     except Exception:  # pragma: no cover - broken install
         raise
     debug = os.environ.get("GSA_DEBUG", "").strip().lower() in {"1", "true", "yes"}

@@ -9,7 +9,7 @@ from torch.utils.data import Subset
 from gsa.train import checkpoint as ckpt
 from gsa.train.build import build_model, claim_run_dir, default_run_dir, load_data, to_device_if_small
 from gsa.train.distributed import DistInfo
-from gsa.train.errors import ConfigError
+from gsa.errors import ConfigError
 from gsa.train.testing import toy_config
 
 ONE = DistInfo()

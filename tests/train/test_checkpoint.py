@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from gsa.train import checkpoint as ckpt
-from gsa.train.errors import CheckpointError
+from gsa.errors import CheckpointError
 
 
 def _model(seed=0):

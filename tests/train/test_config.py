@@ -1,7 +1,7 @@
 import pytest
 
 from gsa.train.config import RECIPES, TrainConfig, config_diff, get_recipe, make_config
-from gsa.train.errors import ConfigError
+from gsa.errors import ConfigError
 
 
 def test_paper_recipes_match_appendix_f():

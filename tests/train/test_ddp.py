@@ -11,7 +11,7 @@ import torch
 from gsa.train import checkpoint as ckpt
 from gsa.train.distributed import per_process_batch
 from gsa.train.engine import train
-from gsa.train.errors import ConfigError
+from gsa.errors import ConfigError
 from gsa.train.testing import toy_config
 
 # no batch norm, no dropout; SGD so that sum-order round-off is not amplified by Adam's normalisation

@@ -5,7 +5,7 @@ import torch
 
 from gsa.train.device import resolve_device
 from gsa.train.distributed import DistInfo
-from gsa.train.errors import ConfigError
+from gsa.errors import ConfigError
 
 
 def test_cpu_and_auto():

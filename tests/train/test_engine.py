@@ -10,7 +10,7 @@ import torch
 from gsa.train import checkpoint as ckpt
 from gsa.train.config import TrainConfig
 from gsa.train.engine import train
-from gsa.train.errors import ConfigError, NonFiniteLossError, TrainingInterrupted
+from gsa.errors import ConfigError, NonFiniteLossError, TrainingInterrupted
 from gsa.train.metrics import read_csv
 from gsa.train.testing import ToyConfig, ToyNet, toy_config, toy_hooks
 
@@ -164,7 +164,7 @@ def test_resume_of_finished_run_only_redoes_the_report(tmp_path, toy):
 
 
 def test_inconsistent_checkpoint_pair_is_detected(tmp_path, toy):
-    from gsa.train.errors import CheckpointError
+    from gsa.errors import CheckpointError
 
     run = tmp_path / "r"
     train(toy_config(run, epochs=1))

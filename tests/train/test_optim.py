@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gsa.train.config import make_config
-from gsa.train.errors import ConfigError
+from gsa.errors import ConfigError
 from gsa.train.optim import build_optimizer, build_scheduler
 
 

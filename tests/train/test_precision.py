@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from gsa.train.config import make_config
-from gsa.train.errors import ConfigError
+from gsa.errors import ConfigError
 from gsa.train.optim import build_optimizer, build_scheduler
 from gsa.train.steps import compute_loss
 from gsa.train.precision import Precision

@@ -9,7 +9,7 @@ import torch
 
 from gsa.train import checkpoint as ckpt
 from gsa.train.engine import train
-from gsa.train.errors import ConfigError
+from gsa.errors import ConfigError
 from gsa.train.metrics import read_csv
 from gsa.train.state import Position
 from gsa.train.testing import toy_config

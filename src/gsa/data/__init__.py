@@ -20,7 +20,7 @@ message saying what to do.
 from .base import SPLITS, ArrayDataset, DatasetInfo, channel_stats, default_data_dir
 from .checksums import verify_file
 from .download import download_file
-from .errors import DataError
+from ..errors import DataError
 from .registry import CUSTOM_FORMS, arrays, get_dataset, in_memory, info, list_datasets
 from .transforms import rotate
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = ["checksums", "verify_file", "verify_file_cached", "mark_verified", "STAMP_NAME"]
 

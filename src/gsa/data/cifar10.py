@@ -27,7 +27,7 @@ import numpy as np
 from .base import ArrayDataset, DatasetInfo, candidate_dirs
 from .checksums import checksums, verify_file_cached
 from .download import download_file
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = ["CIFAR10_INFO", "CIFAR10_URL", "cifar10_arrays", "load_cifar10"]
 

@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .base import ArrayDataset, DatasetInfo, channel_stats, seeded_split
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = ["IMAGE_EXTENSIONS", "FolderDataset", "load_folder", "folder_info", "load_npz", "npz_info"]
 

@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = ["open_url", "download_file"]
 

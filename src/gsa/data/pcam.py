@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from .base import DatasetInfo, candidate_dirs
 from .checksums import _read_stamps, checksums, mark_verified, verify_file_cached
 from .download import download_file
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = ["PCAM_INFO", "PCAM_URL", "PCamDataset", "pcam_files", "load_pcam"]
 

@@ -42,7 +42,7 @@ from . import _rotmnist_mini_meta as mini_meta
 from .base import ArrayDataset, DatasetInfo, candidate_dirs
 from .checksums import checksums, verify_file_cached
 from .download import download_file
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = [
     "MINI_INFO",

@@ -13,7 +13,7 @@ exposes its phases (``restore``, ``fit``, ``validate``, ``save_last``, ``test``,
 
 from .config import RECIPES, Recipe, TrainConfig, get_recipe, list_recipes, make_config
 from .engine import train
-from .errors import CheckpointError, ConfigError, GsaError, NonFiniteLossError, TrainingInterrupted
+from ..errors import CheckpointError, ConfigError, GsaError, NonFiniteLossError, TrainingInterrupted
 from .evaluate import evaluate_run
 from .hooks import DataSpec, Hooks, get_hooks, set_hooks, use_hooks
 from .info import count_flops, model_info

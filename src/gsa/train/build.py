@@ -13,7 +13,7 @@ from torch.utils.data import Subset
 from . import checkpoint as ckpt
 from . import distributed as D
 from .config import TrainConfig
-from .errors import ConfigError
+from ..errors import ConfigError
 from .hooks import DataSpec, Hooks
 from .loaders import materialize
 

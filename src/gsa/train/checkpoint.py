@@ -23,7 +23,7 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 BEST = "best.safetensors"
 LAST = "last.safetensors"

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 
 from .distributed import DistInfo
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["resolve_device"]
 
@@ -15,7 +15,7 @@ __all__ = ["resolve_device"]
 def resolve_device(name: str, dist: Optional[DistInfo] = None) -> torch.device:
     """``auto`` -> CUDA if available else CPU; with DDP on CUDA, ``cuda:LOCAL_RANK``.
 
-    Raises :class:`~gsa.train.errors.ConfigError` for unknown names and for devices this
+    Raises :class:`~gsa.errors.ConfigError` for unknown names and for devices this
     machine or PyTorch build does not have.
     """
     name = (name or "auto").lower()

@@ -10,7 +10,7 @@ from . import checkpoint as ckpt
 from . import reporting as R
 from .config import CONFIG_FILE, TrainConfig
 from .device import resolve_device
-from .errors import ConfigError
+from ..errors import ConfigError
 from .hooks import Hooks, get_hooks
 from .loaders import EvalBatches, eval_limit, materialize, take
 from .precision import Precision

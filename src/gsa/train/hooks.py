@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .config import TrainConfig
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .config import TrainConfig
-from .errors import ConfigError
+from ..errors import ConfigError
 from .schedule import LRSchedule
 
 __all__ = ["build_optimizer", "build_scheduler"]

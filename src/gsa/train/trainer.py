@@ -25,7 +25,7 @@ from . import reporting as R
 from .build import SPLITS, build_model, claim_run_dir, load_data, to_device_if_small
 from .config import TrainConfig
 from .device import resolve_device
-from .errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingInterrupted
+from ..errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingInterrupted
 from .hooks import Hooks, get_hooks
 from .loaders import EvalBatches, TrainBatches, dataset_len, eval_limit, take
 from .metrics import CsvLog, Meter, TensorBoardLog

@@ -32,9 +32,10 @@ environment:
 """
 
 
-def _patch_size(text: str) -> int:
+def _patch_size(text: str) -> Optional[int]:
+    """``--patch-size``: an odd ``k``, or ``global`` (also ``0``) for global attention (``None`` below the CLI)."""
     if text.strip().lower() in {"global", "0"}:
-        return 0
+        return None
     try:
         value = int(text)
     except ValueError:

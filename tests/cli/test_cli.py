@@ -121,7 +121,7 @@ def test_flags_override_recipe(capsys):
     assert main(["train", "--recipe", "cifar10", "--patch-size", "global", "--lr", "0.2", "--grad-clip", "none",
                  "--model-arg", "num_heads=4", "--print-config"]) == 0
     cfg = json.loads(capsys.readouterr().out)
-    assert cfg["patch_size"] == 0 and cfg["lr"] == 0.2 and cfg["optimizer"] == "sgd" and cfg["batch_size"] == 24
+    assert cfg["patch_size"] is None and cfg["lr"] == 0.2 and cfg["optimizer"] == "sgd" and cfg["batch_size"] == 24
     assert cfg["model_args"] == {"num_heads": 4} and cfg["grad_clip"] is None
 
 

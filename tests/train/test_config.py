@@ -83,3 +83,13 @@ def test_load_errors_are_clear(tmp_path):
 def test_every_recipe_builds_a_valid_config():
     for name in RECIPES:
         assert make_config(name).recipe == name
+
+
+def test_global_attention_is_none_and_old_configs_spelling_zero_still_load():
+    cfg = make_config("mini", patch_size=None)
+    assert cfg.patch_size is None and cfg.global_attention
+    legacy = make_config("mini", patch_size=0)  # config.json files written before gsa 0.2
+    assert legacy.patch_size is None and legacy.global_attention
+    for bad in (-3, 4, True, 2.5):
+        with pytest.raises(ConfigError, match="--patch-size must be odd"):
+            make_config("mini", patch_size=bad)

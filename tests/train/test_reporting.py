@@ -79,8 +79,8 @@ def test_report_lines():
 
 
 def test_labels_and_rotation_summary():
-    cfg = dataclasses.replace(make_config("mini"), patch_size=0)
-    assert R.patch_label(0) == "global" and R.patch_label(5) == "5x5"
+    cfg = dataclasses.replace(make_config("mini"), patch_size=None)
+    assert R.patch_label(None) == "global" and R.patch_label(5) == "5x5"
     assert R.rotation_title(cfg, 16) == f"{cfg.preset} GSA-Net, group {cfg.group}, global (n=16)"
     assert R.summarize_rotation([0.0, 90.0], [0.5, 0.25], 16) == {"angles_deg": [0.0, 90.0], "accuracy": [0.5, 0.25],
                                                                    "images": 16}

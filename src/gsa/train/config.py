@@ -161,7 +161,7 @@ class TrainConfig:
     # model
     preset: str = "rotmnist"
     group: str = "p4"
-    patch_size: int = 5  # 0 = global attention
+    patch_size: Optional[int] = 5  # None = global attention
     dropout: Optional[float] = None  # None: the preset's default
     attention_dropout: Optional[float] = None
     norm: Optional[str] = None
@@ -202,8 +202,8 @@ class TrainConfig:
     # ------------------------------------------------------------------ helpers
     @property
     def global_attention(self) -> bool:
-        """True when ``patch_size == 0`` (global attention)."""
-        return self.patch_size == 0
+        """True when ``patch_size`` is None (global attention)."""
+        return self.patch_size is None
 
     def effective_eval_batch_size(self) -> int:
         """``eval_batch_size``, or ``max(batch_size, 100)`` when it is None."""
@@ -239,10 +239,13 @@ class TrainConfig:
         for name, value in optional_positive.items():
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if self.patch_size < 0:
-            raise ConfigError(f"--patch-size must be >= 0 (0 = global), got {self.patch_size}")
-        if self.patch_size > 0 and self.patch_size % 2 == 0:
-            raise ConfigError(f"--patch-size must be odd (or 0/'global'), got {self.patch_size}")
+        if self.patch_size == 0 and not isinstance(self.patch_size, bool):
+            self.patch_size = None  # config files written before gsa 0.2 spelt global attention 0
+        if self.patch_size is not None and (
+            isinstance(self.patch_size, bool) or not isinstance(self.patch_size, int) or self.patch_size < 1
+            or self.patch_size % 2 == 0
+        ):
+            raise ConfigError(f"--patch-size must be odd (or 'global'), got {self.patch_size!r}")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
         if not isinstance(self.warmup_epochs, (int, float)) or not 0 <= self.warmup_epochs <= self.epochs:
@@ -304,10 +307,12 @@ class TrainConfig:
 
 
 _RECIPE_ONLY = {"name", "description"}
+_NONE_IS_A_VALUE = {"patch_size"}  # None = global attention, not "keep the recipe's value"
 
 
 def make_config(recipe: str | Recipe = DEFAULT_RECIPE, **overrides: Any) -> TrainConfig:
-    """Effective config = recipe's values, then ``overrides`` (``None`` values are ignored).
+    """Effective config = recipe's values, then ``overrides`` (``None`` values are ignored, except
+    ``patch_size=None``: global attention).
 
     Unknown override names raise :class:`ConfigError`.
     """
@@ -322,7 +327,7 @@ def make_config(recipe: str | Recipe = DEFAULT_RECIPE, **overrides: Any) -> Trai
             values[f.name] = getattr(rec, f.name)
     values["model_args"] = dict(rec.model_args)
     extra_model_args = overrides.pop("model_args", None) or {}
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.update({k: v for k, v in overrides.items() if v is not None or k in _NONE_IS_A_VALUE})
     values["model_args"].update(extra_model_args)
     return TrainConfig(**values).validate()
 

@@ -120,10 +120,9 @@ def default_model(cfg: TrainConfig, spec: DataSpec) -> nn.Module:
     """:func:`gsa.models.create` for ``cfg.preset`` (patch size 0 = global attention)."""
     import gsa.models as gmodels
 
-    patch: Any = cfg.patch_size if cfg.patch_size > 0 else "global"
     try:
         return gmodels.create(
-            cfg.preset, group=cfg.group, patch_size=patch, **model_overrides(cfg, spec, _model_config_fields())
+            cfg.preset, group=cfg.group, patch_size=cfg.patch_size, **model_overrides(cfg, spec, _model_config_fields())
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"cannot build model {cfg.preset!r} (group {cfg.group}): {_one_line(exc)}") from None

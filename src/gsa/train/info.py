@@ -91,7 +91,7 @@ def human(n: float) -> str:
 
 
 def format_info(info: dict[str, Any]) -> str:
-    patch = "global" if info["patch_size"] == 0 else f"{info['patch_size']}x{info['patch_size']}"
+    patch = "global" if info["patch_size"] is None else f"{info['patch_size']}x{info['patch_size']}"
     lines = [
         f"model {info['model']} (preset {info['preset']}, group {info['group']}, attention {patch})",
         f"input {tuple(info['input_shape'])} from dataset {info['dataset']} -> {info['num_classes']} classes",

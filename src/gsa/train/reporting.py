@@ -206,9 +206,9 @@ def jsonable(value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- assembling report.json
-def patch_label(patch_size: int) -> str:
-    """``"global"`` for patch size 0 (global attention), else ``"KxK"``."""
-    return "global" if patch_size == 0 else f"{patch_size}x{patch_size}"
+def patch_label(patch_size: int | None) -> str:
+    """``"global"`` for patch size None (global attention), else ``"KxK"``."""
+    return "global" if patch_size is None else f"{patch_size}x{patch_size}"
 
 
 def rotation_title(cfg: TrainConfig, images: int) -> str:

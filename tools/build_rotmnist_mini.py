@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 import torch  # noqa: E402
 
-from gsa.data.transforms import rotate  # noqa: E402
+from gsa.groups import rotate_image  # noqa: E402
 
 SEED = 0
 SPLIT_SIZES = {"train": 7000, "valid": 1000, "test": 2000}
@@ -72,7 +72,7 @@ def check_source(images: np.ndarray, labels: np.ndarray, checksums: dict) -> dic
 def rotate_digits(images: np.ndarray, angles: np.ndarray) -> np.ndarray:
     """uint8 (N, 28, 28) rotated by ``angles`` (radians, CCW as displayed) -> uint8, in float64."""
     x = torch.from_numpy(images.astype(np.float64) / 255.0).unsqueeze(1)
-    out = rotate(x, torch.from_numpy(angles), mode="bilinear").squeeze(1).numpy()
+    out = rotate_image(x, torch.rad2deg(torch.from_numpy(angles)), mode="bilinear").squeeze(1).numpy()
     return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "act_on_image",
     "act_on_lifted",
     "rotate_image",
+    "QUARTER_TURN_ATOL_DEG",
 ]
 
 _CANONICAL = {
@@ -84,7 +85,7 @@ class Group:
 
     @property
     def elements(self) -> list[tuple[float, bool]]:
-        """``(angle in radians, mirrored)`` for each element index."""
+        """``(angle in degrees, mirrored)`` for each element index."""
         return [(self.angle(e), self.is_mirrored(e)) for e in range(self.order)]
 
     def split(self, e: int) -> tuple[int, int]:
@@ -99,8 +100,8 @@ class Group:
         return steps % self.rotations + (self.rotations if mirrored else 0)
 
     def angle(self, e: int) -> float:
-        """Rotation angle of element ``e`` in radians."""
-        return 2 * math.pi * self.split(e)[0] / self.rotations
+        """Rotation angle of element ``e`` in degrees (counter-clockwise)."""
+        return 360.0 * self.split(e)[0] / self.rotations
 
     def is_mirrored(self, e: int) -> bool:
         """Whether element ``e`` contains the mirror (``e >= rotations``)."""
@@ -207,36 +208,76 @@ def _group_singleton(key: str) -> Group:
 # --------------------------------------------------------------------------------------------
 
 
-def rotate_image(x: torch.Tensor, angle: float, *, mode: str = "bilinear") -> torch.Tensor:
-    """Rotate ``(..., X, Y)`` counter-clockwise by ``angle`` radians about the centre.
+#: Angles within this many degrees of a multiple of 90° are exact quarter turns (``torch.rot90``).
+QUARTER_TURN_ATOL_DEG = 1e-6
+_ROTATE_MODES = ("bilinear", "nearest", "bicubic")
 
-    Exact (a permutation of pixels) for multiples of 90°; otherwise resampled with
-    ``grid_sample`` (zeros outside), which is only approximate on a pixel grid.
+
+def rotate_image(x: torch.Tensor, degrees, *, mode: str = "bilinear") -> torch.Tensor:
+    """Rotate images ``(..., X, Y)`` counter-clockwise by ``degrees`` about their centre.
+
+    Counter-clockwise as displayed with row 0 at the top (``plt.imshow``), about pixel
+    ``((X − 1)/2, (Y − 1)/2)``: ``rotate_image(x, 90)`` is ``torch.rot90(x, 1, dims=(-2, -1))``.
+
+    Args:
+        x: ``(..., X, Y)``; any dtype for quarter turns, floating point otherwise.
+        degrees: one angle for all images, or one per entry of the first axis (a sequence or a
+            ``(B,)`` tensor).
+        mode: ``"bilinear"`` (default), ``"nearest"`` or ``"bicubic"`` interpolation.
+
+    Multiples of 90° (within :data:`QUARTER_TURN_ATOL_DEG`) are exact permutations of pixels
+    (``torch.rot90``: a quarter turn of an ``X×Y`` image is ``Y×X``, as the group action must be).
+    Other angles are resampled with ``grid_sample`` (zeros outside the image), which is only
+    approximate on a pixel grid.
     """
-    quarter = angle / (math.pi / 2)
-    if abs(quarter - round(quarter)) < 1e-9:
-        return torch.rot90(x, int(round(quarter)) % 4, dims=(-2, -1))
-    shape = x.shape
-    X, Y = shape[-2:]
-    flat = x.reshape(-1, 1, X, Y)
-    dtype = flat.dtype if flat.dtype in (torch.float32, torch.float64) else torch.float32
-    # output pixel p (centred, pixel units) samples input at R(-angle) p
-    rows = torch.arange(X, dtype=torch.float64) - (X - 1) / 2
-    cols = torch.arange(Y, dtype=torch.float64) - (Y - 1) / 2
-    grid = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1)
-    src = _rotate_vectors_angle(grid, -angle)
-    # grid_sample wants (x=col, y=row) normalised to [-1, 1] with align_corners=False
-    gx = (src[..., 1] + (Y - 1) / 2 + 0.5) / Y * 2 - 1
-    gy = (src[..., 0] + (X - 1) / 2 + 0.5) / X * 2 - 1
-    g = torch.stack([gx, gy], dim=-1).to(dtype=dtype, device=x.device)
-    g = g.unsqueeze(0).expand(flat.shape[0], X, Y, 2)
-    out = F.grid_sample(flat.to(dtype), g, mode=mode, padding_mode="zeros", align_corners=False)
-    return out.to(x.dtype).reshape(shape)
+    if mode not in _ROTATE_MODES:
+        raise ValueError(f"rotate_image: mode must be one of {_ROTATE_MODES}, got {mode!r}")
+    if not torch.is_tensor(x) or x.dim() < 2:
+        raise ValueError(f"rotate_image: expected a tensor (..., X, Y), got {getattr(x, 'shape', type(x))}")
+    a = torch.as_tensor(degrees, dtype=torch.float64).detach().to("cpu").reshape(-1)
+    per_image = a.numel() != 1
+    if per_image and (x.dim() < 3 or a.numel() != x.shape[0]):
+        raise ValueError(f"rotate_image: got {a.numel()} angles for images of shape {tuple(x.shape)}; "
+                         "give one angle, or one per entry of the first axis")
+    if not torch.isfinite(a).all():
+        raise ValueError("rotate_image: angles must be finite")
+    k = torch.round(a / 90.0)
+    exact = (a - 90.0 * k).abs() <= QUARTER_TURN_ATOL_DEG
+    k = k.to(torch.int64) % 4
+    if per_image and x.shape[-2] != x.shape[-1] and bool((exact & (k % 2 == 1)).any()):
+        raise ValueError(f"rotate_image: a quarter turn of a non-square image {tuple(x.shape[-2:])} changes its "
+                         "shape; rotate such images one angle at a time")
+    if not per_image:
+        if bool(exact[0]):
+            return torch.rot90(x, int(k[0]), dims=(-2, -1))
+        return _resample(x.reshape(1, -1, *x.shape[-2:]), a, mode).reshape(x.shape)
+    out = torch.empty_like(x)
+    for q in range(4):
+        idx = torch.nonzero(exact & (k == q)).flatten().to(x.device)
+        if idx.numel():
+            out[idx] = torch.rot90(x[idx], q, dims=(-2, -1))
+    idx = torch.nonzero(~exact).flatten()
+    if idx.numel():
+        sel = x[idx.to(x.device)]
+        out[idx.to(x.device)] = _resample(sel.reshape(sel.shape[0], -1, *x.shape[-2:]), a[idx], mode).reshape(sel.shape)
+    return out
 
 
-def _rotate_vectors_angle(v: torch.Tensor, angle: float) -> torch.Tensor:
-    c, s = math.cos(angle), math.sin(angle)
-    return torch.stack([c * v[..., 0] - s * v[..., 1], s * v[..., 0] + c * v[..., 1]], dim=-1)
+def _resample(x: torch.Tensor, degrees: torch.Tensor, mode: str) -> torch.Tensor:
+    """Rotate ``x (n, C, X, Y)`` by ``degrees (n,)`` float64 with ``grid_sample`` (zeros outside)."""
+    if not x.is_floating_point():
+        raise TypeError(f"rotate_image: angles other than multiples of 90° need floating-point images, got {x.dtype}")
+    n, c, h, w = x.shape
+    rad = torch.deg2rad(degrees)
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    # output pixel (x, y) in normalised coordinates (y down) samples the input at R(-angle) in pixel units
+    theta = torch.zeros(n, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0], theta[:, 0, 1] = cos, -sin * (h / w)
+    theta[:, 1, 0], theta[:, 1, 1] = sin * (w / h), cos
+    work = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    grid = F.affine_grid(theta.to(device=x.device, dtype=work), [n, c, h, w], align_corners=False)
+    out = F.grid_sample(x.to(work), grid, mode=mode, padding_mode="zeros", align_corners=False)
+    return out.to(x.dtype)
 
 
 def act_on_image(group: Group | str, e: int, x: torch.Tensor) -> torch.Tensor:
@@ -249,7 +290,7 @@ def act_on_image(group: Group | str, e: int, x: torch.Tensor) -> torch.Tensor:
     if m:
         x = torch.flip(x, dims=(-1,))
     if s:
-        x = rotate_image(x, 2 * math.pi * s / group.rotations)
+        x = rotate_image(x, 360.0 * s / group.rotations)
     return x
 
 

@@ -13,7 +13,7 @@ import torch
 
 import gsa.data.download as download_mod
 import gsa.data.rotmnist as rm
-from gsa import data
+from gsa import data, groups
 from gsa.data import DataError
 from gsa.data import _rotmnist_mini_meta as meta
 
@@ -72,7 +72,7 @@ def test_embedded_digits_are_rotated_mnist_digits():
     images = np.load(src)["images"]
     a = rm.mini_arrays()
     x = torch.from_numpy(a["valid_x"][:50].astype(np.float64) / 255)[:, None]
-    back = data.rotate(x, -torch.from_numpy(a["valid_angle"][:50]))
+    back = groups.rotate_image(x, -torch.rad2deg(torch.from_numpy(a["valid_angle"][:50])))
     orig = torch.from_numpy(images[a["valid_index"][:50]].astype(np.float64) / 255)[:, None]
     centre = (slice(None), slice(None), slice(6, 22), slice(6, 22))
     err = (back - orig)[centre].abs().mean().item()

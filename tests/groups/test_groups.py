@@ -1,4 +1,3 @@
-import math
 
 import pytest
 import torch
@@ -98,8 +97,8 @@ def test_lifted_action_rejects_wrong_group_axis():
 
 def test_rotate_image_exact_for_quarter_turns_and_close_otherwise():
     x = torch.randn(2, 1, 9, 9)
-    assert torch.equal(groups.rotate_image(x, math.pi / 2), torch.rot90(x, 1, (-2, -1)))
-    assert torch.equal(groups.rotate_image(x, -math.pi), torch.rot90(x, 2, (-2, -1)))
+    assert torch.equal(groups.rotate_image(x, 90), torch.rot90(x, 1, (-2, -1)))
+    assert torch.equal(groups.rotate_image(x, -180), torch.rot90(x, 2, (-2, -1)))
     # 45° of a smooth blob ≈ the analytically rotated blob (direction: counter-clockwise)
     r = torch.arange(33, dtype=torch.float64) - 16
 
@@ -108,5 +107,11 @@ def test_rotate_image_exact_for_quarter_turns_and_close_otherwise():
 
     centre = torch.tensor([3.0, -2.0], dtype=torch.float64)
     moved = groups.get("p8").act_on_vectors(1, centre)
-    err = (groups.rotate_image(blob(centre), math.pi / 4) - blob(moved)).abs().max()
+    err = (groups.rotate_image(blob(centre), 45) - blob(moved)).abs().max()
     assert err < 0.03  # bilinear resampling; a wrong direction gives ~1
+
+
+def test_element_angles_are_in_degrees():
+    g = groups.get("p4m")
+    assert [g.angle(e) for e in range(g.order)] == [0.0, 90.0, 180.0, 270.0] * 2
+    assert g.elements[5] == (90.0, True)

@@ -1,6 +1,5 @@
 """Every layer commutes with the group action: exact elements, every group, local and global."""
 
-import math
 
 import pytest
 import torch
@@ -110,7 +109,7 @@ def test_lifting_layer_is_approximately_equivariant_to_fine_rotations(g, angle_s
         layer.row_encoding.fc2.weight.mul_(4)
         layer.col_encoding.fc2.weight.mul_(4)
     x = _smooth_image(41, 2)
-    angle = 2 * math.pi * angle_steps / G.rotations
+    angle = 360.0 * angle_steps / G.rotations
     with torch.no_grad():
         y = layer(x)
         lhs = layer(groups.rotate_image(x, angle))

@@ -22,7 +22,6 @@ from .checksums import verify_file
 from .download import download_file
 from ..errors import DataError
 from .registry import CUSTOM_FORMS, arrays, get_dataset, in_memory, info, list_datasets
-from .transforms import rotate
 
 __all__ = [
     "SPLITS",
@@ -35,7 +34,6 @@ __all__ = [
     "get_dataset",
     "arrays",
     "in_memory",
-    "rotate",
     "verify_file",
     "download_file",
     "channel_stats",

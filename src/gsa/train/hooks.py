@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
@@ -35,7 +34,7 @@ class DataSpec:
 ModelFn = Callable[[TrainConfig, DataSpec], nn.Module]
 DatasetFn = Callable[[TrainConfig, str], Any]
 InfoFn = Callable[[str], DataSpec]
-RotateFn = Callable[[torch.Tensor, float], torch.Tensor]
+RotateFn = Callable[[torch.Tensor, float], torch.Tensor]  # (images, degrees) -> rotated images
 
 
 def _data_error_types() -> tuple[type[BaseException], ...]:
@@ -128,24 +127,11 @@ def default_model(cfg: TrainConfig, spec: DataSpec) -> nn.Module:
         raise ConfigError(f"cannot build model {cfg.preset!r} (group {cfg.group}): {_one_line(exc)}") from None
 
 
-def fallback_rotate(images: torch.Tensor, angle: float) -> torch.Tensor:
-    """Rotate a batch counter-clockwise by ``angle`` radians (bilinear, zero fill)."""
-    import torch.nn.functional as F
+def default_rotate(images: torch.Tensor, degrees: float) -> torch.Tensor:
+    """:func:`gsa.groups.rotate_image`: counter-clockwise by ``degrees`` (bilinear, zero fill)."""
+    from gsa.groups import rotate_image
 
-    b = images.shape[0]
-    c, s = math.cos(angle), math.sin(angle)
-    theta = torch.tensor([[c, s, 0.0], [-s, c, 0.0]], dtype=images.dtype, device=images.device)
-    grid = F.affine_grid(theta.expand(b, 2, 3), list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def default_rotate(images: torch.Tensor, angle: float) -> torch.Tensor:
-    """:func:`gsa.data.transforms.rotate` (angle in radians), or a local fallback."""
-    try:
-        from gsa.data.transforms import rotate
-    except ImportError:
-        return fallback_rotate(images, angle)
-    return rotate(images, float(angle))
+    return rotate_image(images, float(degrees))
 
 
 @dataclass(frozen=True)

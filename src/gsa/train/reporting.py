@@ -106,7 +106,7 @@ def rotation_curve(
             x = images[i : i + batch_size].to(device)
             y = labels[i : i + batch_size].to(device)
             if angle % 360:
-                x = rotate(x, math.radians(angle))
+                x = rotate(x, angle)
             logits = model(prepare(x)).float()
             correct += int((logits.argmax(1) == y).sum())
         accs.append(correct / max(1, len(images)))

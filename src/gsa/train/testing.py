@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from .config import TrainConfig
-from .hooks import DataSpec, Hooks, fallback_rotate
+from .hooks import DataSpec, Hooks
 
 TOY_SIZES = {"train": 96, "valid": 32, "test": 48}
 TOY_SPEC = DataSpec(name="toy", in_channels=1, num_classes=3, image_size=(12, 12), mean=(0.25,), std=(0.3,))
@@ -93,7 +93,6 @@ def toy_hooks(model_fn: Optional[Callable[[TrainConfig, DataSpec], nn.Module]] =
         model_fn=model_fn or toy_model,
         dataset_fn=dataset_fn,
         info_fn=lambda name: TOY_SPEC,
-        rotate_fn=fallback_rotate,
     )
 
 

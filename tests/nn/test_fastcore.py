@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gsa.nn import GroupSelfAttention, LiftingSelfAttention
-from gsa.nn import fastcore
+from gsa.nn import masks
 
 
 def _layer(cls, g, ps, cin=3, cout=6, heads=2, **kw):
@@ -72,34 +72,34 @@ def test_gradcheck_with_and_without_attention_dropout(cls, g, ps, dropout):
 
 
 def test_dropout_mask_rate_and_determinism():
-    params = fastcore.dropout_params(0.1, seed=3, cid=0)
-    m1 = fastcore.keep_mask(params, 0, (1000, 1000), "cpu")
-    m2 = fastcore.keep_mask(fastcore.dropout_params(0.1, seed=3, cid=0), 0, (1000, 1000), "cpu")
+    params = masks.dropout_params(0.1, seed=3, cid=0)
+    m1 = masks.keep_mask(params, 0, (1000, 1000), "cpu")
+    m2 = masks.keep_mask(masks.dropout_params(0.1, seed=3, cid=0), 0, (1000, 1000), "cpu")
     assert torch.equal(m1, m2)
     assert abs(m1.float().mean().item() - 0.9) < 2e-3
     # any slice regenerates from its counters alone
-    assert torch.equal(fastcore.keep_mask(params, 12345, (77,), "cpu"), m1.flatten()[12345:12422])
+    assert torch.equal(masks.keep_mask(params, 12345, (77,), "cpu"), m1.flatten()[12345:12422])
     # other seeds and other chunks give (nearly) independent masks
-    other = fastcore.keep_mask(fastcore.dropout_params(0.1, seed=4, cid=0), 0, (1000, 1000), "cpu")
-    chunk = fastcore.keep_mask(fastcore.dropout_params(0.1, seed=3, cid=1), 0, (1000, 1000), "cpu")
+    other = masks.keep_mask(masks.dropout_params(0.1, seed=4, cid=0), 0, (1000, 1000), "cpu")
+    chunk = masks.keep_mask(masks.dropout_params(0.1, seed=3, cid=1), 0, (1000, 1000), "cpu")
     for m in (other, chunk):
         assert abs((m1 & m).float().mean().item() - 0.81) < 3e-3
     # counters beyond 2^32 use their high word
-    hi = fastcore.keep_mask(params, 2**32, (1000, 1000), "cpu")
+    hi = masks.keep_mask(params, 2**32, (1000, 1000), "cpu")
     assert abs((m1 & hi).float().mean().item() - 0.81) < 3e-3
-    assert fastcore.dropout_params(0.0, seed=3, cid=0)[3] == 0
-    assert bool(fastcore.keep_mask(fastcore.dropout_params(1e-12, 3, 0), 0, (1000,), "cpu").all())
+    assert masks.dropout_params(0.0, seed=3, cid=0)[3] == 0
+    assert bool(masks.keep_mask(masks.dropout_params(1e-12, 3, 0), 0, (1000,), "cpu").all())
 
 
 def test_generator_masks_of_the_pytorch_path():
     g1 = torch.Generator().manual_seed(3)
     g2 = torch.Generator().manual_seed(3)
-    m1 = fastcore.dropout_keep_mask((1000, 1000), 0.1, g1, "cpu")
-    m2 = fastcore.dropout_keep_mask((1000, 1000), 0.1, g2, "cpu")
+    m1 = masks.dropout_keep_mask((1000, 1000), 0.1, g1, "cpu")
+    m2 = masks.dropout_keep_mask((1000, 1000), 0.1, g2, "cpu")
     assert torch.equal(m1, m2)
     assert set(m1.unique().tolist()) <= {0.0, 1.0}
     assert abs(m1.mean().item() - 0.9) < 2e-3
-    assert bool((fastcore.dropout_keep_mask((1000,), 0.0, g1, "cpu") == 1).all())
+    assert bool((masks.dropout_keep_mask((1000,), 0.0, g1, "cpu") == 1).all())
 
 
 @pytest.mark.parametrize("hashed", [False, True])
@@ -116,7 +116,7 @@ def test_pytorch_path_gradcheck_with_dropout(hashed):
         torch.manual_seed(1234)
         return layer(inp)
 
-    with native.disabled(), (fastcore.hash_masks() if hashed else contextlib.nullcontext()):
+    with native.disabled(), (masks.hash_masks() if hashed else contextlib.nullcontext()):
         assert torch.autograd.gradcheck(f, (x,), eps=1e-6, atol=1e-7, rtol=1e-5)
 
 

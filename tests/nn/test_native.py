@@ -1,6 +1,6 @@
 """The native CPU kernels (``gsa.nn.native``) against the fast core's PyTorch implementation.
 
-Both implement the same chunk mathematics; inside ``fastcore.hash_masks()`` the PyTorch path draws its
+Both implement the same chunk mathematics; inside ``masks.hash_masks()`` the PyTorch path draws its
 dropout masks from the kernels' counter-based hash, so outputs and gradients agree to round-off, with and
 without attention dropout.
 """
@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from gsa.nn import GroupSelfAttention, LiftingSelfAttention, fastcore, native
+from gsa.nn import GroupSelfAttention, LiftingSelfAttention, masks, native
 
 pytestmark = pytest.mark.skipif(not native.available(), reason=f"no native kernels here ({native.status()})")
 
@@ -49,7 +49,7 @@ def test_native_matches_pytorch_path(cls, g, ps, dtype, dropout):
     x = torch.randn(shape, dtype=dtype)
     w = torch.randn(layer(x).shape, dtype=dtype)
     out_n, g_n = _run(layer, x, w)
-    with native.disabled(), fastcore.hash_masks():
+    with native.disabled(), masks.hash_masks():
         assert not native.usable(x)
         out_t, g_t = _run(layer, x, w)
     tol = 1e-12 if dtype == torch.float64 else 1e-5
@@ -108,9 +108,9 @@ def test_counter_masks_match_between_kernel_and_reference():
     Pn = torch.ones(*pix, Gq, H, k, k, dtype=torch.float64)
     E = torch.ones(*pix, Gq, 1, Gk, k, k, dtype=torch.float64)
     W = torch.empty(*pix, H, Gk, k, k, dtype=torch.float64)
-    params = fastcore.dropout_params(0.5, seed=123, cid=7)
+    params = masks.dropout_params(0.5, seed=123, cid=7)
     native.weights(Pn, E, W, None, params, 1.0)
-    m = fastcore.keep_mask(params, 0, (20, Gq, H, Gk, k, k), "cpu").to(torch.float64)
+    m = masks.keep_mask(params, 0, (20, Gq, H, Gk, k, k), "cpu").to(torch.float64)
     torch.testing.assert_close(W, m.sum(1).view_as(W), rtol=0, atol=0)
 
 

@@ -9,7 +9,7 @@ of about two seconds; the shared library is cached in ``$GSA_CACHE_DIR`` (defaul
 Used automatically for float32/float64 CPU tensors. Without a working C++ compiler, or with
 ``GSA_NATIVE=0`` in the environment, the fast core runs its PyTorch implementation of the same
 mathematics (same results up to round-off, and the same dropout masks: both draw them from the
-counter-based hash of :func:`gsa.nn.fastcore.keep_mask`).
+counter-based hash of :func:`gsa.nn.masks.keep_mask`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,73 @@
+"""The name registry helper (:mod:`gsa.registry`) and the one alias rule of gsa's four registries."""
+
+from __future__ import annotations
+
+import pytest
+
+from gsa.registry import Registry, normalize
+
+
+def _colours() -> Registry[int]:
+    reg: Registry[int] = Registry("colour")
+    reg.register("dark-red", 1, aliases=("maroon",))
+    reg.register("blue", 2)
+    return reg
+
+
+def test_normalize_ignores_case_whitespace_and_separators():
+    assert normalize("  Dark-Red ") == normalize("dark_red") == normalize("DARK RED") == normalize("darkred")
+    assert normalize("se2(4)") == "se2(4)"  # other characters are kept
+
+
+def test_get_accepts_every_spelling_and_aliases():
+    reg = _colours()
+    for spelling in ("dark-red", "Dark_Red", " DARK RED ", "darkred", "Maroon", "ma-roon"):
+        assert reg.get(spelling) == 1
+        assert reg.canonical(spelling) == "dark-red"
+        assert spelling in reg
+    assert "green" not in reg and 3 not in reg
+
+
+def test_names_list_registered_names_in_order_without_aliases():
+    reg = _colours()
+    assert reg.names() == ["dark-red", "blue"] == list(reg)
+    assert len(reg) == 2
+    assert "dark-red" in repr(reg)
+
+
+def test_unknown_name_is_one_line_listing_the_choices():
+    with pytest.raises(ValueError) as e:
+        _colours().get("green")
+    assert str(e.value) == "unknown colour 'green'; expected one of: dark-red, blue"
+    with pytest.raises(TypeError, match="colour name must be a string"):
+        _colours().get(3)
+
+
+def test_error_class_prompt_and_extra_forms():
+    class MyError(ValueError):
+        pass
+
+    reg = Registry("shape", {"square": 4}, error=MyError, prompt="choose one of", extra=("poly:N",))
+    with pytest.raises(MyError, match=r"^unknown shape 'circle'; choose one of: square, poly:N$"):
+        reg.get("circle")
+
+
+def test_duplicates_are_refused():
+    reg = _colours()
+    for name in ("dark-red", "DarkRed", "maroon", "Blue"):
+        with pytest.raises(ValueError, match="already registered"):
+            reg.register(name, 9)
+    with pytest.raises(ValueError, match="already registered"):
+        reg.alias("dark red", "blue")
+    with pytest.raises(ValueError, match="no colour 'green' is registered"):
+        reg.alias("lime", "green")
+    with pytest.raises(ValueError, match="collide"):
+        Registry("colour", {"dark-red": 1, "dark_red": 2})
+    assert reg.names() == ["dark-red", "blue"]
+
+
+def test_a_shared_dict_is_served_live():
+    items = {"a": 1}
+    reg = Registry("letter", items)
+    items["b-b"] = 2  # added to the dict directly, as users may do with PRESETS / RECIPES
+    assert reg.get("BB") == 2 and reg.names() == ["a", "b-b"]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
+from ..registry import Registry
 from .errors import ConfigError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -131,21 +132,21 @@ RECIPES: dict[str, Recipe] = {
 }
 
 DEFAULT_RECIPE = "mini"
+# lookups by name (the RECIPES dict itself); "choose one of" like the other ConfigErrors
+_RECIPES: Registry[Recipe] = Registry("recipe", RECIPES, error=ConfigError, prompt="choose one of")
 
 
 def get_recipe(name: str) -> Recipe:
-    """Return the recipe called ``name`` or raise :class:`ConfigError` listing the choices."""
-    try:
-        return RECIPES[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}"
-        ) from None
+    """Return the recipe called ``name`` or raise :class:`ConfigError` listing the choices.
+
+    Any spelling :mod:`gsa.registry` allows works (``"MINI"``, ``"rot-mnist"``).
+    """
+    return _RECIPES.get(name)
 
 
 def list_recipes() -> list[str]:
     """Names of the available recipes."""
-    return list(RECIPES)
+    return _RECIPES.names()
 
 
 @dataclass

@@ -71,3 +71,27 @@ def test_a_shared_dict_is_served_live():
     reg = Registry("letter", items)
     items["b-b"] = 2  # added to the dict directly, as users may do with PRESETS / RECIPES
     assert reg.get("BB") == 2 and reg.names() == ["a", "b-b"]
+
+
+def test_choice_tuples_are_defined_once():
+    """gsa.train.config re-uses gsa.nn.blocks' tuples and the CLI offers exactly these choices."""
+    import argparse
+
+    from gsa import cli
+    from gsa.nn import blocks
+    from gsa.train import config
+
+    assert config.NORMS is blocks.NORMS and config.ACTIVATIONS is blocks.ACTIVATIONS
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    train = sub.choices["train"]
+    choices = {a.dest: a.choices for a in train._actions if a.choices}
+    assert choices == {
+        "norm": config.NORMS,
+        "activation": config.ACTIVATIONS,
+        "optimizer": config.OPTIMIZERS,
+        "scheduler": config.SCHEDULERS,
+        "precision": config.PRECISIONS,
+        "loader": config.LOADERS,
+        "progress": config.PROGRESS_MODES,
+    }

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
+from ..nn.blocks import ACTIVATIONS, NORMS
 from ..registry import Registry
 from .errors import ConfigError
 
@@ -22,8 +23,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16", "fp16")
 PROGRESS_MODES = ("auto", "bar", "plain", "none")
-NORMS = ("layer", "batch")
-ACTIVATIONS = ("swish", "relu")
+LOADERS = ("auto", "tensor", "dataloader")
 
 CONFIG_FILE = "config.json"
 
@@ -221,7 +221,7 @@ class TrainConfig:
         choice("scheduler", self.scheduler, SCHEDULERS)
         choice("precision", self.precision, PRECISIONS)
         choice("progress mode", self.progress, PROGRESS_MODES)
-        choice("loader", self.loader, ("auto", "tensor", "dataloader"))
+        choice("loader", self.loader, LOADERS)
         if self.norm is not None:
             choice("norm", self.norm, NORMS)
         if self.activation is not None:

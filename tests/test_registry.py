@@ -95,3 +95,39 @@ def test_choice_tuples_are_defined_once():
         "loader": config.LOADERS,
         "progress": config.PROGRESS_MODES,
     }
+
+
+def _odd(name: str) -> str:
+    """``"rotmnist-mini"`` -> ``" R-OTMNIST_MINI "``: case, separators and whitespace changed."""
+    return f" {name[0].upper()}-{name[1:].upper().replace('-', '_')} "
+
+
+def test_the_four_registries_share_the_alias_rule():
+    from gsa import data, groups, models, train
+
+    assert groups.list_groups() == groups.names()
+    for name in groups.list_groups():
+        assert groups.get(_odd(name)) is groups.get(name)
+    for name in models.list_presets():
+        assert models.preset_config(_odd(name)) == models.preset_config(name)
+    for name in data.list_datasets():
+        assert data.info(_odd(name)).name == name
+    for name in train.list_recipes():
+        assert train.get_recipe(_odd(name)) is train.RECIPES[name]
+
+
+def test_the_four_registries_share_the_error_format():
+    from gsa import data, groups, models, train
+
+    cases = [
+        (groups.get, "group", ValueError, groups.list_groups()),
+        (models.preset_config, "preset", ValueError, list(models.PRESETS)),
+        (data.info, "dataset", ValueError, [*data.list_datasets(), *data.CUSTOM_FORMS]),
+        (train.get_recipe, "recipe", train.ConfigError, train.list_recipes()),
+    ]
+    for lookup, kind, error, names in cases:
+        with pytest.raises(error) as e:
+            lookup("nope")
+        message = str(e.value)
+        assert message.startswith(f"unknown {kind} 'nope'; ") and "\n" not in message
+        assert message.endswith(" one of: " + ", ".join(names))

@@ -16,6 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "gsa"
 
 # what each top-level part of gsa may import from gsa (besides itself)
 ALLOWED = {
+    "registry": set(),  # gsa.registry imports nothing from gsa; every layer may use it
     "groups": set(),
     "errors": set(),
     "equivariance": {"groups"},
@@ -28,7 +29,10 @@ ALLOWED = {
     "__init__": {"groups", "nn", "models", "equivariance", "errors"},
     "__main__": {"cli"},
 }
-NO_PLOTTING = {"groups", "equivariance", "nn", "models", "data"}
+for _part_name, _uses in ALLOWED.items():
+    if _part_name != "registry":
+        _uses.add("registry")
+NO_PLOTTING = {"registry", "groups", "equivariance", "nn", "models", "data"}
 
 
 def _part(path: Path) -> str:

@@ -91,6 +91,8 @@ S = argparse.SUPPRESS  # flags not given on the command line stay absent -> reci
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from gsa.train.config import ACTIVATIONS, NORMS
+
     g = p.add_argument_group("model")
     g.add_argument("--preset", default=S, help="model preset of gsa.models (default: the recipe's)")
     g.add_argument("--group", default=S, help="symmetry group: z2, p4, p8, p12, p16, mz2, p4m, p8m")
@@ -98,8 +100,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="local attention window KxK (odd), or 0/'global' for global attention")
     g.add_argument("--dropout", type=float, default=S, help="dropout (default: the preset's)")
     g.add_argument("--attention-dropout", type=float, default=S, help="attention/value dropout")
-    g.add_argument("--norm", choices=("layer", "batch"), default=S, help="normalisation layers")
-    g.add_argument("--activation", choices=("swish", "relu"), default=S, help="activation function")
+    g.add_argument("--norm", choices=NORMS, default=S, help="normalisation layers")
+    g.add_argument("--activation", choices=ACTIVATIONS, default=S, help="activation function")
     g.add_argument("--model-arg", dest="model_args", action="append", type=_key_value, default=S, metavar="KEY=VALUE",
                    help="extra gsa.models.create() override, e.g. --model-arg num_heads=4 (repeatable)")
 
@@ -112,6 +114,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gsa.train.config import LOADERS, OPTIMIZERS, PRECISIONS, PROGRESS_MODES, SCHEDULERS
+
     parser = argparse.ArgumentParser(
         prog="gsa",
         description="Group equivariant stand-alone self-attention (GSA-Nets): train, evaluate, inspect.",
@@ -145,17 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
     g = t.add_argument_group("optimisation")
     g.add_argument("--epochs", type=_positive_int, default=S)
     g.add_argument("--batch-size", type=_positive_int, default=S, help="global batch (split over DDP processes)")
-    g.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default=S)
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=S)
     g.add_argument("--lr", type=float, default=S, help="learning rate")
     g.add_argument("--momentum", type=float, default=S, help="SGD momentum")
     g.add_argument("--weight-decay", type=float, default=S)
-    g.add_argument("--scheduler", choices=("constant", "cosine"), default=S,
+    g.add_argument("--scheduler", choices=SCHEDULERS, default=S,
                    help="per-step LR schedule; cosine decays to 0 over --epochs")
     g.add_argument("--warmup-epochs", type=float, default=S, metavar="E",
                    help="linear LR warm-up over the first E epochs (may be fractional; default: the recipe's)")
     g.add_argument("--grad-clip", type=_optional_float, default=S, metavar="NORM",
                    help="clip the gradient norm (after unscaling with fp16); 'none' disables")
-    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=S,
+    g.add_argument("--precision", choices=PRECISIONS, default=S,
                    help="autocast dtype; fp16 uses a GradScaler; logits and loss stay fp32")
     g.add_argument("--max-steps", type=_non_negative_int, default=S,
                    help="stop after this many optimizer steps (0: no cap; the LR schedule still follows --epochs)")
@@ -179,12 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = t.add_argument_group("runtime")
     g.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:N, mps")
     g.add_argument("--workers", type=_non_negative_int, default=S, help="DataLoader worker processes")
-    g.add_argument("--loader", choices=("auto", "tensor", "dataloader"), default=S,
+    g.add_argument("--loader", choices=LOADERS, default=S,
                    help="auto: small in-memory datasets are indexed as tensors, others use a DataLoader")
     g.add_argument("--out", default=S, help="run directory (default: runs/<recipe>-<dataset>-<group>-<time>)")
     g.add_argument("--resume", metavar="DIR", default=S,
                    help="continue the run in DIR from last.state.pt (flags given override its config)")
-    g.add_argument("--progress", choices=("auto", "bar", "plain", "none"), default=S,
+    g.add_argument("--progress", choices=PROGRESS_MODES, default=S,
                    help="auto: tqdm bars on a terminal, plain log lines otherwise or when CI=true")
     g.add_argument("--log-every", type=_non_negative_int, default=S, metavar="N",
                    help="plain mode: a line every N steps (default: ~10 per epoch)")
@@ -208,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--full", action="store_true", help="ignore the run's eval subset/batch caps; use the whole split")
     e.add_argument("--batch-size", type=_positive_int, default=None, help="eval batch size (default: the run's)")
     e.add_argument("--device", default=None)
-    e.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None)
+    e.add_argument("--precision", choices=PRECISIONS, default=None)
     e.add_argument("--data-dir", default=None)
     e.add_argument("--rotations", action="store_true",
                    help="also print accuracy per rotation angle and the 90-degree invariance check")

@@ -26,10 +26,13 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 
+from .registry import Registry
+
 __all__ = [
     "Group",
     "get",
     "names",
+    "list_groups",
     "act_on_image",
     "act_on_lifted",
     "rotate_image",
@@ -170,37 +173,34 @@ def _rotate_vectors(v: torch.Tensor, steps: int, n: int) -> torch.Tensor:
     return v
 
 
+# the groups by name; aliases: the paper's names (R4, Z2M, ...) and se2(n) / e2(n)
+_REGISTRY: Registry[Group] = Registry(
+    "group", {key: Group(key, n, m) for key, (n, m) in _CANONICAL.items()}, aliases=_ALIASES
+)
+
+
 def names() -> list[str]:
-    """The canonical group names."""
-    return list(_CANONICAL)
+    """The canonical group names (same as :func:`list_groups`)."""
+    return _REGISTRY.names()
+
+
+def list_groups() -> list[str]:
+    """The canonical group names accepted by :func:`get` (aliases not listed)."""
+    return _REGISTRY.names()
 
 
 def get(name: str | Group) -> Group:
     """Return the group called ``name``.
 
     Accepts ``z2, p4, p8, p12, p16, mz2, p4m, p8m`` and the paper's names ``Z2, R4, R8, R12, R16,
-    Z2M, R4M, R8M`` (case-insensitive). A :class:`Group` is returned unchanged.
+    Z2M, R4M, R8M``, spelled as :mod:`gsa.registry` allows (case-insensitive, ``-``/``_``/spaces
+    ignored). A :class:`Group` is returned unchanged.
     """
     if isinstance(name, Group):
         return name
     if not isinstance(name, str):
         raise TypeError(f"group must be a name or a gsa.groups.Group, got {type(name).__name__}")
-    key = name.strip().lower()
-    key = _ALIASES.get(key, key)
-    if key not in _CANONICAL:
-        valid = ", ".join(list(_CANONICAL) + ["Z2", "R4", "R8", "R12", "R16", "Z2M", "R4M", "R8M"])
-        raise ValueError(f"unknown group {name!r}; expected one of: {valid}")
-    return _group_singleton(key)
-
-
-_SINGLETONS: dict[str, Group] = {}
-
-
-def _group_singleton(key: str) -> Group:
-    if key not in _SINGLETONS:
-        n, m = _CANONICAL[key]
-        _SINGLETONS[key] = Group(key, n, m)
-    return _SINGLETONS[key]
+    return _REGISTRY.get(name)
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import os
 import torch
 from torch.utils.data import Dataset
 
+from ..registry import Registry
 from . import cifar10, custom, pcam, rotmnist
 from .base import SPLITS, DatasetInfo
 
@@ -27,28 +28,24 @@ _BUILTIN = {
     ),
     "pcam": (pcam.PCAM_INFO, lambda split, d, dl, t: pcam.load_pcam(split, data_dir=d, download=dl, transform=t)),
 }
-_ALIASES = {
-    "rotmnist-mini": "rotmnist-mini",
-    "rotmnistmini": "rotmnist-mini",
-    "rotmnist": "rotmnist",
-    "mnist-rot": "rotmnist",
-    "rotated-mnist": "rotmnist",
-    "mnist-rotation-new": "rotmnist",
-    "cifar10": "cifar10",
-    "cifar-10": "cifar10",
-    "pcam": "pcam",
-    "patchcamelyon": "pcam",
-}
+# built-in datasets by name; "cifar-10", "rotmnist_mini", ... need no alias (the registry's spelling rule)
+_DATASETS = Registry(
+    "dataset",
+    _BUILTIN,
+    aliases={
+        "mnist-rot": "rotmnist",
+        "rotated-mnist": "rotmnist",
+        "mnist-rotation-new": "rotmnist",
+        "patchcamelyon": "pcam",
+    },
+    extra=CUSTOM_FORMS,
+)
 _SPLIT_ALIASES = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "test": "test"}
 
 
 def list_datasets() -> list[str]:
     """Built-in dataset names (user data: see :data:`CUSTOM_FORMS`, ``folder:PATH``/``npz:PATH``)."""
-    return list(_BUILTIN)
-
-
-def _valid_names() -> str:
-    return ", ".join([*_BUILTIN, *CUSTOM_FORMS])
+    return _DATASETS.names()
 
 
 def _resolve(name: str) -> tuple[str, str]:
@@ -61,10 +58,7 @@ def _resolve(name: str) -> tuple[str, str]:
             if not path:
                 raise ValueError(f"dataset {name!r}: give a path, e.g. {kind}:./my_data")
             return kind, path
-    key = name.strip().lower().replace("_", "-")
-    if key in _ALIASES:
-        return "builtin", _ALIASES[key]
-    raise ValueError(f"unknown dataset {name!r}; valid names: {_valid_names()}")
+    return "builtin", _DATASETS.canonical(name)
 
 
 def _split(split: str) -> str:

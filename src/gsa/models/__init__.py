@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ..registry import Registry
 from .gsanet import ORIGINAL_STYLE, GSANet, GSANetConfig
 
 __all__ = ["GSANet", "GSANetConfig", "ORIGINAL_STYLE", "PRESETS", "create", "list_presets", "preset_config"]
@@ -48,11 +49,15 @@ PRESETS: dict[str, GSANetConfig] = {
         value_dropout=0.1,
     ),
 }
+# lookups by name (the PRESETS dict itself, so entries added to it are found too)
+_PRESETS: Registry[GSANetConfig] = Registry(
+    "preset", PRESETS, aliases={"mnist": "rotmnist", "rotated-mnist": "rotmnist", "cifar": "cifar10"}
+)
 
 
 def list_presets() -> list[str]:
-    """Names accepted by :func:`create`."""
-    return sorted(PRESETS)
+    """Names accepted by :func:`create`, sorted (any spelling :mod:`gsa.registry` allows works)."""
+    return sorted(_PRESETS.names())
 
 
 def _patch(patch_size):
@@ -63,11 +68,7 @@ def _patch(patch_size):
 
 def preset_config(preset: str, *, group: str = "p4", patch_size: int | None = 5, **overrides) -> GSANetConfig:
     """The :class:`GSANetConfig` of a preset with ``group``, ``patch_size`` and overrides applied."""
-    key = str(preset).lower().replace("-", "").replace("_", "")
-    key = {"mnist": "rotmnist", "rotatedmnist": "rotmnist", "cifar": "cifar10"}.get(key, key)
-    if key not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; expected one of: {', '.join(list_presets())}")
-    cfg = replace(PRESETS[key], group=group, patch_size=_patch(patch_size))
+    cfg = replace(_PRESETS.get(preset), group=group, patch_size=_patch(patch_size))
     if overrides:
         cfg = GSANetConfig.from_dict({**cfg.to_dict(), **overrides})
     return cfg

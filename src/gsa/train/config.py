@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import ConfigError
+from ..nn.blocks import ACTIVATIONS, NORMS
+from ..registry import Registry
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16", "fp16")
 PROGRESS_MODES = ("auto", "bar", "plain", "none")
-NORMS = ("layer", "batch")
-ACTIVATIONS = ("swish", "relu")
+LOADERS = ("auto", "tensor", "dataloader")
 
 CONFIG_FILE = "config.json"
 
@@ -131,21 +132,21 @@ RECIPES: dict[str, Recipe] = {
 }
 
 DEFAULT_RECIPE = "mini"
+# lookups by name (the RECIPES dict itself); "choose one of" like the other ConfigErrors
+_RECIPES: Registry[Recipe] = Registry("recipe", RECIPES, error=ConfigError, prompt="choose one of")
 
 
 def get_recipe(name: str) -> Recipe:
-    """Return the recipe called ``name`` or raise :class:`ConfigError` listing the choices."""
-    try:
-        return RECIPES[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}"
-        ) from None
+    """Return the recipe called ``name`` or raise :class:`ConfigError` listing the choices.
+
+    Any spelling :mod:`gsa.registry` allows works (``"MINI"``, ``"rot-mnist"``).
+    """
+    return _RECIPES.get(name)
 
 
 def list_recipes() -> list[str]:
     """Names of the available recipes."""
-    return list(RECIPES)
+    return _RECIPES.names()
 
 
 @dataclass
@@ -220,7 +221,7 @@ class TrainConfig:
         choice("scheduler", self.scheduler, SCHEDULERS)
         choice("precision", self.precision, PRECISIONS)
         choice("progress mode", self.progress, PROGRESS_MODES)
-        choice("loader", self.loader, ("auto", "tensor", "dataloader"))
+        choice("loader", self.loader, LOADERS)
         if self.norm is not None:
             choice("norm", self.norm, NORMS)
         if self.activation is not None:

@@ -108,7 +108,7 @@ def _data(kind: str, split: str):
     import torch
 
     if kind == "upright" and split != "test":
-        from gsa.figures import upright_digits
+        from gsa.viz import upright_digits
 
         return upright_digits(split)
     from gsa.data.rotmnist import mini_arrays

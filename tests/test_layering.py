@@ -24,8 +24,8 @@ ALLOWED = {
     "models": {"groups", "nn"},
     "data": {"groups", "errors"},
     "train": {"groups", "nn", "models", "data", "equivariance", "errors"},
-    "figures": {"groups", "nn", "models", "data", "equivariance", "train", "errors"},
-    "cli": {"groups", "nn", "models", "data", "equivariance", "train", "figures", "errors"},
+    "viz": {"groups", "nn", "models", "data", "equivariance", "train", "errors"},
+    "cli": {"groups", "nn", "models", "data", "equivariance", "train", "viz", "errors"},
     "__init__": {"groups", "nn", "models", "equivariance", "errors"},
     "__main__": {"cli"},
 }

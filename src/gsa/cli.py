@@ -236,13 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print as JSON")
 
     # ------------------------------------------------------------------ figures
-    from gsa.figures import add_arguments as _add_figure_arguments
+    from gsa.viz import add_arguments as _add_figure_arguments
 
     f = sub.add_parser(
         "figures",
         help="regenerate the documentation figures (docs/figures/*.png)",
         description="Regenerate lifting.png, steerability.png and rotation_accuracy.png "
-        "(same as python -m gsa.figures).",
+        "(same as python -m gsa.viz).",
     )
     _add_figure_arguments(f)
     return parser
@@ -337,7 +337,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    from gsa.figures import run
+    from gsa.viz import run
 
     return run(args)
 

@@ -1,4 +1,4 @@
-"""``python -m gsa.figures --quick`` and ``gsa figures`` write the three PNGs."""
+"""``python -m gsa.viz --quick`` and ``gsa figures`` write the three PNGs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from gsa import cli, figures
+from gsa import cli
 
 NAMES = ("lifting.png", "steerability.png", "rotation_accuracy.png")
 
@@ -14,7 +14,7 @@ NAMES = ("lifting.png", "steerability.png", "rotation_accuracy.png")
 def test_quick_figures(tmp_path):
     out = tmp_path / "figs"
     proc = subprocess.run(
-        [sys.executable, "-m", "gsa.figures", "--quick", "--out", str(out), "--progress", "none"],
+        [sys.executable, "-m", "gsa.viz", "--quick", "--out", str(out), "--progress", "none"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path, env={"MPLBACKEND": "Agg", **__import__("os").environ},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -36,9 +36,3 @@ def test_gsa_figures_subcommand(tmp_path, capsys):
     assert (tmp_path / "lifting.png").is_file()
     assert cli.main(["figures", "--only", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown figure" in capsys.readouterr().err
-
-
-def test_upright_digits_are_upright():
-    x, y = figures.upright_digits("valid")
-    assert x.shape == (1000, 1, 28, 28) and y.shape == (1000,)
-    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     names = FIGURES if not args.only else tuple(n.strip() for n in args.only.split(",") if n.strip())
     bad = [n for n in names if n not in FIGURES]
     if bad:
-        from ..train.errors import ConfigError
+        from ..errors import ConfigError
 
         raise ConfigError(f"unknown figure(s) {', '.join(bad)}; choose from: {', '.join(FIGURES)}")
     setup = RotationSetup.quick() if args.quick else RotationSetup()

@@ -18,11 +18,11 @@ def upright_digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     went through two bilinear rotations (there and back), so they are slightly blurred.
     """
     from ..data.rotmnist import mini_arrays
-    from ..data.transforms import rotate
+    from ..groups import rotate_image
 
     a = mini_arrays()
     x = torch.from_numpy(a[f"{split}_x"]).to(torch.float32)[:, None] / 255.0
-    x = rotate(x, -torch.from_numpy(a[f"{split}_angle"]))
+    x = rotate_image(x, -torch.rad2deg(torch.from_numpy(a[f"{split}_angle"])))  # stored in radians
     return x.clamp(0.0, 1.0), torch.from_numpy(a[f"{split}_y"]).to(torch.int64)
 
 

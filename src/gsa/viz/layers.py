@@ -180,7 +180,7 @@ def _draw_steerability(path: Path, g, r: int, dense: torch.Tensor, attn: torch.T
     amax = float(attn.max())
     extent = (-r - 0.5, r + 0.5, r + 0.5, -r - 0.5)
     for h in range(n):
-        deg = math.degrees(g.angle(h))
+        deg = g.angle(h)
         ax = axes[0, h]
         im0 = ax.imshow(dense[h].numpy(), cmap="RdBu_r", vmin=vlo, vmax=vhi, extent=(-r, r, r, -r))
         ax.set_title(f"h = {deg:g}°" + (" (mirror)" if g.is_mirrored(h) else ""), fontsize=10)

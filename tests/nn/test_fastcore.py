@@ -17,10 +17,6 @@ def _layer(cls, g, ps, cin=3, cout=6, heads=2, **kw):
     return cls(g, cin, cout, num_heads=heads, patch_size=ps, **kw).double()
 
 
-def _input(layer, B=2, X=7, Y=6, dtype=torch.float64):
-    if isinstance(layer, LiftingSelfAttention):
-        return torch.randn(B, layer.in_channels, X, Y, dtype=dtype)
-    return torch.randn(B, layer.in_channels, layer.group.order, X, Y, dtype=dtype)
 
 
 def _grads(layer, x, w, **kw):
@@ -32,9 +28,9 @@ def _grads(layer, x, w, **kw):
 @pytest.mark.parametrize("cls", [LiftingSelfAttention, GroupSelfAttention])
 @pytest.mark.parametrize("g", ["p4", "p4m"])
 @pytest.mark.parametrize("ps", [3, None])
-def test_hand_written_backward_matches_differentiable_path_and_oracle(cls, g, ps):
+def test_hand_written_backward_matches_differentiable_path_and_oracle(cls, g, ps, layer_input):
     layer = _layer(cls, g, ps, chunk_elements=1)  # one query row per chunk: many chunks, partial tiles
-    x = _input(layer)
+    x = layer_input(layer)
     w = torch.randn(layer(x).shape, dtype=torch.float64)
     out_hw, g_hw = _grads(layer, x, w)  # AttentionFunction (recomputing backward)
     layer.recompute = False
@@ -52,14 +48,14 @@ def test_hand_written_backward_matches_differentiable_path_and_oracle(cls, g, ps
 @pytest.mark.parametrize("cls,g,ps", [(LiftingSelfAttention, "p4", 3), (GroupSelfAttention, "p4m", 3),
                                       (GroupSelfAttention, "p4", None)])
 @pytest.mark.parametrize("dropout", [0.0, 0.4])
-def test_gradcheck_with_and_without_attention_dropout(cls, g, ps, dropout):
+def test_gradcheck_with_and_without_attention_dropout(cls, g, ps, dropout, layer_input):
     """gradcheck in float64 on tiny inputs. With dropout each call re-seeds the global generator, so
     the layer's per-call seed (and all its masks) repeat: the hand-written backward must then be the
     exact gradient of that masked function, i.e. backward regenerates the forward's masks."""
     torch.manual_seed(0)
     layer = _layer(cls, g, ps, cin=2, cout=6, heads=1, attention_dropout=dropout, chunk_elements=64)
     layer.train()
-    x = _input(layer, B=1, X=4, Y=3).requires_grad_()
+    x = layer_input(layer, B=1, X=4, Y=3).requires_grad_()
 
     def f(inp):
         torch.manual_seed(1234)
@@ -103,14 +99,14 @@ def test_generator_masks_of_the_pytorch_path():
 
 
 @pytest.mark.parametrize("hashed", [False, True])
-def test_pytorch_path_gradcheck_with_dropout(hashed):
+def test_pytorch_path_gradcheck_with_dropout(hashed, layer_input):
     """The PyTorch path (no native kernels) regenerates its masks in backward, with either mask source."""
     from gsa.nn import native
 
     torch.manual_seed(0)
     layer = _layer(GroupSelfAttention, "p4", 3, cin=2, cout=6, heads=1, attention_dropout=0.4, chunk_elements=64)
     layer.train()
-    x = _input(layer, B=1, X=4, Y=3).requires_grad_()
+    x = layer_input(layer, B=1, X=4, Y=3).requires_grad_()
 
     def f(inp):
         torch.manual_seed(1234)
@@ -120,11 +116,11 @@ def test_pytorch_path_gradcheck_with_dropout(hashed):
         assert torch.autograd.gradcheck(f, (x,), eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
-def test_dropout_expectation_matches_no_dropout():
+def test_dropout_expectation_matches_no_dropout(layer_input):
     """Inverted dropout: averaged over many seeds, the output approaches the dropout-free output."""
     torch.manual_seed(0)
     layer = _layer(GroupSelfAttention, "p4", 3, attention_dropout=0.5)
-    x = _input(layer, B=1, X=5, Y=5)
+    x = layer_input(layer, B=1, X=5, Y=5)
     layer.eval()
     ref = layer(x)
     layer.train()
@@ -138,9 +134,9 @@ def test_dropout_expectation_matches_no_dropout():
 @pytest.mark.parametrize("cls", [LiftingSelfAttention, GroupSelfAttention])
 @pytest.mark.parametrize("g", ["p4", "p4m"])
 @pytest.mark.parametrize("ps", [3, None])
-def test_flex_backend_matches_dense_on_cuda(cls, g, ps):
+def test_flex_backend_matches_dense_on_cuda(cls, g, ps, layer_input):
     layer = cls(g, 4, 8, num_heads=2, patch_size=ps).cuda()
-    x = _input(layer, B=2, X=9, Y=8, dtype=torch.float32).cuda()
+    x = layer_input(layer, B=2, X=9, Y=8, dtype=torch.float32).cuda()
     w = torch.randn(layer(x, backend="dense").shape, device="cuda")
     out_f, g_f = _grads(layer, x, w, backend="flex")
     out_d, g_d = _grads(layer, x, w, backend="dense")
@@ -163,10 +159,10 @@ def _explain_breaks(fn, *args):
 
 
 @pytest.mark.parametrize("cls,ps", [(LiftingSelfAttention, 3), (GroupSelfAttention, 3), (GroupSelfAttention, None)])
-def test_torch_compile_layer_fullgraph_matches_eager(cls, ps):
+def test_torch_compile_layer_fullgraph_matches_eager(cls, ps, layer_input):
     torch.manual_seed(0)
     layer = cls("p4", 3, 6, num_heads=2, patch_size=ps)
-    x = _input(layer, B=2, X=7, Y=6, dtype=torch.float32)
+    x = layer_input(layer, B=2, X=7, Y=6, dtype=torch.float32)
     assert _explain_breaks(layer, x) == 0
     torch._dynamo.reset()
     compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)

@@ -11,18 +11,14 @@ def _pair(layer_cls, g, ps, cin=3, cout=6, **kw):
     return layer_cls(g, cin, cout, num_heads=2, patch_size=ps, **kw).double()
 
 
-def _input(layer, B=2, X=7, Y=6):
-    if isinstance(layer, LiftingSelfAttention):
-        return torch.randn(B, layer.in_channels, X, Y, dtype=torch.float64)
-    return torch.randn(B, layer.in_channels, layer.group.order, X, Y, dtype=torch.float64)
 
 
 @pytest.mark.parametrize("cls", [LiftingSelfAttention, GroupSelfAttention])
 @pytest.mark.parametrize("g", ["z2", "p4", "p8m"])
 @pytest.mark.parametrize("ps", [1, 3, 5, None])
-def test_fast_path_matches_dense_oracle(cls, g, ps):
+def test_fast_path_matches_dense_oracle(cls, g, ps, layer_input):
     layer = _pair(cls, g, ps)
-    x = _input(layer).requires_grad_()
+    x = layer_input(layer).requires_grad_()
     fast = layer(x, backend="fast")
     dense = layer(x, backend="dense")
     torch.testing.assert_close(fast, dense, rtol=1e-10, atol=1e-12)
@@ -38,9 +34,9 @@ def test_fast_path_matches_dense_oracle(cls, g, ps):
 
 
 @pytest.mark.parametrize("ps", [3, None])
-def test_chunked_equals_unchunked(ps):
+def test_chunked_equals_unchunked(ps, layer_input):
     layer = _pair(GroupSelfAttention, "p4", ps)
-    x = _input(layer, X=9, Y=5)
+    x = layer_input(layer, X=9, Y=5)
     ref = layer(x)
     layer.chunk_elements = 1  # one query row per chunk
     torch.testing.assert_close(layer(x), ref, rtol=1e-12, atol=1e-13)

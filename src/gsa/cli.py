@@ -114,8 +114,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gsa.train.config import LOADERS, OPTIMIZERS, PRECISIONS, PROGRESS_MODES, SCHEDULERS
-
+    """The ``gsa`` argument parser: one sub-command per entry of :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="gsa",
         description="Group equivariant stand-alone self-attention (GSA-Nets): train, evaluate, inspect.",
@@ -130,8 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
         ver = "unknown"
     parser.add_argument("--version", action="version", version=f"gsa {ver}")
     sub = parser.add_subparsers(dest="command", metavar="{train,eval,info,figures}")
+    _add_train_parser(sub)
+    _add_eval_parser(sub)
+    _add_info_parser(sub)
+    _add_figures_parser(sub)
+    return parser
 
-    # ------------------------------------------------------------------ train
+
+def _add_train_parser(sub) -> None:
+    """``gsa train``: recipe, data, model, optimisation, evaluation and runtime flags."""
     t = sub.add_parser(
         "train",
         help="train a GSA-Net (default: recipe 'mini' on rotmnist-mini)",
@@ -146,7 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--print-config", action="store_true", help="print the effective config as JSON and exit")
     _add_data_args(t)
     _add_model_args(t)
-    g = t.add_argument_group("optimisation")
+    _add_optimisation_args(t.add_argument_group("optimisation"))
+    _add_evaluation_args(t.add_argument_group("evaluation"))
+    _add_runtime_args(t.add_argument_group("runtime"))
+
+
+def _add_optimisation_args(g) -> None:
+    """``gsa train``'s optimisation flags."""
+    from gsa.train.config import OPTIMIZERS, PRECISIONS, SCHEDULERS
+
     g.add_argument("--epochs", type=_positive_int, default=S)
     g.add_argument("--batch-size", type=_positive_int, default=S, help="global batch (split over DDP processes)")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=S)
@@ -168,7 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=S)
     g.add_argument("--deterministic", action="store_true", default=S,
                    help="torch.use_deterministic_algorithms (warn only)")
-    g = t.add_argument_group("evaluation")
+
+
+def _add_evaluation_args(g) -> None:
+    """``gsa train``'s evaluation flags."""
     g.add_argument("--eval-batch-size", type=_positive_int, default=S, help="default: max(batch size, 100)")
     g.add_argument("--eval-subset", type=_positive_int, default=S, metavar="N",
                    help="evaluate valid/test on their first N images (default: all)")
@@ -180,7 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test images used for the rotation curve (default 500)")
     g.add_argument("--invariance-subset", type=_non_negative_int, default=S, metavar="N",
                    help="test images for the 90-degree invariance check (default 32; 0 disables)")
-    g = t.add_argument_group("runtime")
+
+
+def _add_runtime_args(g) -> None:
+    """``gsa train``'s runtime flags."""
+    from gsa.train.config import LOADERS, PROGRESS_MODES
+
     g.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:N, mps")
     g.add_argument("--workers", type=_non_negative_int, default=S, help="DataLoader worker processes")
     g.add_argument("--loader", choices=LOADERS, default=S,
@@ -197,7 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-normalize", dest="normalize", action="store_false", default=S,
                    help="feed [0, 1] images without per-channel normalisation")
 
-    # ------------------------------------------------------------------ eval
+
+def _add_eval_parser(sub) -> None:
+    """``gsa eval``."""
+    from gsa.train.config import PRECISIONS
+
     e = sub.add_parser(
         "eval",
         help="evaluate a run's best checkpoint on the test split",
@@ -220,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--rotation-subset", type=_positive_int, default=None, metavar="N")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    # ------------------------------------------------------------------ info
+
+def _add_info_parser(sub) -> None:
+    """``gsa info``."""
     i = sub.add_parser(
         "info",
         help="model summary, parameter count, FLOPs estimate",
@@ -235,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--no-flops", action="store_true", help="skip the FLOPs count")
     i.add_argument("--json", action="store_true", help="print as JSON")
 
-    # ------------------------------------------------------------------ figures
+
+def _add_figures_parser(sub) -> None:
+    """``gsa figures`` (options from :mod:`gsa.viz`)."""
     from gsa.viz import add_arguments as _add_figure_arguments
 
     f = sub.add_parser(
@@ -245,7 +275,6 @@ def build_parser() -> argparse.ArgumentParser:
         "(same as python -m gsa.viz).",
     )
     _add_figure_arguments(f)
-    return parser
 
 
 # ---------------------------------------------------------------------- commands

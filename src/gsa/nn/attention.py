@@ -149,12 +149,14 @@ class _GroupAttention(nn.Module):
     # ------------------------------------------------------------------ positional encodings
     def _acted_coords(self, X: int, Y: int, device) -> torch.Tensor:
         """``(|H|, R, 2)`` float64 normalised acted offsets for this neighbourhood (cached)."""
-        key = (X, Y) if self.patch_size is None else ()
-        key = key + (str(device),)
-        if key not in self._coords:
+        key = ((X, Y) if self.patch_size is None else ()) + (str(device),)
+        coords = self._coords.get(key)
+        if coords is None:
             nb = self.neighbourhood
-            self._coords[key] = acted_offsets(self.group, nb.offsets(X, Y), nb.scale(X, Y)).to(device)
-        return self._coords[key]
+            coords = acted_offsets(self.group, nb.offsets(X, Y), nb.scale(X, Y)).to(device)
+            if not _backends.compiling():  # tracing (torch.compile, torch.export) must not mutate the module
+                self._coords[key] = coords
+        return coords
 
     def _encode(self, coords: torch.Tensor, dtype) -> torch.Tensor:
         """Acted coordinates ``(..., 2)`` → spatial encodings ``(..., row_dim + col_dim)``."""

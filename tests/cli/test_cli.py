@@ -95,6 +95,20 @@ def test_bad_input_exits_with_one_line(args, code, message, capsys, toy_env):
     assert message in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--lr", "nan"), ("--lr", "inf"), ("--lr", "0"), ("--weight-decay", "nan"), ("--weight-decay", "-1"),
+     ("--momentum", "-5"), ("--momentum", "nan"), ("--momentum", "1"), ("--rotation-step", "nan"),
+     ("--rotation-step", "361"), ("--warmup-epochs", "nan"), ("--grad-clip", "nan"), ("--grad-clip", "inf"),
+     ("--attention-dropout", "nan"), ("--dropout", "1")],
+)
+def test_numeric_options_refuse_non_finite_and_out_of_range_values(flag, value, capsys, toy_env):
+    """Every numeric training option: a one-line error before anything runs, never a traceback."""
+    assert main(["train", "--dataset", "toy", flag, value, "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gsa: error: {flag} must be") and err.count("\n") == 1 and "Traceback" not in err
+
+
 def test_resume_without_checkpoint(tmp_path, capsys, toy_env):
     (tmp_path / "config.json").write_text(json.dumps({"recipe": "mini", "dataset": "toy"}))
     assert main(["train", "--resume", str(tmp_path)]) == 2

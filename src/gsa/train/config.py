@@ -9,6 +9,7 @@ overrides into a validated :class:`TrainConfig`, which is saved with every run a
 from __future__ import annotations
 
 import dataclasses
+import math
 import json
 import os
 from dataclasses import dataclass, field, fields
@@ -247,22 +248,16 @@ class TrainConfig:
             or self.patch_size % 2 == 0
         ):
             raise ConfigError(f"--patch-size must be odd (or 'global'), got {self.patch_size!r}")
-        if self.lr <= 0:
-            raise ConfigError(f"--lr must be > 0, got {self.lr}")
-        if not isinstance(self.warmup_epochs, (int, float)) or not 0 <= self.warmup_epochs <= self.epochs:
-            raise ConfigError(f"--warmup-epochs must be in [0, --epochs={self.epochs}], got {self.warmup_epochs!r}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ConfigError(f"--grad-clip must be > 0, got {self.grad_clip}")
+        _in_range("lr", self.lr, low=0.0, low_open=True)
+        _in_range("warmup-epochs", self.warmup_epochs, low=0.0, high=float(self.epochs), what=f"in [0, --epochs={self.epochs}]")
+        _in_range("weight-decay", self.weight_decay, low=0.0)
+        _in_range("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+        _in_range("grad-clip", self.grad_clip, low=0.0, low_open=True, optional=True)
         for name in ("dropout", "attention_dropout"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value < 1.0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
+            _in_range(name.replace("_", "-"), getattr(self, name), low=0.0, high=1.0, high_open=True, optional=True)
         if self.workers < 0:
             raise ConfigError(f"--workers must be >= 0, got {self.workers}")
-        if self.rotation_step < 0 or self.rotation_step > 360:
-            raise ConfigError(f"--rotation-step must be in [0, 360] degrees, got {self.rotation_step}")
+        _in_range("rotation-step", self.rotation_step, low=0.0, high=360.0, what="in [0, 360] degrees")
         if self.rotation_subset < 1 or self.invariance_subset < 0:
             raise ConfigError("--rotation-subset must be >= 1 and --invariance-subset >= 0")
         return self
@@ -305,6 +300,24 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a JSON object")
         return cls.from_dict(data)
+
+
+def _in_range(flag: str, value: Any, *, low: float | None = None, high: float | None = None, low_open: bool = False,
+              high_open: bool = False, optional: bool = False, what: str | None = None) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a finite real number in the interval (None if ``optional``)."""
+    if value is None and optional:
+        return
+    if what is None and high is None:
+        what = f"{'>' if low_open else '>='} {low:g}"
+    elif what is None:
+        what = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        raise ConfigError(f"--{flag} must be {what} (a finite number), got {value!r}")
 
 
 _RECIPE_ONLY = {"name", "description"}

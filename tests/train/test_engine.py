@@ -216,3 +216,63 @@ def test_cuda_resume_is_exact_with_deterministic_kernels(tmp_path, precision):
     with use_hooks(toy_hooks()):
         train(TrainConfig.load(run), resume=True)
     _assert_same_weights(_weights(tmp_path / "ref" / "last.safetensors"), _weights(run / "last.safetensors"))
+
+
+def test_nan_gradients_with_a_finite_loss_stop_before_the_update(tmp_path):
+    """sqrt at 0 has an infinite derivative: the loss is finite, the gradients are not."""
+    run = tmp_path / "run"
+    from gsa.train.hooks import use_hooks
+
+    with use_hooks(_tripwire_hooks(at=9, action=lambda out: out + torch.sqrt(out - out.detach()))):
+        with pytest.raises(NonFiniteLossError, match=r"non-finite gradients .* the update was not applied at step 9"):
+            train(toy_config(run))
+    assert ckpt.load_state(run / ckpt.STATE)["step"] == 6  # end of epoch 1, untouched
+    assert all(torch.isfinite(t).all() for t in _weights(run / "last.safetensors").values())
+
+
+class _NanValidation(ToyNet):
+    """ToyNet whose evaluation outputs are NaN once it has taken ``after`` training steps."""
+
+    def __init__(self, config, after):
+        super().__init__(config)
+        self.after, self.calls = after, 0
+
+    def forward(self, x):
+        out = super().forward(x)
+        self.calls += int(self.training)
+        return out * float("nan") if (not self.training and self.calls > self.after) else out
+
+
+def test_a_non_finite_validation_is_never_best(tmp_path):
+    from gsa.train.hooks import use_hooks
+
+    run = tmp_path / "run"
+    with use_hooks(toy_hooks(lambda cfg, spec: _NanValidation(ToyConfig(), after=6))):
+        report = train(toy_config(run))
+    rows = read_csv(run / "metrics.csv")
+    assert rows[1]["valid_loss"] == "nan"
+    assert report["best_epoch"] == 1  # epoch 2's NaN validation did not replace the best weights
+
+
+class _PoisonedWeight(ToyNet):
+    """ToyNet with an unused parameter that turns NaN during training (loss and gradients stay finite)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        if self.training:
+            with torch.no_grad():
+                self.unused.fill_(float("nan"))
+        return super().forward(x)
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    from gsa.train.hooks import use_hooks
+
+    run = tmp_path / "run"
+    with use_hooks(toy_hooks(lambda cfg, spec: _PoisonedWeight(ToyConfig()))):
+        with pytest.raises(NonFiniteLossError, match=r"non-finite weights \(unused\) at step 6; not saved"):
+            train(toy_config(run))
+    assert not (run / ckpt.LAST).exists() and not (run / ckpt.STATE).exists()

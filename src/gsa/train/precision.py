@@ -19,6 +19,7 @@ applies to the true gradient norm. bf16 needs no scaler (same exponent range as 
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import ContextManager
 
 import torch
@@ -56,16 +57,24 @@ class Precision:
     ) -> tuple[bool, float | None]:
         """Backward, optional clipping, optimizer step. Returns ``(stepped, grad_norm)``.
 
-        ``stepped`` is False when the scaler skipped the step because of inf/NaN
-        gradients; the caller must then not step the LR scheduler.
+        ``stepped`` is False when the step was not applied because a gradient is inf/NaN: the fp16
+        scaler skipped it (and lowered its scale), or, without a scaler, the gradient norm is
+        non-finite (``grad_norm`` then says so, and the caller must stop). The caller must not step
+        the LR scheduler for a skipped step.
         """
         scaler = self.scaler
+        params = [p for p in parameters if p.grad is not None or p.requires_grad]
         scaler.scale(loss).backward()
         grad_norm = None
         if grad_clip is not None:
             scaler.unscale_(optimizer)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, grad_clip))
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
         if not scaler.is_enabled():
+            if grad_norm is None:
+                grads = [p.grad for p in params if p.grad is not None]
+                grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+            if not math.isfinite(grad_norm):
+                return False, grad_norm  # nothing applied: the weights stay finite
             optimizer.step()
             return True, grad_norm
         scale_before = scaler.get_scale()

@@ -234,6 +234,11 @@ class Trainer:
         All processes take part (RNG states are gathered); rank 0 writes.
         """
         device, dist = self.device, self.dist
+        bad = [name for name, t in self.model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:  # never replace the last good checkpoint with non-finite weights
+            raise NonFiniteLossError(f"non-finite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) at step "
+                                     f"{self.pos.step}; not saved; last good checkpoint: {self.run_dir / ckpt.LAST}",
+                                     step=self.pos.step)
         rngs = D.gather_objects(get_rng_state(device), dist) if dist.enabled else [get_rng_state(device)]
         if not dist.is_main:
             return
@@ -314,9 +319,12 @@ class Trainer:
         if bad:
             self._raise_non_finite(loss, finite, epoch.index)
         self.optimizer.zero_grad(set_to_none=True)
-        stepped, _ = self.precision.backward_and_step(loss, self.optimizer, self.model.parameters(), self.cfg.grad_clip)
+        stepped, grad_norm = self.precision.backward_and_step(loss, self.optimizer, self.model.parameters(),
+                                                              self.cfg.grad_clip)
         if stepped:
             self.scheduler.step()
+        elif not self.precision.scaler.is_enabled():
+            self._raise_non_finite(loss, True, epoch.index, grad_norm=grad_norm)
         else:
             pos.skipped_steps += 1  # fp16 overflow: GradScaler skipped it; keep the schedule in place
         pos.step += 1
@@ -327,12 +335,17 @@ class Trainer:
         self.progress.update(pos.batch, pos.step, epoch.meter.loss, epoch.meter.accuracy, epoch.images / max(elapsed, 1e-9))
         return stop_now
 
-    def _raise_non_finite(self, loss: torch.Tensor, finite: bool, epoch_index: int) -> None:
+    def _raise_non_finite(self, loss: torch.Tensor, finite: bool, epoch_index: int,
+                          grad_norm: Optional[float] = None) -> None:
         pos, last_path = self.pos, self.run_dir / ckpt.LAST
         last = f"{last_path}" if last_path.exists() else "none written yet"
-        value = f"{float(loss.detach())}" if not finite else "nan/inf on another process"
+        if grad_norm is not None:
+            what = f"non-finite gradients (norm {grad_norm}; loss {float(loss.detach()):.4g}); the update was not applied"
+        else:
+            value = f"{float(loss.detach())}" if not finite else "nan/inf on another process"
+            what = f"non-finite loss ({value})"
         raise NonFiniteLossError(
-            f"non-finite loss ({value}) at step {pos.step + 1} (epoch {epoch_index + 1}, batch {pos.batch + 1}); "
+            f"{what} at step {pos.step + 1} (epoch {epoch_index + 1}, batch {pos.batch + 1}); "
             f"stopped; last good checkpoint: {last}",
             step=pos.step + 1,
         )
@@ -380,8 +393,8 @@ class Trainer:
 
     def _keep_if_best(self, valid: Meter, epoch_index: int) -> bool:
         pos = self.pos
-        if not valid.accuracy > pos.best_acc:
-            return False
+        if not (math.isfinite(valid.loss) and valid.accuracy > pos.best_acc):
+            return False  # a non-finite validation loss is never "best"
         pos.best_acc, pos.best_epoch, pos.best_step = valid.accuracy, epoch_index + 1, pos.step
         self.best_weights = ckpt.state_dict_tensors(self.model)
         if self.dist.is_main:

@@ -77,3 +77,12 @@ def test_cosine_schedule_follows_epochs_not_max_steps():
         sched.step()
         lrs.append(opt.param_groups[0]["lr"])
     assert lrs[4] == pytest.approx(0.05) and lrs[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_training_in_fp16_on_the_cpu_warns_with_the_reason(tmp_path):
+    from gsa.train.engine import train
+    from gsa.train.hooks import use_hooks
+    from gsa.train.testing import toy_config, toy_hooks
+
+    with use_hooks(toy_hooks()), pytest.warns(RuntimeWarning, match="fp16 on the CPU is slower than fp32"):
+        train(toy_config(tmp_path / "run", epochs=1, precision="fp16", device="cpu", rotation_step=0))

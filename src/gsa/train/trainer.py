@@ -30,7 +30,7 @@ from .hooks import Hooks, get_hooks
 from .loaders import EvalBatches, TrainBatches, dataset_len, eval_limit, take
 from .metrics import CsvLog, Meter, TensorBoardLog
 from .optim import build_optimizer, build_scheduler
-from .precision import Precision
+from .precision import Precision, check_for_training
 from .progress import Progress
 from .rng import get_rng_state, rng_state_to_cpu, seed_everything, set_rng_state
 from .signals import StopFlag
@@ -128,6 +128,7 @@ class Trainer:
 
     def _build_optimization(self) -> None:
         cfg, device = self.cfg, self.device
+        check_for_training(cfg.precision, device)
         if self.dist.enabled:
             ddp_kw: dict[str, Any] = {"device_ids": [device.index]} if device.type == "cuda" else {}
             self.net: nn.Module = nn.parallel.DistributedDataParallel(self.model, **ddp_kw)

@@ -30,12 +30,7 @@ import torch.nn.functional as F
 
 from . import AttentionCall
 
-__all__ = ["BACKEND", "available", "attend_flex", "attend"]
-
-
-def available(device) -> bool:
-    """FlexAttention is importable and ``device`` is a CUDA device."""
-    return torch.device(device).type == "cuda" and _importable()
+__all__ = ["BACKEND", "attend_flex", "attend"]
 
 
 @functools.lru_cache(maxsize=None)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .. import fastcore as _fc
-from .. import neighbourhood as _nb
+from . import neighbourhood
 
 __all__ = ["chunked_attention", "chunked_attention_backward"]
 
@@ -24,7 +24,7 @@ __all__ = ["chunked_attention", "chunked_attention_backward"]
 def _spec(q: Tensor, k: Tensor, table: Tensor, classes: Optional[Tensor], seed: Tensor, patch_size: int,
           dropout: float, chunk_elements: int) -> _fc.Spec:
     Bn, X, Y, Gq, _ = q.shape
-    nb = _nb.make(patch_size or None)
+    nb = neighbourhood(patch_size or None)  # shared: its tile masks are cached across calls
     return _fc.Spec(nb, X, Y, Bn, Gq, k.shape[3], table.shape[0], table.shape[-1], classes, chunk_elements,
                     dropout, seed=int(seed), native=True)
 

@@ -127,7 +127,7 @@ def test_default_train_is_the_mini_recipe_on_rotmnist_mini(capsys):
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["recipe"] == "mini" and cfg["dataset"] == "rotmnist-mini" and cfg["group"] == "p4"
     assert cfg["patch_size"] == 3 and cfg["optimizer"] == "adam" and cfg["lr"] == 5e-3
-    assert cfg["model_args"] == {"channels": 24, "num_heads": 2, "lifting_heads": 8} and cfg["train_subset"] == 7000
+    assert cfg["model_args"] == {"channels": 24, "num_heads": 2, "lifting_heads": 8, "readout": "sum"} and cfg["train_subset"] == 7000
     assert cfg["warmup_epochs"] == 0.05 and cfg["scheduler"] == "cosine"
 
 

@@ -15,13 +15,13 @@ def test_paper_recipes_match_appendix_f():
     m = get_recipe("mini")
     assert (m.dataset, m.group, m.patch_size, m.optimizer, m.lr) == ("rotmnist-mini", "p4", 3, "adam", 5e-3)
     assert (m.batch_size, m.epochs, m.scheduler, m.warmup_epochs) == (8, 1, "cosine", 0.05)
-    assert m.model_args == {"channels": 24, "num_heads": 2, "lifting_heads": 8}
+    assert m.model_args == {"channels": 24, "num_heads": 2, "lifting_heads": 8, "readout": "sum"}
 
 
 def test_model_args_merge_recipe_and_overrides():
     cfg = make_config("mini", model_args={"num_heads": 2, "whitening_scale": 1.0})
-    assert cfg.model_args == {"channels": 24, "num_heads": 2, "lifting_heads": 8, "whitening_scale": 1.0}
-    assert get_recipe("mini").model_args == {"channels": 24, "num_heads": 2, "lifting_heads": 8}  # not mutated
+    assert cfg.model_args == {"channels": 24, "num_heads": 2, "lifting_heads": 8, "readout": "sum", "whitening_scale": 1.0}
+    assert get_recipe("mini").model_args == {"channels": 24, "num_heads": 2, "lifting_heads": 8, "readout": "sum"}  # not mutated
     assert make_config("rotmnist").model_args == {}
 
 

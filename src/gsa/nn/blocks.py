@@ -19,10 +19,40 @@ ACTIVATIONS = ("swish", "relu")
 
 
 class LayerNorm(nn.GroupNorm):
-    """Layer norm over ``(C, |H|, X, Y)`` (GroupNorm with one group), with a learned affine per channel."""
+    """Layer norm over ``(C, |H|, X, Y)`` (GroupNorm with one group), with a learned affine per channel.
+
+    The forward pass is exactly ``GroupNorm(1, C)``. In the backward pass, a sample whose input is
+    (numerically) constant — variance below ``eps``, e.g. every feature of a blank image while the
+    biases are still zero — passes no gradient to its input (its weight and bias still get theirs).
+    There the exact derivative is ``1/sqrt(eps) = 316`` times the incoming one, it carries no
+    information (the normalised values are round-off), and a stack of such norms overflows float32
+    (21 in the ``rotmnist`` network: ``316**21``), turning a whole batch's gradient into NaN.
+    """
 
     def __init__(self, num_channels: int, eps: float = 1e-5):
         super().__init__(1, num_channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, ...)`` → same shape, normalised over everything but the batch axis."""
+        if x.requires_grad and torch.is_grad_enabled() and x.shape[0] and x[0].numel() > 1:
+            var = x.detach().flatten(1).var(dim=1, unbiased=False)
+            keep = (var >= self.eps).to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
+            x = _MaskGradient.apply(x, keep)
+        return super().forward(x)
+
+
+class _MaskGradient(torch.autograd.Function):
+    """Identity forward; backward multiplies the gradient by ``keep`` (broadcast)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(keep)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (keep,) = ctx.saved_tensors
+        return grad * keep, None
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:

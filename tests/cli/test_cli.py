@@ -80,6 +80,29 @@ def test_resume_cli(tmp_path, toy_env, capsys):
     assert json.loads((out / "report.json").read_text())["steps"] == 12
 
 
+def test_resume_with_a_flipped_bit_in_the_training_state_is_one_line(tmp_path, toy_env, capsys):
+    out = tmp_path / "r"
+    assert main(["train", *SMALL, "--out", str(out), "--max-steps", "3"]) == 0
+    state = out / "last.state.pt"
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    state.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--max-steps", "0", "--progress", "none"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{state}: corrupt (SHA-256 differs" in err and "Traceback" not in err
+
+
+def test_eval_last_reads_the_current_pair(run_dir, capsys):
+    """Killed between the switch and the renames: last.json names last.next.safetensors; eval uses it."""
+    (run_dir / "last.next.safetensors").write_bytes((run_dir / "last.safetensors").read_bytes())
+    (run_dir / "last.safetensors").write_bytes(b"the previous weights")
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--checkpoint", "last", "--json"]) == 0
+    report = json.loads((run_dir / "report.json").read_text())
+    assert json.loads(capsys.readouterr().out)["images"] == report["test_images"]
+
+
 @pytest.mark.parametrize(
     "args, code, message",
     [

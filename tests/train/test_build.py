@@ -29,6 +29,18 @@ def test_claim_run_dir(tmp_path):
         claim_run_dir(dataclasses.replace(toy_config(run), out=None), True, ONE)
 
 
+def test_claim_run_dir_sees_a_pair_by_its_manifest(tmp_path):
+    """Between the switch and the renames of a save, last.json names last.next.*; the run is resumable."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ckpt.MANIFEST).write_text("{}")
+    (run / ckpt.NEXT[ckpt.LAST]).write_bytes(b"")
+    (run / ckpt.NEXT[ckpt.STATE]).write_bytes(b"")
+    assert claim_run_dir(toy_config(run), True, ONE) == run
+    with pytest.raises(ConfigError, match="already holds a run"):
+        claim_run_dir(toy_config(run), False, ONE)
+
+
 def test_default_run_dir_names_the_run():
     cfg = toy_config("x")
     path = default_run_dir(cfg)

@@ -168,6 +168,7 @@ def test_inconsistent_checkpoint_pair_is_detected(tmp_path, toy):
 
     run = tmp_path / "r"
     train(toy_config(run, epochs=1))
+    (run / ckpt.MANIFEST).unlink()  # a run written before last.json, whose two files disagree
     state = ckpt.load_state(run / ckpt.STATE)
     state["step"] = 99
     ckpt.save_state(run / ckpt.STATE, state)

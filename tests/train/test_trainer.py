@@ -1,15 +1,18 @@
 """The Trainer's phases, one at a time, on the tiny ToyNet (seconds on a CPU)."""
 
+import copy
 import io
+import itertools
 import json
 import math
+import shutil
 
 import pytest
 import torch
 
 from gsa.train import checkpoint as ckpt
 from gsa.train.engine import train
-from gsa.errors import ConfigError
+from gsa.errors import CheckpointError, ConfigError
 from gsa.train.metrics import read_csv
 from gsa.train.state import Position
 from gsa.train.testing import toy_config
@@ -77,3 +80,87 @@ def test_max_steps_caps_inside_an_epoch(tmp_path, toy):
     t.begin()
     assert t.fit() == "max_steps"
     assert t.pos.step == 4 and t.pos.epoch == 0 and t.pos.batch == 4 and t.pos.epoch_seconds == []
+
+
+def _weights_equal(model, expected):
+    return all(torch.equal(v, expected[k]) for k, v in model.state_dict().items())
+
+
+def test_a_kill_at_any_step_of_save_last_resumes_to_one_pair(tmp_path, toy, kill_at):
+    """Killed just before each file-system step of save_last, the run resumes to the pair of step 6
+    or to the new one of step 12, weights and state alike, without a CheckpointError."""
+    run, snapshot = tmp_path / "run", tmp_path / "snapshot"
+    t = Trainer(toy_config(run, epochs=3))
+    t.begin()
+    epoch = t.train_epoch()
+    t.end_epoch(epoch, t.validate(epoch))  # the pair of step 6
+    old, old_pos = {k: v.clone() for k, v in t.model.state_dict().items()}, copy.deepcopy(t.pos)
+    t.train_epoch()  # step 12, not saved yet
+    shutil.copytree(run, snapshot)
+    resumed_to = []
+    for at in itertools.count(1):
+        shutil.rmtree(run)
+        shutil.copytree(snapshot, run)
+        with kill_at(at) as dying:
+            t.save_last()
+        again = Trainer(t.cfg, resume=True)
+        again.restore()
+        resumed_to.append(again.pos.step)
+        assert _weights_equal(again.model, old if again.pos.step == 6 else t.model.state_dict()), dying.killed_at
+        assert again.pos == (old_pos if again.pos.step == 6 else t.pos)
+        if not dying.dead:
+            break
+    assert len(resumed_to) >= 10 and resumed_to == sorted(resumed_to) and {resumed_to[0], resumed_to[-1]} == {6, 12}
+
+
+def test_start_and_resume_remove_what_an_interrupted_save_left(tmp_path, toy):
+    run = tmp_path / "run"
+    stale = [".last.state.pt.abcd1234.tmp", ".last.safetensors.x_y12345.tmp", ".config.json.abcdefgh.tmp",
+             ".report.json.abcdefgh.tmp", "last.next.safetensors"]
+    kept = ["notes.txt", ".notes.txt.abcdefgh.tmp", "big.tmp"]
+    run.mkdir()
+    for name in stale + kept:
+        (run / name).write_bytes(b"x" * 100)
+    out = io.StringIO()
+    t = Trainer(toy_config(run, epochs=1), stream=out)  # a new run in a directory an interrupted first save left
+    assert sorted(p.name for p in run.iterdir()) == sorted(kept)
+    assert "removed what an interrupted save left" in out.getvalue() and "last.next.safetensors" in out.getvalue()
+    t.run()
+    for name in stale:
+        (run / name).write_bytes(b"x" * 100)
+    again = Trainer(t.cfg, resume=True)
+    again.restore()
+    assert not any((run / name).exists() for name in stale) and all((run / name).exists() for name in kept)
+    assert again.pos.step == 6
+
+
+def test_a_flipped_bit_in_the_training_state_stops_the_resume(tmp_path, toy):
+    run = tmp_path / "run"
+    t = Trainer(toy_config(run, epochs=3))
+    t.begin()
+    epoch = t.train_epoch()
+    t.end_epoch(epoch, t.validate(epoch))
+    moments = t.optimizer.state_dict()["state"][0]["exp_avg"]
+    data = bytearray((run / ckpt.STATE).read_bytes())
+    at = bytes(data).find(moments.numpy().tobytes())
+    data[at + 2] ^= 0x04  # one bit of an Adam moment
+    (run / ckpt.STATE).write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"last\.state\.pt: corrupt \(SHA-256 differs from the one in last\.json\)"):
+        Trainer(t.cfg, resume=True).restore()
+
+
+def test_a_run_written_before_manifests_resumes_and_gets_one(tmp_path, toy):
+    """Today's format: last.safetensors + last.state.pt without last.json."""
+    run = tmp_path / "run"
+    t = Trainer(toy_config(run, epochs=2))
+    t.begin()
+    epoch = t.train_epoch()
+    t.end_epoch(epoch, t.validate(epoch))
+    (run / ckpt.MANIFEST).unlink()
+    assert ckpt.find_last(run) == ckpt.LastPair(run / ckpt.LAST, run / ckpt.STATE)
+    again = Trainer(t.cfg, resume=True)
+    again.restore()
+    assert again.pos == t.pos and _weights_equal(again.model, t.model.state_dict())
+    assert again.fit() == "completed"
+    assert ckpt.find_last(run).step == 12 and ckpt.load_state(run / ckpt.STATE)["step"] == 12
+

@@ -38,11 +38,11 @@ def claim_run_dir(cfg: TrainConfig, resume: bool, dist: D.DistInfo) -> Path:
         raise ConfigError("--resume needs the run directory")
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     run_dir = Path(D.broadcast_object(str(run_dir), dist))
-    state_path, last_path = run_dir / ckpt.STATE, run_dir / ckpt.LAST
     if resume:
-        if not state_path.is_file() or not last_path.is_file():
-            raise ConfigError(f"--resume {run_dir}: no checkpoint to resume from ({state_path.name} / {last_path.name} missing)")
-    elif state_path.exists() or last_path.exists():
+        if not ckpt.has_last(run_dir):
+            raise ConfigError(f"--resume {run_dir}: no checkpoint to resume from ({ckpt.MANIFEST} / {ckpt.STATE} / "
+                              f"{ckpt.LAST} missing)")
+    elif any((run_dir / name).exists() for name in (ckpt.MANIFEST, ckpt.STATE, ckpt.LAST)):
         raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
     return run_dir
 

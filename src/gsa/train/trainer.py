@@ -23,7 +23,7 @@ from . import checkpoint as ckpt
 from . import distributed as D
 from . import reporting as R
 from .build import SPLITS, build_model, claim_run_dir, load_data, to_device_if_small
-from .config import TrainConfig
+from .config import CONFIG_FILE, TrainConfig
 from .device import resolve_device
 from ..errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingInterrupted
 from .hooks import Hooks, get_hooks
@@ -44,9 +44,10 @@ class Trainer:
     """One training run: owns its state and runs its phases.
 
     The constructor sets the run up: checks the run directory (``cfg.out``, or
-    ``runs/<recipe>-<dataset>-<group>-<time>``; with ``resume=True`` it must hold
-    ``last.state.pt`` and ``last.safetensors``, otherwise it must not), seeds, loads the data,
-    builds model, optimizer, scheduler and precision, and creates the run directory.
+    ``runs/<recipe>-<dataset>-<group>-<time>``; with ``resume=True`` it must hold a last pair
+    (``last.json``, or ``last.state.pt`` and ``last.safetensors``), otherwise it must not), seeds,
+    loads the data, builds model, optimizer, scheduler and precision, and creates the run directory
+    (removing temporaries and an incomplete pair an interrupted save left there).
     :meth:`run` then does the rest; :func:`gsa.train.train` wraps it with the
     ``torch.distributed`` setup/teardown and restores the deterministic-algorithms setting.
 
@@ -136,6 +137,9 @@ class Trainer:
             self.net = self.model
         if self.dist.is_main:  # created only once data and model are known to work
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            removed = ckpt.clean_run_dir(self.run_dir, also=(CONFIG_FILE, R.REPORT_FILE))
+            if removed:
+                self.progress.log(f"removed what an interrupted save left in {self.run_dir}: {', '.join(removed)}")
         D.barrier(self.dist)
         self.optimizer = build_optimizer(cfg, self.model)
         self.scheduler = build_scheduler(cfg, self.optimizer, self.steps_per_epoch)
@@ -198,13 +202,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def restore(self) -> None:
-        """Continue from ``last.state.pt`` + ``last.safetensors``: weights, optimizer, schedule,
-        fp16 scaler, RNG streams, position, and the best weights so far.
+        """Continue from the last pair (``last.state.pt`` + ``last.safetensors``, as ``last.json``
+        names them; :func:`~gsa.train.checkpoint.find_last`): weights, optimizer, schedule, fp16
+        scaler, RNG streams, position, and the best weights so far.
 
-        Raises :class:`CheckpointError` when the two files disagree or do not fit this config.
+        Raises :class:`CheckpointError` when a file's checksum is wrong, the two files disagree or
+        they do not fit this config.
         """
-        state_path, last_path = self.run_dir / ckpt.STATE, self.run_dir / ckpt.LAST
-        state = ckpt.load_state(state_path)
+        pair = ckpt.find_last(self.run_dir)  # the pair last.json switched in (verified), or a pre-manifest pair
+        if pair is None:
+            raise CheckpointError(f"{self.run_dir}: no checkpoint to resume from")
+        state_path, last_path = pair.state, pair.weights
+        state = ckpt.load_state(state_path, sha256=pair.state_sha256)
         meta = ckpt.load_weights(last_path, self.model)
         if str(state["step"]) != meta.get("step", str(state["step"])):
             raise CheckpointError(
@@ -230,7 +239,9 @@ class Trainer:
             self.best_weights, _ = ckpt.read_weights(self.run_dir / ckpt.BEST)
 
     def save_last(self) -> None:
-        """Write ``last.state.pt``, then ``last.safetensors`` (each atomically).
+        """Write the last pair, ``last.safetensors`` + ``last.state.pt``, switched in at once by
+        ``last.json`` (:func:`~gsa.train.checkpoint.save_last`): a crash at any point leaves the
+        previous pair or the new one.
 
         All processes take part (RNG states are gathered); rank 0 writes.
         """
@@ -254,9 +265,7 @@ class Trainer:
             "world_size": dist.world_size,
             "config": self.cfg.to_dict(),
         }
-        # state first, then weights: if we die in between, resume reports the step mismatch
-        ckpt.save_state(self.run_dir / ckpt.STATE, state)
-        ckpt.save_weights(self.run_dir / ckpt.LAST, self.model, weights_metadata(self.cfg, self.pos))
+        ckpt.save_last(self.run_dir, self.model, weights_metadata(self.cfg, self.pos), state)
 
     def _save_and_interrupt(self, where: str) -> None:
         self.save_last()

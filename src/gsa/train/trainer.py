@@ -27,6 +27,7 @@ from .config import TrainConfig
 from .device import resolve_device
 from ..errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingInterrupted
 from .hooks import Hooks, get_hooks
+from .identity import check_identity
 from .loaders import EvalBatches, TrainBatches, dataset_len, eval_limit, take
 from .metrics import CsvLog, Meter, TensorBoardLog
 from .optim import build_optimizer, build_scheduler
@@ -205,7 +206,7 @@ class Trainer:
         """
         state_path, last_path = self.run_dir / ckpt.STATE, self.run_dir / ckpt.LAST
         state = ckpt.load_state(state_path)
-        meta = ckpt.load_weights(last_path, self.model)
+        meta = ckpt.load_weights(last_path, self.model, self.cfg)
         if str(state["step"]) != meta.get("step", str(state["step"])):
             raise CheckpointError(
                 f"{last_path}: weights are from step {meta.get('step')} but {ckpt.STATE} is from step "
@@ -227,7 +228,8 @@ class Trainer:
             )
         self.pos = Position.from_dict(state["position"])
         if (self.run_dir / ckpt.BEST).is_file():
-            self.best_weights, _ = ckpt.read_weights(self.run_dir / ckpt.BEST)
+            self.best_weights, best_meta = ckpt.read_weights(self.run_dir / ckpt.BEST)
+            check_identity(best_meta, self.model, self.cfg, self.run_dir / ckpt.BEST)
 
     def save_last(self) -> None:
         """Write ``last.state.pt``, then ``last.safetensors`` (each atomically).
@@ -256,7 +258,7 @@ class Trainer:
         }
         # state first, then weights: if we die in between, resume reports the step mismatch
         ckpt.save_state(self.run_dir / ckpt.STATE, state)
-        ckpt.save_weights(self.run_dir / ckpt.LAST, self.model, weights_metadata(self.cfg, self.pos))
+        ckpt.save_weights(self.run_dir / ckpt.LAST, self.model, weights_metadata(self.cfg, self.pos, self.model))
 
     def _save_and_interrupt(self, where: str) -> None:
         self.save_last()
@@ -399,7 +401,7 @@ class Trainer:
         pos.best_acc, pos.best_epoch, pos.best_step = valid.accuracy, epoch_index + 1, pos.step
         self.best_weights = ckpt.state_dict_tensors(self.model)
         if self.dist.is_main:
-            meta = weights_metadata(self.cfg, pos, valid_acc=f"{valid.accuracy:.6f}")
+            meta = weights_metadata(self.cfg, pos, self.model, valid_acc=f"{valid.accuracy:.6f}")
             ckpt.save_weights(self.run_dir / ckpt.BEST, self.model, meta)
         return True
 
@@ -445,7 +447,7 @@ class Trainer:
         if self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
         elif best_path.is_file():
-            ckpt.load_weights(best_path, self.model)
+            ckpt.load_weights(best_path, self.model, self.cfg)
         meter, _ = evaluate(
             self.model, self.eval_batches("test"), prepare=self.prepare, precision=self.precision, device=self.device
         )

@@ -33,6 +33,7 @@ from .metrics import CsvLog, Meter, TensorBoardLog
 from .optim import build_optimizer, build_scheduler
 from .precision import Precision, check_for_training
 from .progress import Progress
+from .resume import apply_settings, check_settings
 from .rng import get_rng_state, rng_state_to_cpu, seed_everything, set_rng_state
 from .signals import StopFlag
 from .state import Epoch, Position, weights_metadata
@@ -202,10 +203,13 @@ class Trainer:
         """Continue from ``last.state.pt`` + ``last.safetensors``: weights, optimizer, schedule,
         fp16 scaler, RNG streams, position, and the best weights so far.
 
-        Raises :class:`CheckpointError` when the two files disagree or do not fit this config.
+        Settings that differ from the recorded ones are honoured or refused per
+        :data:`gsa.train.resume.RULES` (:class:`ConfigError` for a refused change). Raises
+        :class:`CheckpointError` when the two files disagree or do not fit this config.
         """
         state_path, last_path = self.run_dir / ckpt.STATE, self.run_dir / ckpt.LAST
         state = ckpt.load_state(state_path)
+        check_settings(state.get("config"), self.cfg, Position.from_dict(state["position"]))
         meta = ckpt.load_weights(last_path, self.model, self.cfg)
         if str(state["step"]) != meta.get("step", str(state["step"])):
             raise CheckpointError(
@@ -217,6 +221,7 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         except (ValueError, KeyError, RuntimeError) as exc:
             raise CheckpointError(f"{state_path}: does not match this optimizer/config ({exc})") from None
+        apply_settings(self.cfg, self.optimizer, self.scheduler, self.steps_per_epoch)
         self.precision.load_state_dict(state.get("scaler") or {})
         rngs = state.get("rng") or []
         if len(rngs) == self.dist.world_size:

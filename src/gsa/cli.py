@@ -290,6 +290,7 @@ def _overrides(args: argparse.Namespace, exclude: set[str] = frozenset()) -> dic
 def cmd_train(args: argparse.Namespace) -> int:
     from gsa.train import config as C
     from gsa.train.engine import train
+    from gsa.train.resume import check_settings
 
     if args.list_recipes:
         for r in C.RECIPES.values():
@@ -308,8 +309,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise C.ConfigError(f"--resume {resume_dir}: no such run directory")
         saved = C.TrainConfig.load(resume_dir)
         cfg = C.TrainConfig.from_dict({**saved.to_dict(), **overrides, "out": resume_dir}).validate()
-        changed = C.config_diff(saved, cfg)
-        changed.pop("out", None)
+        changed = check_settings(saved, cfg)  # refused changes fail here, before any data is loaded
         if changed and not args.print_config and _is_main_rank():
             print("resuming with changed settings: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
     else:

@@ -103,6 +103,34 @@ def test_eval_last_reads_the_current_pair(run_dir, capsys):
     assert json.loads(capsys.readouterr().out)["images"] == report["test_images"]
 
 
+def test_resume_cli_refuses_a_changed_optimizer_and_honours_more_epochs(tmp_path, toy_env, capsys):
+    out = tmp_path / "r"
+    assert main(["train", *SMALL, "--out", str(out), "--max-steps", "3"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--optimizer", "sgd"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("gsa: error: cannot resume with changed settings: --optimizer recorded 'adam', requested 'sgd'")
+    assert main(["train", "--resume", str(out), "--max-steps", "0", "--epochs", "3"]) == 0
+    assert "epochs 2 -> 3" in capsys.readouterr().out
+    assert json.loads((out / "report.json").read_text())["steps"] == 18
+
+
+def test_eval_refuses_weights_of_another_model(run_dir, capsys):
+    from gsa.train import checkpoint as ckpt
+    from gsa.train.config import TrainConfig
+    from gsa.train.state import Position, weights_metadata
+    from gsa.train.testing import ToyNet
+
+    other = TrainConfig.load(run_dir)
+    other.group = "p8"  # same tensors (ToyNet ignores the group), another run's model
+    ckpt.save_weights(run_dir / "best.safetensors", ToyNet(), weights_metadata(other, Position(), ToyNet()))
+    capsys.readouterr()
+    assert main(["eval", str(run_dir)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "weights of another model (group 'p8' in the file, 'p4' in the model)" in err
+
+
 @pytest.mark.parametrize(
     "args, code, message",
     [

@@ -1,7 +1,10 @@
 """The training position saved in last.state.pt."""
 
 import dataclasses
+import json
 
+import gsa
+from gsa.train.identity import settings_record
 from gsa.train.state import Position, weights_metadata
 from gsa.train.testing import toy_config
 
@@ -25,4 +28,12 @@ def test_weights_metadata():
     cfg = toy_config("x")
     meta = weights_metadata(cfg, Position(epoch=1, step=7), valid_acc="0.500000")
     assert meta == {"step": 7, "epoch": 1, "preset": cfg.preset, "group": cfg.group, "patch_size": cfg.patch_size,
-                    "dataset": "toy", "valid_acc": "0.500000"}
+                    "dataset": "toy", "model_settings": json.dumps(settings_record(cfg), sort_keys=True),
+                    "valid_acc": "0.500000"}
+
+
+def test_weights_metadata_records_the_network_of_a_gsanet():
+    cfg = toy_config("x", group="p8", patch_size=None, model_args={"channels": 6, "num_heads": 1, "block_sizes": (1,), "crop": 0})
+    net = gsa.models.create(cfg.preset, group=cfg.group, patch_size=cfg.patch_size, **cfg.model_args)
+    record = json.loads(weights_metadata(cfg, Position(), net)["network"])
+    assert (record["group"], record["patch_size"], record["channels"], record["block_sizes"]) == ("p8", None, 6, [1])

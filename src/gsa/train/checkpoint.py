@@ -166,10 +166,18 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return tensors, meta
 
 
-def load_weights(path: str | os.PathLike, model: torch.nn.Module) -> dict[str, str]:
-    """Load a weight file into ``model`` (strict); return the file's metadata."""
+def load_weights(path: str | os.PathLike, model: torch.nn.Module, cfg: Any = None) -> dict[str, str]:
+    """Load a weight file into ``model`` (strict); return the file's metadata.
+
+    The network the file records (:mod:`gsa.train.identity`) must be ``model`` (built from the
+    :class:`~gsa.train.config.TrainConfig` ``cfg``, when given): a :class:`CheckpointError` names the
+    fields that differ, e.g. p8 weights for a p4m model, or local for global attention.
+    """
+    from .identity import check_identity
+
     tensors, meta = read_weights(path)
     target = unwrap(model)
+    check_identity(meta, target, cfg, path)
     try:
         target.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:

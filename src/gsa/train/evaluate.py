@@ -77,7 +77,7 @@ def evaluate_run(
     seed_everything(cfg.seed)
     spec = hooks.info_fn(cfg.dataset)
     model = hooks.model_fn(cfg, spec).to(dev)
-    ckpt.load_weights(weights, model)  # raises CheckpointError naming the file
+    ckpt.load_weights(weights, model, cfg)  # raises CheckpointError naming the file (or the differing fields)
     model.eval()
     ds = hooks.dataset_fn(cfg, split)
     tensors = None if cfg.loader == "dataloader" else materialize(ds, force=(cfg.loader == "tensor"))

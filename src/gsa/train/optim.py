@@ -9,7 +9,7 @@ from .config import TrainConfig
 from ..errors import ConfigError
 from .schedule import LRSchedule
 
-__all__ = ["build_optimizer", "build_scheduler"]
+__all__ = ["build_optimizer", "build_scheduler", "make_schedule"]
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -24,14 +24,19 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
     raise ConfigError(f"unknown optimizer {cfg.optimizer!r}")
 
 
+def make_schedule(cfg: TrainConfig, steps_per_epoch: int) -> LRSchedule:
+    """The run's :class:`~gsa.train.schedule.LRSchedule`: ``warmup_epochs`` of linear warm-up, then
+    constant, or a cosine that decays to 0 at ``epochs * steps_per_epoch`` optimizer steps."""
+    if cfg.scheduler not in ("constant", "cosine"):
+        raise ConfigError(f"unknown scheduler {cfg.scheduler!r}")
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    return LRSchedule(cfg.scheduler, cfg.epochs * steps_per_epoch, warmup)
+
+
 def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step schedule (:class:`~gsa.train.schedule.LRSchedule`): ``warmup_epochs`` of linear
-    warm-up, then constant, or a cosine that decays to 0 at ``epochs * steps_per_epoch`` optimizer steps.
+    """Per-step LR scheduler following :func:`make_schedule`.
 
     ``--max-steps`` only caps the run; it does not change the schedule, so a capped run
     resumed without the cap follows exactly the uninterrupted schedule.
     """
-    if cfg.scheduler not in ("constant", "cosine"):
-        raise ConfigError(f"unknown scheduler {cfg.scheduler!r}")
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, LRSchedule(cfg.scheduler, cfg.epochs * steps_per_epoch, warmup))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, make_schedule(cfg, steps_per_epoch))

@@ -4,9 +4,12 @@ and the metadata stored with the weights."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Optional
+
+from torch import nn
 
 from .config import TrainConfig
+from .identity import identity_metadata
 from .metrics import Meter
 
 __all__ = ["Position", "Epoch", "weights_metadata"]
@@ -50,9 +53,10 @@ class Epoch:
     train_seconds: float = 0.0  # seconds of training in this session (set when the pass ends)
 
 
-def weights_metadata(cfg: TrainConfig, pos: Position, **extra: Any) -> dict[str, Any]:
+def weights_metadata(cfg: TrainConfig, pos: Position, model: Optional[nn.Module] = None, **extra: Any) -> dict[str, Any]:
     """Metadata stored in ``last.safetensors`` / ``best.safetensors``: step, epoch, model and
-    dataset, plus ``extra`` (e.g. ``valid_acc``)."""
+    dataset, the records of which network the weights belong to (:func:`gsa.train.identity.identity_metadata`
+    of ``model``, built from ``cfg``), plus ``extra`` (e.g. ``valid_acc``)."""
     return {
         "step": pos.step,
         "epoch": pos.epoch,
@@ -60,5 +64,6 @@ def weights_metadata(cfg: TrainConfig, pos: Position, **extra: Any) -> dict[str,
         "group": cfg.group,
         "patch_size": cfg.patch_size,
         "dataset": cfg.dataset,
+        **identity_metadata(model, cfg),
         **extra,
     }

@@ -27,11 +27,13 @@ from .config import CONFIG_FILE, TrainConfig
 from .device import resolve_device
 from ..errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingInterrupted
 from .hooks import Hooks, get_hooks
+from .identity import check_identity
 from .loaders import EvalBatches, TrainBatches, dataset_len, eval_limit, take
 from .metrics import CsvLog, Meter, TensorBoardLog
 from .optim import build_optimizer, build_scheduler
 from .precision import Precision, check_for_training
 from .progress import Progress
+from .resume import apply_settings, check_settings
 from .rng import get_rng_state, rng_state_to_cpu, seed_everything, set_rng_state
 from .signals import StopFlag
 from .state import Epoch, Position, weights_metadata
@@ -206,15 +208,18 @@ class Trainer:
         names them; :func:`~gsa.train.checkpoint.find_last`): weights, optimizer, schedule, fp16
         scaler, RNG streams, position, and the best weights so far.
 
-        Raises :class:`CheckpointError` when a file's checksum is wrong, the two files disagree or
-        they do not fit this config.
+        Settings that differ from the recorded ones are honoured or refused per
+        :data:`gsa.train.resume.RULES` (:class:`ConfigError` for a refused change). Raises
+        :class:`CheckpointError` when a file's checksum is wrong, the two files disagree or they do
+        not fit this config.
         """
         pair = ckpt.find_last(self.run_dir)  # the pair last.json switched in (verified), or a pre-manifest pair
         if pair is None:
             raise CheckpointError(f"{self.run_dir}: no checkpoint to resume from")
         state_path, last_path = pair.state, pair.weights
         state = ckpt.load_state(state_path, sha256=pair.state_sha256)
-        meta = ckpt.load_weights(last_path, self.model)
+        check_settings(state.get("config"), self.cfg, Position.from_dict(state["position"]))
+        meta = ckpt.load_weights(last_path, self.model, self.cfg)
         if str(state["step"]) != meta.get("step", str(state["step"])):
             raise CheckpointError(
                 f"{last_path}: weights are from step {meta.get('step')} but {ckpt.STATE} is from step "
@@ -225,6 +230,7 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         except (ValueError, KeyError, RuntimeError) as exc:
             raise CheckpointError(f"{state_path}: does not match this optimizer/config ({exc})") from None
+        apply_settings(self.cfg, self.optimizer, self.scheduler, self.steps_per_epoch)
         self.precision.load_state_dict(state.get("scaler") or {})
         rngs = state.get("rng") or []
         if len(rngs) == self.dist.world_size:
@@ -236,7 +242,8 @@ class Trainer:
             )
         self.pos = Position.from_dict(state["position"])
         if (self.run_dir / ckpt.BEST).is_file():
-            self.best_weights, _ = ckpt.read_weights(self.run_dir / ckpt.BEST)
+            self.best_weights, best_meta = ckpt.read_weights(self.run_dir / ckpt.BEST)
+            check_identity(best_meta, self.model, self.cfg, self.run_dir / ckpt.BEST)
 
     def save_last(self) -> None:
         """Write the last pair, ``last.safetensors`` + ``last.state.pt``, switched in at once by
@@ -265,7 +272,7 @@ class Trainer:
             "world_size": dist.world_size,
             "config": self.cfg.to_dict(),
         }
-        ckpt.save_last(self.run_dir, self.model, weights_metadata(self.cfg, self.pos), state)
+        ckpt.save_last(self.run_dir, self.model, weights_metadata(self.cfg, self.pos, self.model), state)
 
     def _save_and_interrupt(self, where: str) -> None:
         self.save_last()
@@ -408,7 +415,7 @@ class Trainer:
         pos.best_acc, pos.best_epoch, pos.best_step = valid.accuracy, epoch_index + 1, pos.step
         self.best_weights = ckpt.state_dict_tensors(self.model)
         if self.dist.is_main:
-            meta = weights_metadata(self.cfg, pos, valid_acc=f"{valid.accuracy:.6f}")
+            meta = weights_metadata(self.cfg, pos, self.model, valid_acc=f"{valid.accuracy:.6f}")
             ckpt.save_weights(self.run_dir / ckpt.BEST, self.model, meta)
         return True
 
@@ -454,7 +461,7 @@ class Trainer:
         if self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
         elif best_path.is_file():
-            ckpt.load_weights(best_path, self.model)
+            ckpt.load_weights(best_path, self.model, self.cfg)
         meter, _ = evaluate(
             self.model, self.eval_batches("test"), prepare=self.prepare, precision=self.precision, device=self.device
         )

@@ -17,6 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "gsa"
 # what each top-level part of gsa may import from gsa (besides itself)
 ALLOWED = {
     "registry": set(),  # gsa.registry imports nothing from gsa; every layer may use it
+    "userdirs": set(),  # likewise gsa.userdirs (private cache directories, the stamp key)
     "groups": set(),
     "errors": set(),
     "equivariance": {"groups"},
@@ -30,9 +31,9 @@ ALLOWED = {
     "__main__": {"cli"},
 }
 for _part_name, _uses in ALLOWED.items():
-    if _part_name != "registry":
-        _uses.add("registry")
-NO_PLOTTING = {"registry", "groups", "equivariance", "nn", "models", "data"}
+    if _part_name not in ("registry", "userdirs"):
+        _uses.update(("registry", "userdirs"))
+NO_PLOTTING = {"registry", "userdirs", "groups", "equivariance", "nn", "models", "data"}
 
 
 def _part(path: Path) -> str:

@@ -27,7 +27,9 @@ EXAMPLES = """examples:
 environment:
   GSA_DATA_DIR   where datasets are looked up (default ~/.cache/gsa/data)
   GSA_NATIVE=0   use the PyTorch attention kernels instead of the native CPU ones
-  GSA_CACHE_DIR  where the native CPU kernels are built and cached (default ~/.cache/gsa/kernels)
+  GSA_CACHE_DIR  where the native CPU kernels are built and cached (default ~/.cache/gsa/kernels;
+                 must be private: owned by you, not writable by others)
+  GSA_HOOKS=NAME model/dataset hooks, as --hooks NAME (an entry point of the 'gsa.hooks' group)
   GSA_DEBUG=1    show tracebacks of errors
 """
 
@@ -105,6 +107,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="extra gsa.models.create() override, e.g. --model-arg num_heads=4 (repeatable)")
 
 
+def _add_hooks_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hooks", default=S, metavar="NAME",
+                   help="model/dataset hooks: an installed entry point of the 'gsa.hooks' group, or "
+                   "gsa.MODULE:ATTR (default: $GSA_HOOKS, else gsa's own models and datasets)")
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=S, help="dataset name (gsa.data.list_datasets()); default: the recipe's")
@@ -149,6 +157,7 @@ def _add_train_parser(sub) -> None:
     t.add_argument("--recipe", default=S, help="mini (default), rotmnist, cifar10, pcam (paper App. F)")
     t.add_argument("--list-recipes", action="store_true", help="print the recipes and exit")
     t.add_argument("--print-config", action="store_true", help="print the effective config as JSON and exit")
+    _add_hooks_arg(t)
     _add_data_args(t)
     _add_model_args(t)
     _add_optimisation_args(t.add_argument_group("optimisation"))
@@ -244,6 +253,7 @@ def _add_eval_parser(sub) -> None:
     e.add_argument("--rotation-step", type=float, default=None, metavar="DEG")
     e.add_argument("--rotation-subset", type=_positive_int, default=None, metavar="N")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_hooks_arg(e)
 
 
 def _add_info_parser(sub) -> None:
@@ -261,6 +271,7 @@ def _add_info_parser(sub) -> None:
     i.add_argument("--image-size", type=_positive_int, default=None, metavar="N", help="square input size (default: the dataset's)")
     i.add_argument("--no-flops", action="store_true", help="skip the FLOPs count")
     i.add_argument("--json", action="store_true", help="print as JSON")
+    _add_hooks_arg(i)
 
 
 def _add_figures_parser(sub) -> None:
@@ -277,7 +288,7 @@ def _add_figures_parser(sub) -> None:
 
 
 # ---------------------------------------------------------------------- commands
-_NOT_CONFIG = {"command", "recipe", "resume", "list_recipes", "print_config"}
+_NOT_CONFIG = {"command", "recipe", "resume", "list_recipes", "print_config", "hooks"}
 
 
 def _overrides(args: argparse.Namespace, exclude: set[str] = frozenset()) -> dict[str, Any]:
@@ -373,25 +384,17 @@ def cmd_figures(args: argparse.Namespace) -> int:
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "info": cmd_info, "figures": cmd_figures}
 
 
-def _install_hooks_from_env() -> None:
-    """``GSA_HOOKS=module:attr`` swaps the model/dataset factories (tests, plugins)."""
-    spec = os.environ.get("GSA_HOOKS", "").strip()
-    if not spec:
+def _install_hooks(args: argparse.Namespace) -> None:
+    """``--hooks NAME`` (else ``GSA_HOOKS=NAME``) swaps the model/dataset factories: see
+    :func:`gsa.train.hooks.load_hooks` (entry points of the ``gsa.hooks`` group, or gsa's own modules)."""
+    name, source = getattr(args, "hooks", None), "--hooks"
+    if name is None:
+        name, source = os.environ.get("GSA_HOOKS", ""), "GSA_HOOKS"
+    if not name.strip():
         return
-    import importlib
+    from gsa.train.hooks import load_hooks, set_hooks
 
-    from gsa.errors import ConfigError
-    from gsa.train.hooks import Hooks, set_hooks
-
-    module_name, _, attr = spec.partition(":")
-    try:
-        obj = getattr(importlib.import_module(module_name), attr or "hooks")
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"GSA_HOOKS={spec!r}: cannot import ({exc})") from None
-    hooks = obj() if callable(obj) and not isinstance(obj, Hooks) else obj
-    if not isinstance(hooks, Hooks):
-        raise ConfigError(f"GSA_HOOKS={spec!r} did not give a gsa.train.Hooks")
-    set_hooks(hooks)
+    set_hooks(load_hooks(name, source=source))
 
 
 def _is_main_rank() -> bool:
@@ -411,7 +414,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise
     debug = os.environ.get("GSA_DEBUG", "").strip().lower() in {"1", "true", "yes"}
     try:
-        _install_hooks_from_env()
+        _install_hooks(args)
         return COMMANDS[args.command](args)
     except GsaError as exc:
         if debug:

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from gsa.cli import main
+from gsa.train.hooks import Hooks, use_hooks
 
 SMALL = ["--dataset", "toy", "--epochs", "2", "--batch-size", "16", "--lr", "0.01", "--progress", "none",
          "--no-tensorboard", "--rotation-step", "90", "--rotation-subset", "16", "--invariance-subset", "8"]
@@ -203,3 +204,46 @@ def test_list_recipes_and_help(capsys):
     assert "rotmnist" in capsys.readouterr().out
     assert main([]) == 0
     assert "train" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("how", ["--hooks", "GSA_HOOKS"])
+def test_hooks_by_entry_point_name(how, hooks_plugin, monkeypatch, capsys):
+    hooks_plugin(toyplugin="gsa.train.testing:toy_hooks")
+    monkeypatch.delenv("GSA_HOOKS", raising=False)
+    args = ["info", "--dataset", "toy", "--json", "--no-flops"]
+    if how == "GSA_HOOKS":
+        monkeypatch.setenv("GSA_HOOKS", "toyplugin")
+    else:
+        args += ["--hooks", "toyplugin"]
+    with use_hooks(Hooks()):  # gsa's own hooks do not know 'toy': only the plugin's do
+        assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["params"] == 691
+
+
+def test_hooks_from_the_current_directory_are_refused(tmp_path):
+    """GSA_HOOKS naming a module of the current directory: one-line error, the module is never imported."""
+    (tmp_path / "planted.py").write_text(
+        "import pathlib\npathlib.Path('imported').write_text('x')\nfrom gsa.train.testing import toy_hooks as hooks\n"
+    )
+    env = {**os.environ, "GSA_HOOKS": "planted:hooks"}
+    proc = subprocess.run([sys.executable, "-m", "gsa", "info", "--dataset", "toy", "--no-flops"], cwd=tmp_path,
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and not (tmp_path / "imported").exists()
+    err = proc.stderr.strip()
+    assert err.splitlines() == [err] and err.startswith("gsa: error: GSA_HOOKS 'planted:hooks': no such hooks")
+    assert "gsa.hooks" in err and "Traceback" not in err
+
+
+def test_python_m_gsa_does_not_import_from_the_current_directory(tmp_path, hooks_plugin):
+    """A plugin's module shadowed by a file of the same name in the directory gsa is started from."""
+    site = hooks_plugin(modules={"gsa_plugin_mod": "from gsa.train.testing import toy_hooks as hooks\n"},
+                        shadowed="gsa_plugin_mod:hooks")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "gsa_plugin_mod.py").write_text("import pathlib\npathlib.Path('imported').write_text('x')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+    env.pop("GSA_HOOKS", None)
+    proc = subprocess.run([sys.executable, "-m", "gsa", "info", "--dataset", "toy", "--no-flops", "--hooks", "shadowed"],
+                          cwd=work, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert not (work / "imported").exists() and "ToyNet" in proc.stdout

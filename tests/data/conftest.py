@@ -21,13 +21,15 @@ import gsa.data.download as download_mod
 
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch, tmp_path):
-    """No test may reach the network, and none may touch ~/.cache."""
+    """No test may reach the network, and none may touch ~/.cache (the stamp key lives in a
+    private ``$XDG_CACHE_HOME`` of the test's own)."""
 
     def refuse(url, timeout=60.0):
         raise AssertionError(f"test tried to open {url}")
 
     monkeypatch.setattr(download_mod, "open_url", refuse)
     monkeypatch.setenv("GSA_DATA_DIR", str(tmp_path / "default_data_dir"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg_cache"))
 
 
 def md5_of(path: Path) -> str:

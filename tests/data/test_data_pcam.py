@@ -109,6 +109,27 @@ def test_pcam_corrupt_h5(pcam_h5):
     assert str(y) in str(e.value)
 
 
+def test_pcam_forged_stamp_cannot_vouch_for_a_corrupt_h5(pcam_h5):
+    """A stamp naming the md5 of a tampered file (size and mtime kept) is not believed."""
+    import hashlib
+    import json
+    import os
+
+    d, built = pcam_h5
+    y = d / "camelyonpatch_level_2_split_test_y.h5"
+    st = y.stat()
+    raw = bytearray(y.read_bytes())
+    raw[-1] ^= 0xFF
+    y.write_bytes(bytes(raw))
+    os.utime(y, ns=(st.st_atime_ns, st.st_mtime_ns))
+    forged = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "md5": [hashlib.md5(raw).hexdigest()],
+              "sha1": [], "expected_size": None}
+    (d / ".gsa-verified.json").write_text(json.dumps({y.name: forged}))
+    with pytest.raises(DataError, match="corrupt") as e:
+        data.get_dataset("pcam", "test", data_dir=d)
+    assert str(y) in str(e.value)
+
+
 def test_pcam_missing_and_no_arrays(tmp_path):
     with pytest.raises(DataError) as e:
         data.get_dataset("pcam", "train", data_dir=tmp_path)

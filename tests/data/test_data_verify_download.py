@@ -1,12 +1,15 @@
 import hashlib
 import io
+import json
+import os
+import stat
 import urllib.error
 
 import pytest
 
 import gsa.data.download as download_mod
 from gsa.data import DataError, download_file, verify_file
-from gsa.data.checksums import STAMP_NAME, verify_file_cached
+from gsa.data.checksums import STAMP_NAME, mark_verified, verify_file_cached
 
 
 @pytest.fixture
@@ -76,6 +79,64 @@ def test_verified_stamp_skips_rehash_until_file_changes(blob, monkeypatch):
     with pytest.raises(DataError, match="corrupt"):
         verify_file_cached(path, md5)
     assert calls
+
+
+def _hash_calls(monkeypatch):
+    import gsa.data.checksums as cs
+
+    calls = []
+    real = cs._hash_file
+    monkeypatch.setattr(cs, "_hash_file", lambda p, a: calls.append(p) or real(p, a))
+    return calls
+
+
+def _plant(path, data, md5, how, tmp_path, monkeypatch):
+    """Replace ``path`` by corrupt bytes of the same size, with a stamp claiming it was verified."""
+    genuine = path.stat()
+    path.write_bytes(b"X" + data[1:])
+    st = path.stat()
+    if how == "old-format stamp":  # what the unsigned stamps held: name, size, mtime, expectations
+        entry = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "md5": [md5], "sha1": [], "expected_size": None}
+        (path.parent / STAMP_NAME).write_text(json.dumps({path.name: entry}))
+    elif how == "guessed mac":
+        entry = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino,
+                 "md5": [md5], "sha1": [], "expected_size": None, "mac": "0" * 64}
+        (path.parent / STAMP_NAME).write_text(json.dumps({path.name: entry}))
+    elif how == "signed by another user":  # a genuine stamp made with someone else's key
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "other-user"))
+        mark_verified(path, md5)
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg_cache"))
+    else:  # "replayed": this user's genuine stamp of the good file, which was rewritten in place
+        os.utime(path, ns=(genuine.st_atime_ns, genuine.st_mtime_ns))  # same inode, size and mtime
+
+
+@pytest.mark.parametrize("how", ["old-format stamp", "guessed mac", "signed by another user", "replayed"])
+def test_forged_stamp_does_not_skip_hashing(blob, monkeypatch, tmp_path, how):
+    path, data, md5, _ = blob
+    verify_file_cached(path, md5)  # a genuine stamp of the good file
+    mtime, ino = path.stat().st_mtime_ns, path.stat().st_ino
+    _plant(path, data, md5, how, tmp_path, monkeypatch)
+    if how == "replayed":
+        assert (path.stat().st_mtime_ns, path.stat().st_ino) == (mtime, ino) and path.stat().st_size == len(data)
+    calls = _hash_calls(monkeypatch)
+    with pytest.raises(DataError, match="corrupt"):
+        verify_file_cached(path, md5)
+    assert calls == [path]
+
+
+def test_genuine_stamp_is_signed_with_a_private_key(blob, monkeypatch, tmp_path):
+    path, data, md5, _ = blob
+    verify_file_cached(path, md5)
+    stamp = json.loads((path.parent / STAMP_NAME).read_text())[path.name]
+    assert len(stamp["mac"]) == 64 and stamp["inode"] == path.stat().st_ino
+    key = tmp_path / "xdg_cache" / "gsa" / "stamp.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(key.read_bytes()) == 32
+    calls = _hash_calls(monkeypatch)
+    verify_file_cached(path, md5)
+    assert calls == []  # the genuine stamp still skips hashing
+    key.chmod(0o644)  # a key others can read is no secret: nothing is trusted, nothing is signed
+    verify_file_cached(path, md5)
+    assert calls == [path]
 
 
 class _FakeResponse(io.BytesIO):

@@ -5,8 +5,13 @@ dropout masks from the kernels' counter-based hash, so outputs and gradients agr
 without attention dropout.
 """
 
+import hashlib
+import os
+import shutil
+import stat
 import subprocess
 import sys
+import textwrap
 
 import pytest
 import torch
@@ -135,3 +140,140 @@ def test_build_failure_falls_back_with_a_warning(tmp_path):
     env = {"CXX": str(tmp_path / "no-such-compiler"), "GSA_CACHE_DIR": str(tmp_path / "cache"), "PATH": ""}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.split() == ["False", "1", "True", "(1,", "6,", "4,", "5,", "5)"]
+
+
+# ------------------------------------------------------------------------------------------------
+# the kernel cache: private, hash-checked, one build for concurrent processes
+
+
+@pytest.fixture(scope="module")
+def built_cache(tmp_path_factory):
+    """A kernel cache built once for this module (one real compile) in a fresh ``GSA_CACHE_DIR``."""
+    cache = tmp_path_factory.mktemp("kernels") / "cache"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GSA_CACHE_DIR", str(cache))
+        lib = native._build()
+    return cache, lib.name
+
+
+@pytest.fixture
+def cache_copy(built_cache, tmp_path, monkeypatch):
+    """A private copy of the built cache as ``GSA_CACHE_DIR``, and the list of compiler commands run
+    (a fake compiler that "builds" by copying the genuine library)."""
+    cache, name = built_cache
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)
+    monkeypatch.setenv("GSA_CACHE_DIR", str(copy))
+    calls = []
+
+    def fake_compiler(cmd, **kwargs):
+        calls.append(cmd)
+        shutil.copyfile(cache / name, cmd[cmd.index("-o") + 1])
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(native.subprocess, "run", fake_compiler)
+    return copy, copy / name, calls
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_cache_is_private_and_records_the_hash(built_cache):
+    cache, name = built_cache
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    assert (cache / (name + ".sha256")).read_text().strip() == _sha(cache / name)
+    assert not stat.S_IMODE((cache / name).stat().st_mode) & 0o022
+
+
+def test_good_cache_is_reused_without_rebuilding(cache_copy, recwarn):
+    cache, lib, calls = cache_copy
+    assert native._build() == lib
+    assert calls == [] and not [w for w in recwarn if "gsa" in str(w.message)]
+
+
+@pytest.mark.parametrize("plant", ["text", "changed bytes", "no record", "group-writable"])
+def test_planted_library_is_rebuilt_not_loaded(cache_copy, plant):
+    cache, lib, calls = cache_copy
+    genuine = lib.read_bytes()
+    if plant == "text":
+        lib.write_text("not a library\n")
+    elif plant == "changed bytes":
+        changed = bytearray(genuine)
+        changed[len(changed) // 2] ^= 0xFF
+        lib.write_bytes(bytes(changed))
+    elif plant == "no record":
+        (cache / (lib.name + ".sha256")).unlink()
+    else:
+        lib.chmod(0o777)
+    assert native._build() == lib
+    assert len(calls) == 1  # rebuilt (here: the fake compiler), never reused
+    assert lib.read_bytes() == genuine and (cache / (lib.name + ".sha256")).read_text().strip() == _sha(lib)
+
+
+@pytest.mark.parametrize("why", ["world-writable", "someone else's"])
+def test_unsafe_cache_dir_is_refused(cache_copy, monkeypatch, why):
+    cache, lib, calls = cache_copy
+    monkeypatch.setitem(native._state, "scratch", None)
+    if why == "world-writable":
+        cache.chmod(0o777)
+    else:
+        uid = cache.stat().st_uid
+        monkeypatch.setattr(os, "geteuid", lambda: uid + 1)
+    with pytest.warns(RuntimeWarning, match="native kernel cache refused") as w:
+        path = native._build()
+    assert str(cache) in str(w[0].message) and len(str(w[0].message).splitlines()) == 1
+    assert path.parent != cache and len(calls) == 1  # built elsewhere: nothing in the cache was used
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    shutil.rmtree(path.parent)
+
+
+@pytest.mark.parametrize("where", ["private cache, hash mismatch", "world-writable cache, matching hash"])
+def test_planted_library_constructor_never_runs(built_cache, tmp_path, where):
+    """The attack of issue 13: a library with a constructor, planted under the expected name."""
+    cache, name = built_cache
+    evil_src = tmp_path / "evil.cpp"
+    marker = tmp_path / "constructor-ran"
+    evil_src.write_text(textwrap.dedent(f"""
+        #include <cstdio>
+        __attribute__((constructor)) static void planted() {{
+            if (FILE* f = std::fopen("{marker}", "w")) std::fclose(f);
+        }}
+        extern "C" int gsa_abi_version() {{ return {native._ABI}; }}
+    """))
+    planted = tmp_path / "cache"
+    shutil.copytree(cache, planted)
+    subprocess.run([os.environ.get("CXX", "c++"), "-shared", "-fPIC", str(evil_src), "-o", str(planted / name)],
+                   check=True, capture_output=True)
+    if where.startswith("world-writable"):
+        (planted / (name + ".sha256")).write_text(_sha(planted / name) + "\n")
+        planted.chmod(0o777)
+    fake_bin = tmp_path / "bin"  # a "c++" that fails: same cache key, but nothing gets rebuilt
+    fake_bin.mkdir()
+    (fake_bin / "c++").write_text("#!/bin/sh\nexit 1\n")
+    (fake_bin / "c++").chmod(0o755)
+    env = {**os.environ, "GSA_CACHE_DIR": str(planted), "PATH": f"{fake_bin}{os.pathsep}{os.environ.get('PATH', '')}"}
+    code = "import warnings; warnings.simplefilter('ignore'); from gsa.nn import native; print(native.available())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert not marker.exists()
+    if "CXX" not in os.environ:
+        assert out.stdout.split() == ["False"]  # refused, and the fake compiler could not rebuild it
+
+
+def test_concurrent_builds_compile_once(tmp_path):
+    """Two processes building into one empty cache at once: one compiles, the other waits and reuses it."""
+    code = (
+        "import subprocess\n"
+        "from gsa.nn import native\n"
+        "real, n = subprocess.run, []\n"
+        "subprocess.run = lambda cmd, **k: n.extend(['-shared'] if '-shared' in cmd else []) or real(cmd, **k)\n"
+        "path = native._build()\n"
+        "print(len(n), path)\n"
+    )
+    env = {**os.environ, "GSA_CACHE_DIR": str(tmp_path / "cache")}
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert min(int(o[0]) for o in outs) == 0  # the second waited for the first's build and reused it
+    assert outs[0][1] == outs[1][1]

@@ -13,7 +13,8 @@ users (and torchvision) report swapped; both mappings are in ``checksums.json``.
 ``valid``/``test`` file is accepted if its md5 is the one recorded for its name under
 either mapping (the set of six values is undisputed, so a corrupt file is still caught).
 The same rule is applied to the decompressed ``.h5`` md5 values. A verified file is
-remembered in ``.gsa-verified.json`` so the 7 GB file is hashed only once.
+remembered in a signed ``.gsa-verified.json`` stamp (see :mod:`gsa.data.checksums`) so the
+7 GB file is hashed only once.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .base import DatasetInfo, candidate_dirs
-from .checksums import _read_stamps, checksums, mark_verified, verify_file_cached
+from .checksums import _valid_stamp, checksums, mark_verified, verify_file_cached
 from .download import download_file
 from ..errors import DataError
 
@@ -120,12 +121,11 @@ def _decompress(gz_path: Path, h5_path: Path) -> None:
 
 
 def _h5_md5(h5_path: Path) -> tuple[str, ...]:
-    """Accepted md5 of an .h5 file: the published values, or the one recorded when this
-    very file was decompressed here from a verified .gz."""
-    stamp = _read_stamps(h5_path.parent).get(h5_path.name)
-    if stamp and stamp.get("md5") and stamp.get("size") == h5_path.stat().st_size:
-        if stamp.get("mtime_ns") == h5_path.stat().st_mtime_ns:
-            return tuple(stamp["md5"])
+    """Accepted md5 of an .h5 file: the published values, or the one recorded (in a genuine,
+    signed stamp) when this very file was decompressed here from a verified .gz."""
+    stamp = _valid_stamp(h5_path)
+    if stamp and stamp.get("md5"):
+        return tuple(stamp["md5"])
     return accepted_md5(h5_path.name)
 
 

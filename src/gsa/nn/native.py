@@ -4,7 +4,15 @@ The kernels fuse the per-pixel steps of :mod:`gsa.nn.fastcore` that PyTorch woul
 full-size elementwise passes: the two-level softmax, the dropout-masked weight accumulation and its
 backward (see the C++ file's header). They need no PyTorch headers, so the build is one compiler call
 of about two seconds; the shared library is cached in ``$GSA_CACHE_DIR`` (default
-``~/.cache/gsa/kernels``), keyed by the source, the compiler command and the CPU.
+``$XDG_CACHE_HOME/gsa/kernels``, else ``~/.cache/gsa/kernels``), keyed by the source, the compiler
+command and the CPU.
+
+The cache is private: it is created with mode ``0o700``, and a cache directory owned by another user
+or writable by group or others is refused with a warning (the kernels are then built in a fresh
+private temporary directory, removed once loaded). Each library's SHA-256 is recorded at build time
+in ``gsa_kernels_<key>.so.sha256`` beside it; a library is loaded only if it and its record are
+regular files owned by the user, not writable by others, and the hash matches; otherwise it is
+rebuilt. Builds hold an exclusive lock on ``<cache>/.lock``, so concurrent processes build once.
 
 Used automatically for float32/float64 CPU tensors. Without a working C++ compiler, or with
 ``GSA_NATIVE=0`` in the environment, the fast core runs its PyTorch implementation of the same
@@ -17,9 +25,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import hmac
 import math
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -28,12 +38,14 @@ from pathlib import Path
 
 import torch
 
+from .. import userdirs
+
 __all__ = ["library", "available", "usable", "why_not", "status", "disabled", "probabilities", "weights", "backward", "fold_add"]
 
 _SOURCE = Path(__file__).with_name("_kernels.cpp")
 _ABI = 4
 _lock = threading.Lock()
-_state: dict = {"lib": None, "tried": False, "error": None, "path": None, "off": 0}
+_state: dict = {"lib": None, "tried": False, "error": None, "path": None, "off": 0, "scratch": None}
 
 _i64p = ctypes.POINTER(ctypes.c_int64)
 _vp = ctypes.c_void_p
@@ -49,10 +61,22 @@ def _enabled() -> bool:
 
 def _cache_dir() -> Path:
     root = os.environ.get("GSA_CACHE_DIR")
-    if root:
-        return Path(root)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "gsa" / "kernels"
+    return Path(root) if root else userdirs.cache_root() / "kernels"
+
+
+def _private_cache() -> Path:
+    """The cache directory (created ``0o700``); when it is refused (another user's, writable by others,
+    or not creatable) a fresh private temporary directory, with a one-line warning."""
+    cache = _cache_dir()
+    try:
+        return userdirs.private_dir(cache)
+    except OSError as exc:
+        reason = exc if isinstance(exc, userdirs.NotPrivate) else f"cannot create {cache} ({exc})"
+        _state["scratch"] = scratch = Path(tempfile.mkdtemp(prefix="gsa-kernels-"))
+        warnings.warn(f"gsa: native kernel cache refused: {reason}; building in {scratch} instead "
+                      "(make the cache private, e.g. chmod 700, or set GSA_CACHE_DIR to a directory of your own)",
+                      RuntimeWarning, stacklevel=4)
+        return scratch
 
 
 def _cpu_key() -> str:
@@ -81,30 +105,78 @@ def _commands(out: Path) -> list[list[str]]:
     return [base + fast + ["-fopenmp"], base + fast, base + ["-O2"]]
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _record(lib: Path) -> Path:
+    return lib.with_name(lib.name + ".sha256")
+
+
+def _trusted(lib: Path) -> bool:
+    """Whether ``lib`` may be loaded: it and its SHA-256 record are the user's own regular files, not
+    writable by others, and the library's hash is the recorded one."""
+    try:
+        if any(userdirs.why_not_private(p) for p in (lib, _record(lib))):
+            return False
+        return hmac.compare_digest(_record(lib).read_text("ascii").strip(), _sha256(lib))
+    except (OSError, ValueError):  # missing, unreadable, not ASCII
+        return False
+
+
+@contextlib.contextmanager
+def _locked(cache: Path):
+    """An exclusive lock on ``cache/.lock`` (POSIX; elsewhere, or in a read-only cache, none): one
+    builder at a time. Without it, concurrent builders still never see a half-written library."""
+    try:
+        import fcntl
+
+        fd = os.open(cache / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except (ImportError, OSError):  # Windows, read-only cache: atomic renames only
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _publish(tmp: Path, target: Path) -> None:
+    """Make the freshly built ``tmp`` the library ``target`` with its SHA-256 record (both atomic renames)."""
+    os.chmod(tmp, 0o700)  # the linker's mode follows the umask, which may grant group write
+    fd, rec = tempfile.mkstemp(suffix=".sha256", dir=target.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(_sha256(tmp) + "\n")
+    os.replace(rec, _record(target))
+    os.replace(tmp, target)
+
+
 def _build() -> Path:
+    """Path of a trusted kernel library (see :func:`_trusted`), compiled into the private cache if needed."""
     src = _SOURCE.read_bytes()
-    cache = _cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
+    cache = _private_cache()
     errors = []
-    for cmd in _commands(Path("OUT")):
-        key = hashlib.sha256(src + " ".join(cmd).encode() + _cpu_key().encode()).hexdigest()[:16]
-        target = cache / f"gsa_kernels_{key}.so"
-        if target.exists():
-            return target
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
-        os.close(fd)
-        real = [tmp if c == "OUT" else c for c in cmd]
-        try:
-            res = subprocess.run(real, capture_output=True, text=True, timeout=300)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            errors.append(f"{' '.join(real)}: {exc}")
+    with _locked(cache):
+        for cmd in _commands(Path("OUT")):
+            key = hashlib.sha256(src + " ".join(cmd).encode() + _cpu_key().encode()).hexdigest()[:16]
+            target = cache / f"gsa_kernels_{key}.so"
+            if _trusted(target):
+                return target
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
+            os.close(fd)
+            real = [tmp if c == "OUT" else c for c in cmd]
+            try:
+                res = subprocess.run(real, capture_output=True, text=True, timeout=300)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                errors.append(f"{' '.join(real)}: {exc}")
+                Path(tmp).unlink(missing_ok=True)
+                continue
+            if res.returncode == 0:
+                _publish(Path(tmp), target)
+                return target
             Path(tmp).unlink(missing_ok=True)
-            continue
-        if res.returncode == 0:
-            os.replace(tmp, target)  # atomic: concurrent builders never see a half-written library
-            return target
-        Path(tmp).unlink(missing_ok=True)
-        errors.append(f"{' '.join(real)}:\n{res.stderr.strip()[-2000:]}")
+            errors.append(f"{' '.join(real)}:\n{res.stderr.strip()[-2000:]}")
     raise RuntimeError("could not compile gsa's native kernels:\n" + "\n".join(errors))
 
 
@@ -139,13 +211,16 @@ def library():
                 if lib.gsa_abi_version() != _ABI:
                     raise RuntimeError(f"{path} has ABI {lib.gsa_abi_version()}, expected {_ABI}")
                 _state["lib"], _state["path"] = lib, path
-            except Exception as exc:  # no compiler, read-only cache, ...: fall back to PyTorch
+            except Exception as exc:  # no compiler, ...: fall back to PyTorch
                 _state["error"] = str(exc)
                 warnings.warn(
                     f"gsa: native CPU kernels unavailable, using the (slower) PyTorch path: {exc}",
                     RuntimeWarning,
                     stacklevel=3,
                 )
+            finally:
+                if _state["scratch"] is not None:  # a loaded library needs no file any more
+                    shutil.rmtree(_state["scratch"], ignore_errors=True)
         _state["tried"] = True
     return _state["lib"]
 

@@ -15,7 +15,7 @@ from .config import RECIPES, Recipe, TrainConfig, get_recipe, list_recipes, make
 from .engine import train
 from ..errors import CheckpointError, ConfigError, GsaError, NonFiniteLossError, TrainingInterrupted
 from .evaluate import evaluate_run
-from .hooks import DataSpec, Hooks, get_hooks, set_hooks, use_hooks
+from .hooks import DataSpec, Hooks, get_hooks, load_hooks, set_hooks, use_hooks
 from .info import count_flops, model_info
 from .trainer import Trainer
 
@@ -34,6 +34,7 @@ __all__ = [
     "Hooks",
     "DataSpec",
     "get_hooks",
+    "load_hooks",
     "set_hooks",
     "use_hooks",
     "GsaError",

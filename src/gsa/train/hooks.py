@@ -3,12 +3,19 @@
 By default these come from :mod:`gsa.models` and :mod:`gsa.data`. Tests (and users who
 want to train their own model with this engine) can swap them with :func:`use_hooks`
 or by passing a :class:`Hooks` to :func:`gsa.train.train` / :func:`gsa.train.evaluate_run`.
+
+The command line takes hooks by name (``--hooks NAME`` or ``GSA_HOOKS=NAME``, see
+:func:`load_hooks`): an entry point of the ``gsa.hooks`` group that an installed package
+registers, or a module of gsa itself (``gsa.train.testing:toy_hooks``). Nothing else is
+imported, and never a module from the current directory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
@@ -171,6 +178,51 @@ def use_hooks(hooks: Optional[Hooks] = None, **changes: Any) -> Iterator[Hooks]:
 def set_hooks(hooks: Hooks) -> None:
     """Replace the hooks in effect for the rest of the process."""
     _current[-1] = hooks
+
+
+#: the entry-point group of named hooks (``[project.entry-points."gsa.hooks"]`` in a pyproject.toml)
+ENTRY_POINT_GROUP = "gsa.hooks"
+_GSA_MODULE = re.compile(r"gsa(\.[A-Za-z_][A-Za-z0-9_]*)+(:[A-Za-z_][A-Za-z0-9_]*)?")
+
+
+def _entry_points() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_hooks(name: str, *, source: str = "hooks") -> Hooks:
+    """The :class:`Hooks` named ``name``: an installed entry point of the ``gsa.hooks`` group
+    (registered by a package: ``[project.entry-points."gsa.hooks"] NAME = "module:function"``),
+    or ``gsa.MODULE:ATTR`` inside the gsa package (e.g. ``gsa.train.testing:toy_hooks``). The
+    object found is used as is if it is a :class:`Hooks`, else called without arguments.
+
+    Raises:
+        ConfigError: any other name (nothing is imported for it), or the hooks cannot be loaded;
+            ``source`` (e.g. ``"--hooks"``) names where the name came from.
+    """
+    name = name.strip()
+    points = _entry_points()
+    try:
+        if name in points:
+            obj = points[name].load()
+        elif _GSA_MODULE.fullmatch(name):
+            module_name, _, attr = name.partition(":")
+            obj = getattr(importlib.import_module(module_name), attr or "hooks")
+        else:
+            installed = ", ".join(sorted(points)) or "none"
+            raise ConfigError(
+                f"{source} {name!r}: no such hooks; hooks come only from an installed entry point of the "
+                f"{ENTRY_POINT_GROUP!r} group (register one in your package's pyproject.toml: "
+                f'[project.entry-points."{ENTRY_POINT_GROUP}"] NAME = "module:function", install it, '
+                f"then use NAME) or from a gsa module (gsa.MODULE:ATTR); installed: {installed}"
+            )
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{source} {name!r}: cannot load the hooks ({_one_line(exc)})") from None
+    hooks = obj() if callable(obj) and not isinstance(obj, Hooks) else obj
+    if not isinstance(hooks, Hooks):
+        raise ConfigError(f"{source} {name!r} did not give a gsa.train.Hooks (got {type(hooks).__name__})")
+    return hooks
 
 
 def _one_line(exc: BaseException) -> str:

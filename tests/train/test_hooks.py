@@ -1,0 +1,44 @@
+"""Named hooks (gsa.train.hooks.load_hooks): entry points of the gsa.hooks group and gsa's own modules only."""
+
+import sys
+
+import pytest
+
+from gsa.errors import ConfigError
+from gsa.train.hooks import Hooks, load_hooks
+from gsa.train.testing import TOY_SPEC
+
+
+def test_entry_point_hooks_are_loaded_by_name(hooks_plugin):
+    hooks_plugin(toyplugin="gsa.train.testing:toy_hooks")
+    hooks = load_hooks("toyplugin")
+    assert isinstance(hooks, Hooks) and hooks.info_fn("anything") == TOY_SPEC
+
+
+def test_gsa_modules_are_allowed():
+    assert load_hooks("gsa.train.testing:toy_hooks").info_fn("x") == TOY_SPEC
+
+
+def test_any_other_module_is_refused_without_importing_it(tmp_path, monkeypatch, hooks_plugin):
+    hooks_plugin(toyplugin="gsa.train.testing:toy_hooks")
+    (tmp_path / "planted_hooks_mod.py").write_text("raise SystemExit('imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError) as e:
+        load_hooks("planted_hooks_mod:hooks", source="GSA_HOOKS")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("GSA_HOOKS 'planted_hooks_mod:hooks': no such hooks")
+    assert '[project.entry-points."gsa.hooks"]' in msg and "installed: toyplugin" in msg
+    assert "planted_hooks_mod" not in sys.modules
+
+
+@pytest.mark.parametrize("name,message", [
+    ("gsa.train.testing:no_such_hooks", "cannot load the hooks"),
+    ("gsa.no_such_module", "cannot load the hooks"),
+    ("gsa.train.testing:TOY_SIZES", "did not give a gsa.train.Hooks"),
+    ("broken", "cannot load the hooks"),
+])
+def test_hooks_that_cannot_be_loaded_give_one_line(hooks_plugin, name, message):
+    hooks_plugin(broken="no_such_plugin_module:hooks")
+    with pytest.raises(ConfigError, match=message) as e:
+        load_hooks(name, source="--hooks")
+    assert "\n" not in str(e.value) and str(e.value).startswith(f"--hooks {name!r}")

@@ -3,6 +3,8 @@
 import io
 import json
 import math
+import os
+import re
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from gsa.train import checkpoint as ckpt
 from gsa.train.engine import train
 from gsa.errors import ConfigError
 from gsa.train.metrics import read_csv
+from gsa.train.rundir import LOCK_FILE
 from gsa.train.state import Position
 from gsa.train.testing import toy_config
 from gsa.train.trainer import Trainer
@@ -24,7 +27,9 @@ def test_construction_sets_the_run_up(tmp_path, toy):
     assert t.steps_per_epoch == 6 and t.max_steps == math.inf
     assert t.pos == Position() and t.best_weights is None and t.csv_log is None
     assert t.n_params == sum(p.numel() for p in t.model.parameters())
-    assert [p.name for p in run.iterdir()] == []  # nothing written before begin()/fit()
+    assert [p.name for p in run.iterdir()] == [LOCK_FILE]  # nothing written before begin()/fit()
+    t.close()
+    assert [p.name for p in run.iterdir()] == []
 
 
 def test_construction_errors(tmp_path, toy):
@@ -32,6 +37,7 @@ def test_construction_errors(tmp_path, toy):
         Trainer(toy_config(tmp_path / "r"), resume=True)
     with pytest.raises(ConfigError, match="has an empty train split"):
         Trainer(toy_config(tmp_path / "r", train_subset=None), hooks=toy.replace(dataset_fn=lambda cfg, split: []))
+    assert not (tmp_path / "r").exists()  # a failed set-up removes the directory it made
 
 
 def test_phases_reproduce_train(tmp_path, toy):
@@ -62,6 +68,7 @@ def test_one_epoch_by_hand_then_restore(tmp_path, toy):
     t.end_epoch(epoch, valid)  # saves best.* and last.*
     assert t.pos.epoch == 1 and t.pos.batch == 0 and t.pos.best_epoch == 1
     assert ckpt.load_state(run / ckpt.STATE)["step"] == 6 and (run / ckpt.BEST).is_file()
+    t.close()  # releases the run directory for the next Trainer
 
     again = Trainer(t.cfg, resume=True)
     again.restore()
@@ -77,3 +84,22 @@ def test_max_steps_caps_inside_an_epoch(tmp_path, toy):
     t.begin()
     assert t.fit() == "max_steps"
     assert t.pos.step == 4 and t.pos.epoch == 0 and t.pos.batch == 4 and t.pos.epoch_seconds == []
+
+
+def test_a_running_run_cannot_be_resumed_or_reused(tmp_path, toy):
+    run = tmp_path / "run"
+    t = Trainer(toy_config(run, epochs=3))
+    t.begin()
+    epoch = t.train_epoch()
+    t.end_epoch(epoch, t.validate(epoch))  # a resumable checkpoint: only the lock stands in the way
+    in_use = rf"^{re.escape(str(run))} is in use by another gsa run \(pid {os.getpid()} on .+\); wait for it to finish"
+    with pytest.raises(ConfigError, match=in_use):
+        Trainer(t.cfg, resume=True)
+    with pytest.raises(ConfigError, match=in_use):
+        train(toy_config(run))
+    assert ckpt.load_state(run / ckpt.STATE)["step"] == 6 and len(read_csv(run / "metrics.csv")) == 1
+    t.close()
+    with Trainer(t.cfg, resume=True) as again:
+        again.restore()
+        assert again.pos == t.pos
+

@@ -32,6 +32,7 @@ from .metrics import CsvLog, Meter, TensorBoardLog
 from .optim import build_optimizer, build_scheduler
 from .precision import Precision, check_for_training
 from .progress import Progress
+from .rundir import RunLock
 from .rng import get_rng_state, rng_state_to_cpu, seed_everything, set_rng_state
 from .signals import StopFlag
 from .state import Epoch, Position, weights_metadata
@@ -43,12 +44,14 @@ __all__ = ["Trainer"]
 class Trainer:
     """One training run: owns its state and runs its phases.
 
-    The constructor sets the run up: checks the run directory (``cfg.out``, or
-    ``runs/<recipe>-<dataset>-<group>-<time>``; with ``resume=True`` it must hold
-    ``last.state.pt`` and ``last.safetensors``, otherwise it must not), seeds, loads the data,
-    builds model, optimizer, scheduler and precision, and creates the run directory.
-    :meth:`run` then does the rest; :func:`gsa.train.train` wraps it with the
-    ``torch.distributed`` setup/teardown and restores the deterministic-algorithms setting.
+    The constructor sets the run up: creates and locks the run directory (``cfg.out``, or a new
+    ``runs/<recipe>-<dataset>-<group>-<time>``; another run holding the lock is an error) and checks
+    it (with ``resume=True`` it must hold ``last.state.pt`` and ``last.safetensors``, otherwise
+    it must hold no other run's files), seeds, loads the data, builds model, optimizer, scheduler
+    and precision; if any of that fails, the lock is released and a directory created for the run
+    removed again. :meth:`run` then does the rest and releases the lock (:meth:`close`);
+    :func:`gsa.train.train` wraps it with the ``torch.distributed`` setup/teardown and restores
+    the deterministic-algorithms setting.
 
     Args:
         cfg: the run's configuration (validated here).
@@ -60,7 +63,8 @@ class Trainer:
 
     State:
 
-    - ``cfg`` (with ``out`` set to ``run_dir``), ``run_dir``, ``hooks``, ``resume``
+    - ``cfg`` (with ``out`` set to ``run_dir``), ``run_dir``, ``run_lock`` (its
+      :class:`~gsa.train.rundir.RunLock`, held by rank 0), ``hooks``, ``resume``
     - ``dist`` (:class:`~gsa.train.distributed.DistInfo`), ``device``
     - data: ``spec``, ``datasets`` and ``tensors`` (dicts by split; tensors are
       ``(images [N, C, H, W], labels [N])`` or ``None``), ``train_batches``,
@@ -93,10 +97,15 @@ class Trainer:
         self.device = resolve_device(cfg.device, self.dist)
         per_batch = D.per_process_batch(cfg.batch_size, self.dist.world_size)
         self.progress = Progress(cfg.progress, enabled=self.dist.is_main, log_every=cfg.log_every, stream=stream)
-        self.run_dir = claim_run_dir(cfg, resume, self.dist)
-        self.cfg = dataclasses.replace(cfg, out=str(self.run_dir))
-        self._load_data_and_model(per_batch)
-        self._build_optimization()
+        self.run_lock = RunLock()  # rank 0 holds it until close() (run() closes at its end)
+        try:
+            self.run_dir = claim_run_dir(cfg, resume, self.dist, lock=self.run_lock)
+            self.cfg = dataclasses.replace(cfg, out=str(self.run_dir))
+            self._load_data_and_model(per_batch)
+            self._build_optimization()
+        except BaseException:
+            self.run_lock.release(remove_empty_dir=True)  # a failed set-up leaves no empty directory
+            raise
         self.pos = Position()
         self.best_weights: Optional[dict[str, torch.Tensor]] = None
         self.stop = StopFlag()
@@ -134,9 +143,6 @@ class Trainer:
             self.net: nn.Module = nn.parallel.DistributedDataParallel(self.model, **ddp_kw)
         else:
             self.net = self.model
-        if self.dist.is_main:  # created only once data and model are known to work
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        D.barrier(self.dist)
         self.optimizer = build_optimizer(cfg, self.model)
         self.scheduler = build_scheduler(cfg, self.optimizer, self.steps_per_epoch)
         self.precision = Precision(cfg.precision, device)
@@ -153,18 +159,34 @@ class Trainer:
 
     # ------------------------------------------------------------------ the whole run
     def run(self) -> dict[str, Any]:
-        """Restore (when resuming), fit, test, report; the report on every process."""
-        if self.resume:
-            self.restore()
-        self.begin()
-        try:
-            stopped = self.fit()
-        finally:
-            self.tb.close()
-            self.progress.end()
-        test = self.test()
-        report = self.final_report(test, stopped) if self.dist.is_main else {}
-        return D.broadcast_object(report, self.dist)
+        """Restore (when resuming), fit, test, report; the report on every process. The run
+        directory's lock is released at the end, however the run ends."""
+        with self:
+            if self.resume:
+                self.restore()
+            self.begin()
+            try:
+                stopped = self.fit()
+            finally:
+                self.tb.close()
+                self.progress.end()
+            test = self.test()
+            report = self.final_report(test, stopped) if self.dist.is_main else {}
+            return D.broadcast_object(report, self.dist)
+
+    def close(self) -> None:
+        """Release the run directory's lock (another run may use the directory from then on).
+
+        :meth:`run` does this at its end; a Trainer driven phase by phase is closed by hand
+        or used as a context manager (``with Trainer(cfg) as trainer: ...``).
+        """
+        self.run_lock.release()
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
     def begin(self) -> None:
         """Write ``config.json``, open ``metrics.csv`` / TensorBoard, reset the peak-memory

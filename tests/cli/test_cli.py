@@ -1,5 +1,6 @@
-"""The gsa command line (in-process via gsa.cli.main, plus one real subprocess)."""
+"""The gsa command line (in-process via gsa.cli.main, plus real subprocesses)."""
 
+import errno
 import json
 import os
 import subprocess
@@ -191,6 +192,18 @@ def test_out_in_a_read_only_directory_is_one_line(read_only_dir, capsys, toy_env
     assert capsys.readouterr().err == (f"gsa: error: cannot write to the run directory {ro} (Permission denied); "
                                        "choose another --out\n")
 
+
+def test_out_on_a_full_disk_is_one_line(tmp_path, capsys, toy_env, monkeypatch):
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    out = tmp_path / "run"
+    assert main(["train", *SMALL, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"gsa: error: cannot write config.json in {out} (No space left on device); "
+                   "no checkpoint was written yet\n")
+    assert sorted(p.name for p in out.iterdir()) == []  # no temporary file, and the lock is gone
 
 
 def test_out_holding_another_runs_files_is_refused(run_dir, capsys):

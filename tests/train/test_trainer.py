@@ -1,5 +1,6 @@
 """The Trainer's phases, one at a time, on the tiny ToyNet (seconds on a CPU)."""
 
+import errno
 import io
 import json
 import math
@@ -11,7 +12,7 @@ import torch
 
 from gsa.train import checkpoint as ckpt
 from gsa.train.engine import train
-from gsa.errors import ConfigError
+from gsa.errors import CheckpointError, ConfigError
 from gsa.train.metrics import read_csv
 from gsa.train.rundir import LOCK_FILE
 from gsa.train.state import Position
@@ -103,3 +104,42 @@ def test_a_running_run_cannot_be_resumed_or_reused(tmp_path, toy):
         again.restore()
         assert again.pos == t.pos
 
+
+@pytest.mark.parametrize("where", ["epoch", "checkpoint"])
+def test_a_full_disk_keeps_the_last_checkpoint(tmp_path, toy, monkeypatch, where):
+    """ENOSPC from the first write of the epoch's files, or from the checkpoint's: a one-line error,
+    no temporary files, and the last checkpoint as it was (resumable)."""
+    run = tmp_path / "run"
+    t = Trainer(toy_config(run, epochs=3))
+    t.begin()
+    epoch = t.train_epoch()
+    t.end_epoch(epoch, t.validate(epoch))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    full, real_fsync = [], os.fsync
+
+    def fsync(fd):
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    if where == "checkpoint":  # best.safetensors and metrics.csv are written, then the disk is full
+        save_last = t.save_last
+        monkeypatch.setattr(t, "save_last", lambda: (full.append(True), save_last()))
+    else:
+        full.append(True)
+    epoch = t.train_epoch()
+    valid = t.validate(epoch)
+    message = (rf"^cannot write .+ in {re.escape(str(run))} \(No space left on device\); the last checkpoint is "
+               rf"kept; once fixed, continue with: gsa train --resume {re.escape(str(run))}$")
+    with pytest.raises(CheckpointError, match=message):
+        t.end_epoch(epoch, valid)
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+    assert all((run / name).read_bytes() == before[name] for name in (ckpt.STATE, ckpt.LAST))
+    if where == "epoch":
+        assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # metrics.csv too
+    full.clear()
+    t.close()
+    with Trainer(t.cfg, resume=True) as again:
+        again.restore()
+        assert again.pos.step == 6 and again.pos.epoch == 1

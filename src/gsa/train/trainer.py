@@ -10,11 +10,12 @@ keep the best-on-validation weights, write ``metrics.csv`` / TensorBoard /
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import time
-from typing import Any, Optional, TextIO
+from typing import Any, Iterator, Optional, TextIO
 
 import torch
 from torch import nn
@@ -23,12 +24,12 @@ from . import checkpoint as ckpt
 from . import distributed as D
 from . import reporting as R
 from .build import SPLITS, build_model, claim_run_dir, load_data, to_device_if_small
-from .config import TrainConfig
+from .config import CONFIG_FILE, TrainConfig
 from .device import resolve_device
 from ..errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingInterrupted
 from .hooks import Hooks, get_hooks
 from .loaders import EvalBatches, TrainBatches, dataset_len, eval_limit, take
-from .metrics import CsvLog, Meter, TensorBoardLog
+from .metrics import CSV_FILE, CsvLog, Meter, TensorBoardLog
 from .optim import build_optimizer, build_scheduler
 from .precision import Precision, check_for_training
 from .progress import Progress
@@ -51,7 +52,8 @@ class Trainer:
     and precision; if any of that fails, the lock is released and a directory created for the run
     removed again. :meth:`run` then does the rest and releases the lock (:meth:`close`);
     :func:`gsa.train.train` wraps it with the ``torch.distributed`` setup/teardown and restores
-    the deterministic-algorithms setting.
+    the deterministic-algorithms setting. A write that fails in the run directory (a full disk)
+    is a one-line :class:`~gsa.errors.CheckpointError`; the files already there stay as they were.
 
     Args:
         cfg: the run's configuration (validated here).
@@ -188,12 +190,26 @@ class Trainer:
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """Turn an ``OSError`` while writing ``what`` into the run directory (a full disk, a
+        read-only mount) into a one-line :class:`CheckpointError`; the files already there are
+        kept (each is replaced atomically)."""
+        try:
+            yield
+        except OSError as exc:
+            last = self.run_dir / ckpt.LAST
+            then = (f"the last checkpoint is kept; once fixed, continue with: gsa train --resume {self.run_dir}"
+                    if last.exists() else "no checkpoint was written yet")
+            raise CheckpointError(f"cannot write {what} in {self.run_dir} ({exc.strerror or exc}); {then}") from None
+
     def begin(self) -> None:
         """Write ``config.json``, open ``metrics.csv`` / TensorBoard, reset the peak-memory
         counter and print the run's first line(s)."""
         main = self.dist.is_main
         if main:
-            self.cfg.save(self.run_dir)
+            with self._writing(CONFIG_FILE):
+                self.cfg.save(self.run_dir)
         self.csv_log = CsvLog(self.run_dir) if main else None
         self.tb = TensorBoardLog(self.run_dir, enabled=self.cfg.tensorboard and main)
         R.reset_peak_memory(self.device)
@@ -281,7 +297,8 @@ class Trainer:
         ckpt.save_weights(self.run_dir / ckpt.LAST, self.model, weights_metadata(self.cfg, self.pos))
 
     def _save_and_interrupt(self, where: str) -> None:
-        self.save_last()
+        with self._writing("the checkpoint"):
+            self.save_last()
         raise TrainingInterrupted(
             f"interrupted ({self.stop.signal_name or 'signal'}) {where} at step {self.pos.step}; checkpoint saved to "
             f"{self.run_dir / ckpt.LAST}; continue with: gsa train --resume {self.run_dir}",
@@ -406,13 +423,16 @@ class Trainer:
         epoch_seconds = time.perf_counter() - epoch.t_start
         if not epoch.capped:
             pos.epoch_seconds.append(epoch_seconds)
-        improved = self._keep_if_best(valid, epoch.index)
-        self._log_epoch(epoch, train, valid, improved, epoch_seconds)
+        with self._writing(ckpt.BEST):
+            improved = self._keep_if_best(valid, epoch.index)
+        with self._writing(f"the epoch's logs ({CSV_FILE}, tb)"):
+            self._log_epoch(epoch, train, valid, improved, epoch_seconds)
         if not epoch.capped:
             pos.epoch, pos.batch, pos.meter, pos.epoch_elapsed = epoch.index + 1, 0, {}, 0.0
         else:
             pos.epoch_elapsed = epoch_seconds
-        self.save_last()
+        with self._writing("the checkpoint"):
+            self.save_last()
 
     def _keep_if_best(self, valid: Meter, epoch_index: int) -> bool:
         pos = self.pos
@@ -485,7 +505,8 @@ class Trainer:
             self.model, imgs, labels, angles, rotate=self.hooks.rotate_fn, prepare=self.prepare,
             batch_size=self.eval_batch_size, device=self.device,
         )
-        R.plot_rotation(self.run_dir / R.ROTATION_FILE, angles, accs, R.rotation_title(cfg, len(imgs)))
+        with self._writing(R.ROTATION_FILE):
+            R.plot_rotation(self.run_dir / R.ROTATION_FILE, angles, accs, R.rotation_title(cfg, len(imgs)))
         return R.summarize_rotation(angles, accs, len(imgs))
 
     def check_invariance(self) -> dict[str, Any]:
@@ -514,7 +535,8 @@ class Trainer:
             R.summarize_run(self.cfg, self.n_params, self.eval_limit),
             {"rotation": rotation, "invariance": invariance},
         )
-        R.write_report(self.run_dir, report)
+        with self._writing(R.REPORT_FILE):
+            R.write_report(self.run_dir, report)
         for line in R.report_lines(report):
             self.progress.log(line)
         self.progress.log(f"report: {self.run_dir / R.REPORT_FILE}")

@@ -1,9 +1,11 @@
-"""The gsa command line (in-process via gsa.cli.main, plus one real subprocess)."""
+"""The gsa command line (in-process via gsa.cli.main, plus real subprocesses)."""
 
+import errno
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -247,3 +249,109 @@ def test_python_m_gsa_does_not_import_from_the_current_directory(tmp_path, hooks
                           cwd=work, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert not (work / "imported").exists() and "ToyNet" in proc.stdout
+def test_out_that_is_a_file_is_one_line(tmp_path, capsys, toy_env):
+    afile = tmp_path / "afile"
+    afile.write_text("notes")
+    assert main(["train", *SMALL, "--out", str(afile)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"gsa: error: --out {afile} is a file, not a directory; choose another --out\n"
+    assert afile.read_text() == "notes"
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A 0o500 directory; skips the test where permissions do not bind (root)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        (ro / "probe").touch()
+    except PermissionError:
+        yield ro
+    else:
+        (ro / "probe").unlink()
+        pytest.skip("permissions do not bind this user (root)")
+    finally:
+        ro.chmod(0o700)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_out_in_a_read_only_directory_is_one_line(read_only_dir, capsys, toy_env):
+    ro = read_only_dir
+    assert main(["train", *SMALL, "--out", str(ro / "run")]) == 2
+    assert capsys.readouterr().err == (f"gsa: error: cannot create the run directory {ro / 'run'} (Permission denied); "
+                                       "choose another --out\n")
+    assert main(["train", *SMALL, "--out", str(ro)]) == 2
+    assert capsys.readouterr().err == (f"gsa: error: cannot write to the run directory {ro} (Permission denied); "
+                                       "choose another --out\n")
+
+
+def test_out_on_a_full_disk_is_one_line(tmp_path, capsys, toy_env, monkeypatch):
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    out = tmp_path / "run"
+    assert main(["train", *SMALL, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"gsa: error: cannot write config.json in {out} (No space left on device); "
+                   "no checkpoint was written yet\n")
+    assert sorted(p.name for p in out.iterdir()) == []  # no temporary file, and the lock is gone
+
+
+def test_out_holding_another_runs_files_is_refused(run_dir, capsys):
+    """A finished run whose last.* were removed (kept its best weights): a new run must not overwrite them."""
+    for name in ("last.json", "last.safetensors", "last.state.pt"):
+        (run_dir / name).unlink()
+    best = (run_dir / "best.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(["train", *SMALL, "--out", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"gsa: error: {run_dir} holds another run's files (config.json, best.safetensors, metrics.csv, "
+                   "report.json, rotation.png) but no checkpoint to resume; choose another --out (or move those "
+                   "files away)\n")
+    assert (run_dir / "best.safetensors").read_bytes() == best
+
+
+@pytest.mark.slow
+def test_two_concurrent_runs_in_one_directory(tmp_path):
+    """Two real `gsa train --out DIR` processes at once: one trains, the other stops at once with the
+    lock's message naming the first; killing the first (SIGKILL) leaves no stale lock."""
+    import signal
+    import time
+
+    import gsa
+
+    out = tmp_path / "run"
+    src = str(Path(gsa.__file__).resolve().parents[1])
+    env = {**os.environ, "GSA_HOOKS": "gsa.train.testing:toy_hooks", "OMP_NUM_THREADS": "1", "CI": "true",
+           "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
+    cmd = [sys.executable, "-m", "gsa", "train", *SMALL, "--epochs", "100000", "--device", "cpu", "--out", str(out)]
+    logs = [tmp_path / f"err{i}.txt" for i in range(2)]
+    files = [open(log, "w") for log in logs]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=f) for f in files]
+    try:
+        deadline = time.monotonic() + 120
+        while all(p.poll() is None for p in procs):
+            assert time.monotonic() < deadline, "neither run ended"
+            time.sleep(0.1)
+        loser = next(i for i, p in enumerate(procs) if p.poll() is not None)
+        winner = procs[1 - loser]
+        err = logs[loser].read_text()
+        assert procs[loser].returncode == 2, err
+        assert err.startswith(f"gsa: error: {out} is in use by another gsa run (pid {winner.pid} on ")
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert winner.poll() is None  # exactly one run goes on
+        from gsa.train.rundir import LOCK_FILE, RunLock
+
+        winner.send_signal(signal.SIGKILL)
+        winner.wait(timeout=60)
+        assert (out / LOCK_FILE).exists()  # a killed run cannot clean up, but the OS dropped its lock
+        RunLock().acquire(out).release()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for f in files:
+            f.close()

@@ -1,15 +1,20 @@
 """Setting a run up: run directory checks, data and model."""
 
 import dataclasses
+import datetime as _dt
+import os
+import types
 
 import pytest
 import torch
 from torch.utils.data import Subset
 
+from gsa.train import build
 from gsa.train import checkpoint as ckpt
 from gsa.train.build import build_model, claim_run_dir, default_run_dir, load_data, to_device_if_small
 from gsa.train.distributed import DistInfo
 from gsa.errors import ConfigError
+from gsa.train.rundir import RunLock
 from gsa.train.testing import toy_config
 
 ONE = DistInfo()
@@ -39,6 +44,44 @@ def test_claim_run_dir_sees_a_pair_by_its_manifest(tmp_path):
     assert claim_run_dir(toy_config(run), True, ONE) == run
     with pytest.raises(ConfigError, match="already holds a run"):
         claim_run_dir(toy_config(run), False, ONE)
+
+
+def test_claim_run_dir_refuses_another_runs_files(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    assert claim_run_dir(toy_config(run), False, ONE) == run  # an empty directory is fine
+    (run / "config.json").write_text("{}")
+    (run / ckpt.BEST).write_bytes(b"weights")
+    with pytest.raises(ConfigError, match=rf"{run} holds another run's files \(config.json, best.safetensors\) but "
+                                          r"no checkpoint to resume; choose another --out"):
+        claim_run_dir(toy_config(run), False, ONE)
+
+
+def test_claim_run_dir_creates_and_locks(tmp_path):
+    run = tmp_path / "a" / "run"
+    lock = RunLock()
+    assert claim_run_dir(toy_config(run), False, ONE, lock=lock) == run
+    assert run.is_dir() and lock.held
+    with pytest.raises(ConfigError, match=rf"{run} is in use by another gsa run \(pid {os.getpid()} on "):
+        claim_run_dir(toy_config(run), False, ONE, lock=RunLock())
+    lock.release()
+
+
+def test_default_names_started_in_the_same_second_differ(tmp_path, monkeypatch):
+    class Frozen(_dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 1, 2, 3, 4, 5)
+
+    monkeypatch.setattr(build, "_dt", types.SimpleNamespace(datetime=Frozen))
+    monkeypatch.chdir(tmp_path)
+    cfg = dataclasses.replace(toy_config("x"), out=None)
+    locks = [RunLock(), RunLock()]
+    first, second = (claim_run_dir(cfg, False, ONE, lock=lock) for lock in locks)
+    assert first == default_run_dir(cfg) and second == first.with_name(first.name + "-2")
+    assert first.is_dir() and second.is_dir() and all(lock.held for lock in locks)
+    for lock in locks:
+        lock.release()
 
 
 def test_default_run_dir_names_the_run():

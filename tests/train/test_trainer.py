@@ -1,10 +1,13 @@
 """The Trainer's phases, one at a time, on the tiny ToyNet (seconds on a CPU)."""
 
 import copy
+import errno
 import io
 import itertools
 import json
 import math
+import os
+import re
 import shutil
 
 import pytest
@@ -14,6 +17,7 @@ from gsa.train import checkpoint as ckpt
 from gsa.train.engine import train
 from gsa.errors import CheckpointError, ConfigError
 from gsa.train.metrics import read_csv
+from gsa.train.rundir import LOCK_FILE
 from gsa.train.state import Position
 from gsa.train.testing import toy_config
 from gsa.train.trainer import Trainer
@@ -27,7 +31,9 @@ def test_construction_sets_the_run_up(tmp_path, toy):
     assert t.steps_per_epoch == 6 and t.max_steps == math.inf
     assert t.pos == Position() and t.best_weights is None and t.csv_log is None
     assert t.n_params == sum(p.numel() for p in t.model.parameters())
-    assert [p.name for p in run.iterdir()] == []  # nothing written before begin()/fit()
+    assert [p.name for p in run.iterdir()] == [LOCK_FILE]  # nothing written before begin()/fit()
+    t.close()
+    assert [p.name for p in run.iterdir()] == []
 
 
 def test_construction_errors(tmp_path, toy):
@@ -35,6 +41,7 @@ def test_construction_errors(tmp_path, toy):
         Trainer(toy_config(tmp_path / "r"), resume=True)
     with pytest.raises(ConfigError, match="has an empty train split"):
         Trainer(toy_config(tmp_path / "r", train_subset=None), hooks=toy.replace(dataset_fn=lambda cfg, split: []))
+    assert not (tmp_path / "r").exists()  # a failed set-up removes the directory it made
 
 
 def test_phases_reproduce_train(tmp_path, toy):
@@ -65,6 +72,7 @@ def test_one_epoch_by_hand_then_restore(tmp_path, toy):
     t.end_epoch(epoch, valid)  # saves best.* and last.*
     assert t.pos.epoch == 1 and t.pos.batch == 0 and t.pos.best_epoch == 1
     assert ckpt.load_state(run / ckpt.STATE)["step"] == 6 and (run / ckpt.BEST).is_file()
+    t.close()  # releases the run directory for the next Trainer
 
     again = Trainer(t.cfg, resume=True)
     again.restore()
@@ -123,7 +131,7 @@ def test_start_and_resume_remove_what_an_interrupted_save_left(tmp_path, toy):
         (run / name).write_bytes(b"x" * 100)
     out = io.StringIO()
     t = Trainer(toy_config(run, epochs=1), stream=out)  # a new run in a directory an interrupted first save left
-    assert sorted(p.name for p in run.iterdir()) == sorted(kept)
+    assert sorted(p.name for p in run.iterdir() if p.name != LOCK_FILE) == sorted(kept)
     assert "removed what an interrupted save left" in out.getvalue() and "last.next.safetensors" in out.getvalue()
     t.run()
     for name in stale:
@@ -145,6 +153,7 @@ def test_a_flipped_bit_in_the_training_state_stops_the_resume(tmp_path, toy):
     at = bytes(data).find(moments.numpy().tobytes())
     data[at + 2] ^= 0x04  # one bit of an Adam moment
     (run / ckpt.STATE).write_bytes(bytes(data))
+    t.close()
     with pytest.raises(CheckpointError, match=r"last\.state\.pt: corrupt \(SHA-256 differs from the one in last\.json\)"):
         Trainer(t.cfg, resume=True).restore()
 
@@ -157,10 +166,69 @@ def test_a_run_written_before_manifests_resumes_and_gets_one(tmp_path, toy):
     epoch = t.train_epoch()
     t.end_epoch(epoch, t.validate(epoch))
     (run / ckpt.MANIFEST).unlink()
+    t.close()
     assert ckpt.find_last(run) == ckpt.LastPair(run / ckpt.LAST, run / ckpt.STATE)
     again = Trainer(t.cfg, resume=True)
     again.restore()
     assert again.pos == t.pos and _weights_equal(again.model, t.model.state_dict())
     assert again.fit() == "completed"
     assert ckpt.find_last(run).step == 12 and ckpt.load_state(run / ckpt.STATE)["step"] == 12
+
+
+def test_a_running_run_cannot_be_resumed_or_reused(tmp_path, toy):
+    run = tmp_path / "run"
+    t = Trainer(toy_config(run, epochs=3))
+    t.begin()
+    epoch = t.train_epoch()
+    t.end_epoch(epoch, t.validate(epoch))  # a resumable checkpoint: only the lock stands in the way
+    in_use = rf"^{re.escape(str(run))} is in use by another gsa run \(pid {os.getpid()} on .+\); wait for it to finish"
+    with pytest.raises(ConfigError, match=in_use):
+        Trainer(t.cfg, resume=True)
+    with pytest.raises(ConfigError, match=in_use):
+        train(toy_config(run))
+    assert ckpt.load_state(run / ckpt.STATE)["step"] == 6 and len(read_csv(run / "metrics.csv")) == 1
+    t.close()
+    with Trainer(t.cfg, resume=True) as again:
+        again.restore()
+        assert again.pos == t.pos
+
+
+@pytest.mark.parametrize("where", ["epoch", "checkpoint"])
+def test_a_full_disk_keeps_the_last_checkpoint(tmp_path, toy, monkeypatch, where):
+    """ENOSPC from the first write of the epoch's files, or from the checkpoint's: a one-line error,
+    no temporary files, and the last checkpoint as it was (resumable)."""
+    run = tmp_path / "run"
+    t = Trainer(toy_config(run, epochs=3))
+    t.begin()
+    epoch = t.train_epoch()
+    t.end_epoch(epoch, t.validate(epoch))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    full, real_fsync = [], os.fsync
+
+    def fsync(fd):
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    if where == "checkpoint":  # best.safetensors and metrics.csv are written, then the disk is full
+        save_last = t.save_last
+        monkeypatch.setattr(t, "save_last", lambda: (full.append(True), save_last()))
+    else:
+        full.append(True)
+    epoch = t.train_epoch()
+    valid = t.validate(epoch)
+    message = (rf"^cannot write .+ in {re.escape(str(run))} \(No space left on device\); the last checkpoint is "
+               rf"kept; once fixed, continue with: gsa train --resume {re.escape(str(run))}$")
+    with pytest.raises(CheckpointError, match=message):
+        t.end_epoch(epoch, valid)
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+    assert all((run / name).read_bytes() == before[name] for name in (ckpt.STATE, ckpt.LAST))
+    if where == "epoch":
+        assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # metrics.csv too
+    full.clear()
+    t.close()
+    with Trainer(t.cfg, resume=True) as again:
+        again.restore()
+        assert again.pos.step == 6 and again.pos.epoch == 1
 

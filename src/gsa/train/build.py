@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -12,6 +12,7 @@ from torch.utils.data import Subset
 
 from . import checkpoint as ckpt
 from . import distributed as D
+from . import rundir
 from .config import TrainConfig
 from ..errors import ConfigError
 from .hooks import DataSpec, Hooks
@@ -23,27 +24,37 @@ SPLITS = ("train", "valid", "test")
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
-    """``runs/<recipe>-<dataset>-<group>-<timestamp>``."""
+    """``runs/<recipe>-<dataset>-<group>-<timestamp>`` (a name only: :func:`claim_run_dir` with a lock
+    creates it, appending ``-2``, ``-3``, ... when a run started in the same second took it)."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{cfg.recipe}-{cfg.dataset}-{cfg.group}-{stamp}"
 
 
-def claim_run_dir(cfg: TrainConfig, resume: bool, dist: D.DistInfo) -> Path:
+def claim_run_dir(cfg: TrainConfig, resume: bool, dist: D.DistInfo, lock: Optional[rundir.RunLock] = None) -> Path:
     """The run directory (rank 0's choice): ``cfg.out`` or a new timestamped one.
 
-    Raises :class:`ConfigError` when resuming without a checkpoint there, or when starting
-    a new run where one already is. Nothing is created here.
+    With ``lock`` (a new :class:`~gsa.train.rundir.RunLock`), rank 0 first creates the directory
+    (a default name atomically, ``-2``, ``-3``, ... appended when taken) and locks it for the run;
+    the checks below then see what no other run can change any more. Without ``lock`` nothing is
+    created. Raises :class:`ConfigError` when the directory cannot be created or another run holds
+    its lock, when resuming without a checkpoint there, when starting a new run where one already
+    is, or where another run left its files.
     """
     if resume and not cfg.out:
         raise ConfigError("--resume needs the run directory")
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     run_dir = Path(D.broadcast_object(str(run_dir), dist))
+    if lock is not None:
+        run_dir = rundir.claim(run_dir, lock, fresh=not cfg.out, resume=resume, dist=dist)
     if resume:
         if not ckpt.has_last(run_dir):
             raise ConfigError(f"--resume {run_dir}: no checkpoint to resume from ({ckpt.MANIFEST} / {ckpt.STATE} / "
                               f"{ckpt.LAST} missing)")
     elif any((run_dir / name).exists() for name in (ckpt.MANIFEST, ckpt.STATE, ckpt.LAST)):
         raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+    elif found := rundir.other_run_files(run_dir):
+        raise ConfigError(f"{run_dir} holds another run's files ({', '.join(found)}) but no checkpoint to resume; "
+                          "choose another --out (or move those files away)")
     return run_dir
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -67,14 +68,23 @@ class CsvLog:
         self.path = Path(run_dir) / CSV_FILE
 
     def append(self, row: Mapping[str, Any]) -> None:
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        with open(self.path, "a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow({k: _fmt(row.get(k)) for k in CSV_COLUMNS})
-            fh.flush()
-            os.fsync(fh.fileno())
+        """Append one row (and the header to a new file), flushed to disk. A failed write (a full
+        disk) cuts the file back to its previous rows before the ``OSError`` propagates."""
+        size = self.path.stat().st_size if self.path.exists() else 0
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        if size == 0:
+            writer.writeheader()
+        writer.writerow({k: _fmt(row.get(k)) for k in CSV_COLUMNS})
+        data = memoryview(text.getvalue().encode("utf-8"))
+        with open(self.path, "ab", buffering=0) as fh:  # unbuffered: nothing is left to flush on close
+            try:
+                while data:
+                    data = data[fh.write(data):]
+                os.fsync(fh.fileno())
+            except OSError:
+                fh.truncate(size)  # no half row for the next append to continue
+                raise
 
 
 def _fmt(value: Any) -> Any:

@@ -10,11 +10,12 @@ keep the best-on-validation weights, write ``metrics.csv`` / TensorBoard /
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import time
-from typing import Any, Optional, TextIO
+from typing import Any, Iterator, Optional, TextIO
 
 import torch
 from torch import nn
@@ -29,11 +30,12 @@ from ..errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingI
 from .hooks import Hooks, get_hooks
 from .identity import check_identity
 from .loaders import EvalBatches, TrainBatches, dataset_len, eval_limit, take
-from .metrics import CsvLog, Meter, TensorBoardLog
+from .metrics import CSV_FILE, CsvLog, Meter, TensorBoardLog
 from .optim import build_optimizer, build_scheduler
 from .precision import Precision, check_for_training
 from .progress import Progress
 from .resume import apply_settings, check_settings
+from .rundir import RunLock
 from .rng import get_rng_state, rng_state_to_cpu, seed_everything, set_rng_state
 from .signals import StopFlag
 from .state import Epoch, Position, weights_metadata
@@ -45,13 +47,17 @@ __all__ = ["Trainer"]
 class Trainer:
     """One training run: owns its state and runs its phases.
 
-    The constructor sets the run up: checks the run directory (``cfg.out``, or
-    ``runs/<recipe>-<dataset>-<group>-<time>``; with ``resume=True`` it must hold a last pair
-    (``last.json``, or ``last.state.pt`` and ``last.safetensors``), otherwise it must not), seeds,
-    loads the data, builds model, optimizer, scheduler and precision, and creates the run directory
-    (removing temporaries and an incomplete pair an interrupted save left there).
-    :meth:`run` then does the rest; :func:`gsa.train.train` wraps it with the
-    ``torch.distributed`` setup/teardown and restores the deterministic-algorithms setting.
+    The constructor sets the run up: creates and locks the run directory (``cfg.out``, or a new
+    ``runs/<recipe>-<dataset>-<group>-<time>``; another run holding the lock is an error) and checks
+    it (with ``resume=True`` it must hold a last pair — ``last.json``, or ``last.state.pt`` and
+    ``last.safetensors`` — otherwise it must hold no other run's files), seeds, loads the data,
+    builds model, optimizer, scheduler and precision, and removes temporaries and an incomplete pair
+    an interrupted save left there; if any of that fails, the lock is released and a directory
+    created for the run removed again. :meth:`run` then does the rest and releases the lock
+    (:meth:`close`); :func:`gsa.train.train` wraps it with the ``torch.distributed`` setup/teardown
+    and restores the deterministic-algorithms setting. A write that fails in the run directory (a
+    full disk) is a one-line :class:`~gsa.errors.CheckpointError`; the files already there stay as
+    they were.
 
     Args:
         cfg: the run's configuration (validated here).
@@ -63,7 +69,8 @@ class Trainer:
 
     State:
 
-    - ``cfg`` (with ``out`` set to ``run_dir``), ``run_dir``, ``hooks``, ``resume``
+    - ``cfg`` (with ``out`` set to ``run_dir``), ``run_dir``, ``run_lock`` (its
+      :class:`~gsa.train.rundir.RunLock`, held by rank 0), ``hooks``, ``resume``
     - ``dist`` (:class:`~gsa.train.distributed.DistInfo`), ``device``
     - data: ``spec``, ``datasets`` and ``tensors`` (dicts by split; tensors are
       ``(images [N, C, H, W], labels [N])`` or ``None``), ``train_batches``,
@@ -96,10 +103,15 @@ class Trainer:
         self.device = resolve_device(cfg.device, self.dist)
         per_batch = D.per_process_batch(cfg.batch_size, self.dist.world_size)
         self.progress = Progress(cfg.progress, enabled=self.dist.is_main, log_every=cfg.log_every, stream=stream)
-        self.run_dir = claim_run_dir(cfg, resume, self.dist)
-        self.cfg = dataclasses.replace(cfg, out=str(self.run_dir))
-        self._load_data_and_model(per_batch)
-        self._build_optimization()
+        self.run_lock = RunLock()  # rank 0 holds it until close() (run() closes at its end)
+        try:
+            self.run_dir = claim_run_dir(cfg, resume, self.dist, lock=self.run_lock)
+            self.cfg = dataclasses.replace(cfg, out=str(self.run_dir))
+            self._load_data_and_model(per_batch)
+            self._build_optimization()
+        except BaseException:
+            self.run_lock.release(remove_empty_dir=True)  # a failed set-up leaves no empty directory
+            raise
         self.pos = Position()
         self.best_weights: Optional[dict[str, torch.Tensor]] = None
         self.stop = StopFlag()
@@ -137,12 +149,10 @@ class Trainer:
             self.net: nn.Module = nn.parallel.DistributedDataParallel(self.model, **ddp_kw)
         else:
             self.net = self.model
-        if self.dist.is_main:  # created only once data and model are known to work
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:  # the directory is ours (locked); clear what an interrupted save left
             removed = ckpt.clean_run_dir(self.run_dir, also=(CONFIG_FILE, R.REPORT_FILE))
             if removed:
                 self.progress.log(f"removed what an interrupted save left in {self.run_dir}: {', '.join(removed)}")
-        D.barrier(self.dist)
         self.optimizer = build_optimizer(cfg, self.model)
         self.scheduler = build_scheduler(cfg, self.optimizer, self.steps_per_epoch)
         self.precision = Precision(cfg.precision, device)
@@ -159,25 +169,54 @@ class Trainer:
 
     # ------------------------------------------------------------------ the whole run
     def run(self) -> dict[str, Any]:
-        """Restore (when resuming), fit, test, report; the report on every process."""
-        if self.resume:
-            self.restore()
-        self.begin()
+        """Restore (when resuming), fit, test, report; the report on every process. The run
+        directory's lock is released at the end, however the run ends."""
+        with self:
+            if self.resume:
+                self.restore()
+            self.begin()
+            try:
+                stopped = self.fit()
+            finally:
+                self.tb.close()
+                self.progress.end()
+            test = self.test()
+            report = self.final_report(test, stopped) if self.dist.is_main else {}
+            return D.broadcast_object(report, self.dist)
+
+    def close(self) -> None:
+        """Release the run directory's lock (another run may use the directory from then on).
+
+        :meth:`run` does this at its end; a Trainer driven phase by phase is closed by hand
+        or used as a context manager (``with Trainer(cfg) as trainer: ...``).
+        """
+        self.run_lock.release()
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """Turn an ``OSError`` while writing ``what`` into the run directory (a full disk, a
+        read-only mount) into a one-line :class:`CheckpointError`; the files already there are
+        kept (each is replaced atomically)."""
         try:
-            stopped = self.fit()
-        finally:
-            self.tb.close()
-            self.progress.end()
-        test = self.test()
-        report = self.final_report(test, stopped) if self.dist.is_main else {}
-        return D.broadcast_object(report, self.dist)
+            yield
+        except OSError as exc:
+            then = (f"the last checkpoint is kept; once fixed, continue with: gsa train --resume {self.run_dir}"
+                    if ckpt.has_last(self.run_dir) else "no checkpoint was written yet")
+            raise CheckpointError(f"cannot write {what} in {self.run_dir} ({exc.strerror or exc}); {then}") from None
 
     def begin(self) -> None:
         """Write ``config.json``, open ``metrics.csv`` / TensorBoard, reset the peak-memory
         counter and print the run's first line(s)."""
         main = self.dist.is_main
         if main:
-            self.cfg.save(self.run_dir)
+            with self._writing(CONFIG_FILE):
+                self.cfg.save(self.run_dir)
         self.csv_log = CsvLog(self.run_dir) if main else None
         self.tb = TensorBoardLog(self.run_dir, enabled=self.cfg.tensorboard and main)
         R.reset_peak_memory(self.device)
@@ -275,7 +314,8 @@ class Trainer:
         ckpt.save_last(self.run_dir, self.model, weights_metadata(self.cfg, self.pos, self.model), state)
 
     def _save_and_interrupt(self, where: str) -> None:
-        self.save_last()
+        with self._writing("the checkpoint"):
+            self.save_last()
         raise TrainingInterrupted(
             f"interrupted ({self.stop.signal_name or 'signal'}) {where} at step {self.pos.step}; checkpoint saved to "
             f"{self.run_dir / ckpt.LAST}; continue with: gsa train --resume {self.run_dir}",
@@ -400,13 +440,16 @@ class Trainer:
         epoch_seconds = time.perf_counter() - epoch.t_start
         if not epoch.capped:
             pos.epoch_seconds.append(epoch_seconds)
-        improved = self._keep_if_best(valid, epoch.index)
-        self._log_epoch(epoch, train, valid, improved, epoch_seconds)
+        with self._writing(ckpt.BEST):
+            improved = self._keep_if_best(valid, epoch.index)
+        with self._writing(f"the epoch's logs ({CSV_FILE}, tb)"):
+            self._log_epoch(epoch, train, valid, improved, epoch_seconds)
         if not epoch.capped:
             pos.epoch, pos.batch, pos.meter, pos.epoch_elapsed = epoch.index + 1, 0, {}, 0.0
         else:
             pos.epoch_elapsed = epoch_seconds
-        self.save_last()
+        with self._writing("the checkpoint"):
+            self.save_last()
 
     def _keep_if_best(self, valid: Meter, epoch_index: int) -> bool:
         pos = self.pos
@@ -479,7 +522,8 @@ class Trainer:
             self.model, imgs, labels, angles, rotate=self.hooks.rotate_fn, prepare=self.prepare,
             batch_size=self.eval_batch_size, device=self.device,
         )
-        R.plot_rotation(self.run_dir / R.ROTATION_FILE, angles, accs, R.rotation_title(cfg, len(imgs)))
+        with self._writing(R.ROTATION_FILE):
+            R.plot_rotation(self.run_dir / R.ROTATION_FILE, angles, accs, R.rotation_title(cfg, len(imgs)))
         return R.summarize_rotation(angles, accs, len(imgs))
 
     def check_invariance(self) -> dict[str, Any]:
@@ -508,7 +552,8 @@ class Trainer:
             R.summarize_run(self.cfg, self.n_params, self.eval_limit),
             {"rotation": rotation, "invariance": invariance},
         )
-        R.write_report(self.run_dir, report)
+        with self._writing(R.REPORT_FILE):
+            R.write_report(self.run_dir, report)
         for line in R.report_lines(report):
             self.progress.log(line)
         self.progress.log(f"report: {self.run_dir / R.REPORT_FILE}")

@@ -163,6 +163,24 @@ def test_numeric_options_refuse_non_finite_and_out_of_range_values(flag, value, 
     assert err.startswith(f"gsa: error: {flag} must be") and err.count("\n") == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize("field, value", [("lr", "abc"), ("eval_batch_size", "big")])
+def test_eval_of_a_config_with_a_wrong_type_is_one_line(run_dir, capsys, field, value):
+    cfg = json.loads((run_dir / "config.json").read_text())
+    cfg[field] = value
+    (run_dir / "config.json").write_text(json.dumps(cfg))
+    capsys.readouterr()
+    assert main(["eval", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gsa: error: ") and f"config field '{field}' must be" in err and err.count("\n") == 1
+
+
+def test_info_image_size_below_the_models_minimum_is_one_line(capsys):
+    assert main(["info", "--image-size", "8", "--no-flops"]) == 2
+    err = capsys.readouterr().err
+    assert "the model needs images of at least 22x22 pixels" in err and "--image-size gives 8x8" in err
+    assert err.count("\n") == 1
+
+
 def test_resume_without_checkpoint(tmp_path, capsys, toy_env):
     (tmp_path / "config.json").write_text(json.dumps({"recipe": "mini", "dataset": "toy"}))
     assert main(["train", "--resume", str(tmp_path)]) == 2

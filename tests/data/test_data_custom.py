@@ -135,3 +135,84 @@ def test_npz_errors(tmp_path):
         data.get_dataset(f"npz:{r}", "train")
     with pytest.raises(DataError, match="not found"):
         data.get_dataset(f"npz:{tmp_path / 'missing.npz'}", "train")
+
+
+# --------------------------------------------------------------------------- labels, splits, statistics
+
+
+def test_npz_stray_label_names_the_gap_instead_of_a_million_classes(tmp_path):
+    y = np.arange(40) % 10
+    y[3] = 999999
+    p = tmp_path / "stray.npz"
+    np.savez(p, images=np.random.default_rng(0).integers(0, 256, (40, 6, 6), dtype=np.uint8), labels=y)
+    with pytest.raises(DataError) as e:
+        data.info(f"npz:{p}")
+    msg = str(e.value)
+    assert "11 distinct labels but 1000000 classes" in msg and "largest label 999999" in msg
+    assert "no image is labelled 10..999998" in msg and "\n" not in msg
+
+
+def test_npz_class_names_without_images_are_named(tmp_path):
+    p = tmp_path / "names.npz"
+    x = np.random.default_rng(1).integers(0, 256, (12, 5, 5), dtype=np.uint8)
+    np.savez(p, images=x, labels=np.arange(12) % 2, class_names=np.array(["cat", "dog", "eel"]))
+    with pytest.raises(DataError, match=r"no image is labelled 2 \('eel'\)"):
+        data.info(f"npz:{p}")
+
+
+def test_npz_single_class_and_empty_splits_are_refused(tmp_path):
+    x = np.random.default_rng(2).integers(0, 256, (12, 5, 5), dtype=np.uint8)
+    one = tmp_path / "one.npz"
+    np.savez(one, images=x, labels=np.full(12, 4))  # one class, and labels 0..3 without images
+    with pytest.raises(DataError, match="no image is labelled 0..3"):
+        data.info(f"npz:{one}")
+    np.savez(one, images=x, labels=np.zeros(12, int))
+    with pytest.raises(DataError, match="every training image has label 0; a classifier needs at least 2 classes"):
+        data.get_dataset(f"npz:{one}", "train")
+    empty = tmp_path / "empty.npz"
+    y = np.arange(12) % 2
+    np.savez(empty, x_train=x[:8], y_train=y[:8], x_valid=x[:0], y_valid=y[:0], x_test=x[8:], y_test=y[8:])
+    with pytest.raises(DataError, match="the valid split has no images"):
+        data.get_dataset(f"npz:{empty}", "test")
+
+
+def test_constant_training_images_are_refused(tmp_path):
+    p = tmp_path / "flat.npz"
+    np.savez(p, images=np.full((12, 5, 5), 0.5, np.float32), labels=np.arange(12) % 2)
+    with pytest.raises(DataError, match="std 0 in every channel"):
+        data.info(f"npz:{p}")
+    rgba = np.random.default_rng(3).integers(0, 256, (12, 5, 5, 4), dtype=np.uint8)
+    rgba[..., 3] = 255  # one constant channel (opaque alpha) is fine: make_prepare only centres it
+    np.savez(p, images=rgba, labels=np.arange(12) % 2)
+    assert data.info(f"npz:{p}").std[3] == 0.0
+
+
+def test_folder_empty_class_and_single_class_are_refused(tmp_path):
+    root = tmp_path / "f"
+    for c in ("ant", "cat"):
+        for i in range(4):
+            _png(root / c / f"{i}.png", _rgb(10 * len(c) + i))
+    (root / "bee").mkdir()
+    with pytest.raises(DataError, match=r"no image is labelled 1 \('bee'\)"):
+        data.info(f"folder:{root}")
+    (root / "bee").rmdir()
+    for f in (root / "cat").iterdir():
+        f.unlink()
+    (root / "cat").rmdir()
+    with pytest.raises(DataError, match=r"every training image has label 0 \('ant'\)"):
+        data.get_dataset(f"folder:{root}", "train")
+
+
+def test_folder_truncated_image_is_named_when_decoded(tmp_path):
+    root = tmp_path / "t"
+    for c in ("a", "b"):
+        for i in range(5):
+            _png(root / "train" / c / f"{i}.png", _rgb(i + 7 * len(c)))
+            _png(root / "test" / c / f"{i}.png", _rgb(i + 50))
+    bad = root / "test" / "b" / "2.png"
+    bad.write_bytes(bad.read_bytes()[:70])
+    ds = data.get_dataset(f"folder:{root}", "test")  # the scan reads headers only
+    with pytest.raises(DataError, match=r"cannot decode image .*2\.png"):
+        [ds[i] for i in range(len(ds))]
+    with pytest.raises(DataError, match=r"2\.png"):
+        ds.tensors()

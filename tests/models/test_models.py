@@ -109,6 +109,21 @@ def test_bad_model_input_raises():
         net(torch.randn(28, 28))
 
 
+@pytest.mark.parametrize("preset, least", [("rotmnist", 22), ("cifar10", 4), ("pcam", 56)])
+def test_min_input_size_follows_the_crops_and_pools(preset, least):
+    net = create(preset, group="z2", num_heads=1, channels=6, lifting_heads=1).eval()
+    assert net.min_input_size() == least
+    c = net.config.in_channels
+    assert net(torch.randn(1, c, least, least)).shape == (1, net.config.num_classes)
+    with pytest.raises(ValueError, match=f"at least {least}x{least} pixels .* got {least - 1}x{least}"):
+        net(torch.randn(1, c, least - 1, least))
+
+
+def test_empty_batch_gives_empty_logits():
+    net = create("rotmnist", group="p4", num_heads=1).eval()
+    assert net(torch.randn(0, 1, 28, 28)).shape == (0, 10)
+
+
 # ----------------------------------------------------------------------------- learning-related options
 def test_new_network_starts_at_the_uniform_prediction():
     net = create("rotmnist", group="p4", num_heads=2)

@@ -134,3 +134,52 @@ def test_state_dict_roundtrip_and_group_objects():
     x = torch.randn(1, 4, 8, 5, 5)
     torch.testing.assert_close(a(x), b(x))
     assert "group_index" not in a.state_dict()  # derived, not saved
+
+
+def test_window_wider_than_the_image_is_capped(monkeypatch):
+    """A 401x401 window on a 4x4 image computes only the offsets inside the image (it asked for
+    161,201 slots per pixel, tens of GB at real sizes), with the same result as the full window."""
+    import gsa.nn.attention as attention
+
+    seen = []
+    real = attention.group_attention
+
+    def spy(q, k, v, table, **kw):
+        seen.append((kw["patch_size"], table.shape[1]))
+        return real(q, k, v, table, **kw)
+
+    monkeypatch.setattr(attention, "group_attention", spy)
+    layer = LiftingSelfAttention("p4", 2, 4, num_heads=1, patch_size=401)
+    assert layer(torch.randn(1, 2, 4, 4)).shape == (1, 4, 4, 4, 4)
+    assert seen == [(None, 7 * 7)]
+    assert layer.window(201, 3) == 401 and layer.window(200, 3) is None
+
+
+@pytest.mark.parametrize("cls", [LiftingSelfAttention, GroupSelfAttention])
+def test_capped_window_equals_the_full_window(cls, layer_input, monkeypatch):
+    layer = _pair(cls, "p4m", 9)
+    x = layer_input(layer, X=3, Y=4)  # 9 > 2 * 4 - 1: capped
+    capped = layer(x)
+    monkeypatch.setattr(type(layer), "window", lambda self, X, Y: self.patch_size)
+    layer._coords.clear()
+    full = layer(x, backend="dense")  # every one of the 81 slots, outside ones masked
+    torch.testing.assert_close(capped, full, rtol=1e-10, atol=1e-12)
+
+
+def test_mixed_dtype_input_is_a_clear_type_error():
+    layer = GroupSelfAttention("p4", 4, 6, num_heads=2, patch_size=3)
+    x = torch.randn(1, 4, 4, 5, 5)
+    with pytest.raises(TypeError, match=r"expects torch.float32 input \(the dtype of its parameters\), got torch.bfloat16"):
+        layer(x.to(torch.bfloat16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts mixed inputs itself
+        assert layer(x.to(torch.bfloat16)).shape == (1, 6, 4, 5, 5)
+
+
+def test_empty_batch_gives_an_empty_output_and_empty_images_an_error():
+    lift = LiftingSelfAttention("p4", 3, 6, num_heads=2, patch_size=3)
+    grp = GroupSelfAttention("p4", 6, 6, num_heads=2, patch_size=None)
+    out = grp(lift(torch.randn(0, 3, 5, 7)))
+    assert out.shape == (0, 6, 4, 5, 7)
+    for shape in [(1, 3, 0, 5), (2, 3, 5, 0)]:
+        with pytest.raises(ValueError, match="at least 1x1 pixels"):
+            lift(torch.randn(*shape))

@@ -13,7 +13,7 @@ from gsa.train import build
 from gsa.train import checkpoint as ckpt
 from gsa.train.build import build_model, claim_run_dir, default_run_dir, load_data, to_device_if_small
 from gsa.train.distributed import DistInfo
-from gsa.errors import ConfigError
+from gsa.errors import ConfigError, DataError
 from gsa.train.rundir import RunLock
 from gsa.train.testing import toy_config
 
@@ -96,6 +96,27 @@ def test_load_data_subsets_train_and_stacks_small_splits(toy):
     assert isinstance(datasets["train"], Subset) and len(tensors["train"][0]) == 32
     _, _, lazy = load_data(toy_config("x", loader="dataloader"), toy)
     assert lazy == {"train": None, "valid": None, "test": None}
+
+
+def test_load_data_refuses_labels_outside_the_classes(toy):
+    from torch.utils.data import TensorDataset
+
+    def dataset_fn(cfg, split):
+        ds = toy.dataset_fn(cfg, split)
+        x, y = ds.tensors
+        return TensorDataset(x, torch.where(torch.arange(len(y)) == 5, torch.tensor(7), y))  # 3 classes
+
+    with pytest.raises(DataError, match="the train split has label 7, outside the 3 classes 0..2"):
+        load_data(toy_config("x"), toy.replace(dataset_fn=dataset_fn))
+
+
+def test_load_data_refuses_an_empty_split(toy):
+    def dataset_fn(cfg, split):
+        ds = toy.dataset_fn(cfg, split)
+        return Subset(ds, range(0)) if split == "test" else ds
+
+    with pytest.raises(DataError, match="the test split has no images"):
+        load_data(toy_config("x"), toy.replace(dataset_fn=dataset_fn))
 
 
 def test_build_model_checks_the_factory(toy):

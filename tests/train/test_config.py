@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from gsa.train.config import RECIPES, TrainConfig, config_diff, get_recipe, make_config
@@ -93,3 +95,19 @@ def test_global_attention_is_none_and_old_configs_spelling_zero_still_load():
     for bad in (-3, 4, True, 2.5):
         with pytest.raises(ConfigError, match="--patch-size must be odd"):
             make_config("mini", patch_size=bad)
+
+
+@pytest.mark.parametrize(
+    "field, value, kind",
+    [("lr", "abc", "a number"), ("epochs", [1], "an integer"), ("epochs", 2.5, "an integer"),
+     ("workers", "2", "an integer"), ("normalize", "yes", "true or false"), ("dataset", 5, "a string"),
+     ("eval_batch_size", "big", "an integer or null"), ("model_args", [1], "an object"), ("seed", True, "an integer")],
+)
+def test_load_refuses_a_wrong_type_naming_the_field(tmp_path, field, value, kind):
+    cfg = make_config("mini").to_dict()
+    cfg[field] = value
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match=f"config.json: config field '{field}' must be {kind}, got"):
+        TrainConfig.load(tmp_path)
+    cfg[field] = make_config("mini").to_dict()[field]
+    assert TrainConfig.from_dict(cfg) == make_config("mini")

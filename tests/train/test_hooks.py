@@ -1,12 +1,14 @@
-"""Named hooks (gsa.train.hooks.load_hooks): entry points of the gsa.hooks group and gsa's own modules only."""
+"""The hooks: named hooks (``load_hooks``: entry points of the gsa.hooks group and gsa's own modules
+only) and the default factories (dataset descriptions and models that fit them)."""
 
 import sys
 
+import numpy as np
 import pytest
 
 from gsa.errors import ConfigError
-from gsa.train.hooks import Hooks, load_hooks
-from gsa.train.testing import TOY_SPEC
+from gsa.train.hooks import DataSpec, Hooks, default_info, default_model, load_hooks
+from gsa.train.testing import TOY_SPEC, toy_config
 
 
 def test_entry_point_hooks_are_loaded_by_name(hooks_plugin):
@@ -42,3 +44,25 @@ def test_hooks_that_cannot_be_loaded_give_one_line(hooks_plugin, name, message):
     with pytest.raises(ConfigError, match=message) as e:
         load_hooks(name, source="--hooks")
     assert "\n" not in str(e.value) and str(e.value).startswith(f"--hooks {name!r}")
+
+
+@pytest.mark.parametrize("field, value", [("num_classes", 1), ("num_classes", 0), ("in_channels", 0),
+                                          ("num_classes", 2.0), ("in_channels", True)])
+def test_data_spec_refuses_impossible_sizes(field, value):
+    kw = dict(name="d", in_channels=1, num_classes=3, image_size=(8, 8))
+    kw[field] = value
+    with pytest.raises(ConfigError, match=f"dataset 'd': {field} must be an integer >= "):
+        DataSpec(**kw)
+
+
+def test_default_model_refuses_images_smaller_than_its_crops_and_pools(tmp_path):
+    path = tmp_path / "small.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, images=rng.integers(0, 256, (30, 20, 20), dtype=np.uint8), labels=np.arange(30) % 3)
+    spec = default_info(f"npz:{path}")
+    assert (spec.num_classes, spec.image_size) == (3, (20, 20))
+    cfg = toy_config("x", dataset=f"npz:{path}", preset="rotmnist", patch_size=3)
+    with pytest.raises(ConfigError, match=r"at least 22x22 pixels .*; dataset 'npz:.*small.npz' has 20x20 images"):
+        default_model(cfg, spec)
+    model = default_model(cfg, DataSpec(name="big", in_channels=1, num_classes=3, image_size=(22, 22)))
+    assert model.min_input_size() == 22

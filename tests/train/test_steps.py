@@ -1,5 +1,6 @@
 """Input normalisation, the fp32 loss and the evaluation pass."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -15,6 +16,15 @@ def test_make_prepare_normalises_per_channel_or_is_the_identity():
     out = make_prepare((0.5, 0.25), (0.5, 2.0), CPU)(x)
     torch.testing.assert_close(out[:, 0], (x[:, 0] - 0.5) / 0.5)
     torch.testing.assert_close(out[:, 1], (x[:, 1] - 0.25) / 2.0)
+
+
+def test_make_prepare_only_centres_a_constant_channel():
+    x = torch.rand(2, 2, 3, 3)
+    with pytest.warns(RuntimeWarning, match=r"channel\(s\) 1 of the training images are constant"):
+        prepare = make_prepare((0.5, 0.25), (0.5, 0.0), CPU)
+    out = prepare(x)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out[:, 1], x[:, 1] - 0.25)
 
 
 def test_compute_loss_is_fp32_cross_entropy():

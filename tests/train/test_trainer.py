@@ -15,7 +15,7 @@ import torch
 
 from gsa.train import checkpoint as ckpt
 from gsa.train.engine import train
-from gsa.errors import CheckpointError, ConfigError
+from gsa.errors import CheckpointError, ConfigError, DataError
 from gsa.train.metrics import read_csv
 from gsa.train.rundir import LOCK_FILE
 from gsa.train.state import Position
@@ -39,7 +39,7 @@ def test_construction_sets_the_run_up(tmp_path, toy):
 def test_construction_errors(tmp_path, toy):
     with pytest.raises(ConfigError, match="no checkpoint to resume from"):
         Trainer(toy_config(tmp_path / "r"), resume=True)
-    with pytest.raises(ConfigError, match="has an empty train split"):
+    with pytest.raises(DataError, match="the train split has no images"):
         Trainer(toy_config(tmp_path / "r", train_subset=None), hooks=toy.replace(dataset_fn=lambda cfg, split: []))
     assert not (tmp_path / "r").exists()  # a failed set-up removes the directory it made
 

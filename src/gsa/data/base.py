@@ -4,7 +4,7 @@ pixel scaling, seeded splits and channel statistics."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,8 @@ __all__ = [
     "to_float01",
     "seeded_split",
     "channel_stats",
+    "check_labels",
+    "check_stats",
     "default_data_dir",
     "candidate_dirs",
 ]
@@ -154,6 +156,57 @@ def channel_stats(images: torch.Tensor | np.ndarray, chunk: int = 4096) -> tuple
     mean = s / count
     std = (s2 / count - mean * mean).clamp_min(0).sqrt()
     return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+def _missing_runs(present: np.ndarray, num_classes: int) -> list[tuple[int, int]]:
+    """Inclusive ranges of ``0 .. num_classes - 1`` absent from the sorted unique ``present`` (no
+    array of ``num_classes`` entries is made: a label of 10**12 costs nothing)."""
+    bounds = [-1, *(int(v) for v in present), num_classes]
+    return [(a + 1, b - 1) for a, b in zip(bounds, bounds[1:]) if b - a > 1]
+
+
+def check_labels(what: str, labels: Mapping[str, np.ndarray], num_classes: int,
+                 class_names: Sequence[str] | None = None) -> None:
+    """Refuse labels that would silently train the wrong model, with a one-line :class:`DataError`.
+
+    ``labels`` maps each split to its integer labels. Every split must hold at least one image, every
+    class ``0 .. num_classes - 1`` at least one image (a label of 999999 among 0..9 would otherwise
+    build a 1,000,000-class model), and the train split at least two classes. ``class_names`` (one
+    per class), when given, are named in the messages.
+    """
+    for split, y in labels.items():
+        if len(y) == 0:
+            raise DataError(f"{what}: the {split} split has no images; every split ({', '.join(labels)}) needs some")
+    k = num_classes
+    present = np.unique(np.concatenate([np.asarray(y, dtype=np.int64).reshape(-1) for y in labels.values()]))
+    if present[0] < 0 or present[-1] >= k:
+        bad = int(present[0] if present[0] < 0 else present[-1])
+        raise DataError(f"{what}: label {bad} is outside the {k} classes 0..{k - 1}")
+    gaps = _missing_runs(present, k)
+    if gaps:
+        text = ", ".join(f"{a}..{b}" if a < b else str(a) for a, b in gaps[:4]) + (", ..." if len(gaps) > 4 else "")
+        if class_names is not None and sum(b - a + 1 for a, b in gaps) <= 5:
+            text += " (" + ", ".join(repr(class_names[i]) for a, b in gaps for i in range(a, b + 1)) + ")"
+        raise DataError(
+            f"{what}: {len(present)} distinct labels but {k} classes 0..{k - 1} (largest label {int(present[-1])}): "
+            f"no image is labelled {text}; number the classes 0..{len(present) - 1} without gaps"
+        )
+    train = np.unique(np.asarray(labels["train"]))
+    if len(train) < 2:
+        c = int(train[0])
+        name = f" ({class_names[c]!r})" if class_names is not None else ""
+        raise DataError(f"{what}: every training image has label {c}{name}; a classifier needs at least 2 classes")
+
+
+def check_stats(what: str, std: Sequence[float]) -> None:
+    """Refuse training images that are all one value (pixel std 0 in every channel): normalising them
+    divides by zero and there is nothing to learn. One constant channel (an opaque alpha channel) is
+    fine: :func:`gsa.train.steps.make_prepare` only centres such a channel."""
+    if len(std) and all(not (s > 0) for s in std):
+        raise DataError(
+            f"{what}: every pixel of every training image has the same value (std 0 in every channel); "
+            "there is nothing to learn - check that the images were not blanked when they were saved"
+        )
 
 
 def default_data_dir() -> Path:

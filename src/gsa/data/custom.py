@@ -20,20 +20,30 @@
     images must already lie in [0, 1]. Labels: non-negative integers. Loaded with
     ``allow_pickle=False``.
 
+Both forms are checked before anything trains (:func:`~gsa.data.base.check_labels`): every
+split holds images, the classes are ``0 .. K-1`` with an image for each (a stray label of
+999999 is an error naming the gap, not a 1,000,000-class model), and the train split has
+at least two classes. A file that cannot be read (empty, truncated, a ``.npy`` renamed
+``.npz``, an image over PIL's decompression-bomb limit) is a :class:`DataError` naming it.
+
 Statistics in :func:`folder_info`/:func:`npz_info` (mean/std) are computed from the
-training split (for folders: from at most 1,000 training images, chosen with a fixed seed).
+training split (for folders: from at most 1,000 training images, chosen with a fixed seed);
+training images that are all one value (std 0 in every channel) are refused.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .base import ArrayDataset, DatasetInfo, channel_stats, seeded_split
+from .base import ArrayDataset, DatasetInfo, channel_stats, check_labels, check_stats, seeded_split
 from ..errors import DataError
 
 __all__ = ["IMAGE_EXTENSIONS", "FolderDataset", "load_folder", "folder_info", "load_npz", "npz_info"]
@@ -62,8 +72,6 @@ def _class_dirs(root: Path) -> list[Path]:
 @functools.lru_cache(maxsize=8)
 def _scan_folder(root_str: str, mtime_ns: int) -> dict:
     """Index a folder dataset: class names, per-split (paths, labels), mode and size."""
-    from PIL import Image
-
     root = Path(root_str)
     tag = f"folder:{root}"
     if not root.is_dir():
@@ -104,11 +112,8 @@ def _scan_folder(root_str: str, mtime_ns: int) -> dict:
         raise DataError(f"{tag}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
     ref = None
     for p in all_paths:
-        try:
-            with Image.open(p) as im:
-                mode, size = _MODE_CONVERT.get(im.mode, im.mode), im.size
-        except OSError as exc:
-            raise DataError(f"{tag}: cannot read image {p} ({exc}); remove or fix it") from exc
+        with _open_image(p, tag) as im:
+            mode, size = _MODE_CONVERT.get(im.mode, im.mode), im.size
         if mode not in _MODE_CHANNELS:
             raise DataError(
                 f"{tag}: image {p} has unsupported mode {mode}; convert images to L (gray), RGB or RGBA"
@@ -137,9 +142,8 @@ def _scan_folder(root_str: str, mtime_ns: int) -> dict:
         keep, hold = np.sort(perm[n_valid:]), np.sort(perm[:n_valid])
         files["valid"] = ([paths[i] for i in hold], [labels[i] for i in hold])
         files["train"] = ([paths[i] for i in keep], [labels[i] for i in keep])
-    for split in ("train", "valid", "test"):
-        if not files[split][0]:
-            raise DataError(f"{tag}: split {split} has no images")
+    check_labels(tag, {s: np.asarray(files[s][1], dtype=np.int64) for s in ("train", "valid", "test")}, len(classes),
+                 classes)
     return {"classes": tuple(classes), "files": files, "mode": ref[1], "size": ref[2]}
 
 
@@ -149,13 +153,34 @@ def _folder_index(path: str | Path) -> dict:
     return _scan_folder(str(root), mtime)
 
 
-def _decode(path: Path, mode: str) -> torch.Tensor:
+def _open_image(path: Path, tag: str | None = None):
+    """``PIL.Image.open(path)``; a :class:`DataError` naming the file when it is unreadable or larger than
+    PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, also where PIL would only warn)."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        if im.mode != mode:
-            im = im.convert(mode)
-        arr = np.asarray(im, dtype=np.uint8)
+    where = f"{tag}: " if tag else ""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(
+            f"{where}image {path} is too large ({exc}); the limit is PIL.Image.MAX_IMAGE_PIXELS = "
+            f"{Image.MAX_IMAGE_PIXELS:,} pixels: downscale the image (or raise the limit if you trust the file)"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{where}cannot read image {path} ({exc}); remove or fix it") from None
+
+
+def _decode(path: Path, mode: str) -> torch.Tensor:
+    with _open_image(path) as im:
+        try:
+            if im.mode != mode:
+                im = im.convert(mode)
+            arr = np.asarray(im, dtype=np.uint8)
+        except (OSError, SyntaxError, ValueError, zlib.error) as exc:  # e.g. "image file is truncated"
+            raise DataError(f"cannot decode image {path} ({exc}); the file is truncated or corrupt: remove or "
+                            "replace it") from None
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()  # (C, H, W) uint8
@@ -206,6 +231,7 @@ def _folder_info(path: str, root: str, mtime_ns: int) -> DatasetInfo:
     pick = sorted(rng.choice(len(paths), size=min(len(paths), _STATS_MAX), replace=False))
     sample = torch.stack([_decode(paths[i], idx["mode"]) for i in pick])
     mean, std = channel_stats(sample)
+    check_stats(f"folder:{path}", std)
     w, h = idx["size"]
     classes = idx["classes"]
     counts = {s: len(idx["files"][s][0]) for s in ("train", "valid", "test")}
@@ -248,6 +274,8 @@ def _to_nchw(x: np.ndarray, tag: str, key: str) -> np.ndarray:
 def _images(x: np.ndarray, tag: str, key: str) -> np.ndarray:
     """Validate/convert to (N, C, H, W) uint8 (kept as bytes) or float32 in [0, 1]."""
     x = _to_nchw(x, tag, key)
+    if 0 in x.shape[1:]:
+        raise DataError(f"{tag}: {key} holds images of shape {x.shape[1:]} (C, H, W); images need a channel and a pixel")
     if x.dtype == np.uint8:
         return x
     if np.issubdtype(x.dtype, np.floating):
@@ -278,46 +306,73 @@ def _labels(y: np.ndarray, n: int, tag: str, key: str) -> np.ndarray:
     return y
 
 
+_NPZ_KEYS = ("x_train", "y_train", "x_valid", "y_valid", "x_test", "y_test", "images", "labels", "class_names")
+_NPZ_HINT = "give an .npz archive made with numpy.savez or numpy.savez_compressed"
+_NPZ_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
+def _npz_members(path: Path, tag: str) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The arrays of the archive that gsa reads, and the names of all; a one-line :class:`DataError` for
+    a file that is not a readable ``.npz`` (empty, truncated, corrupt, a ``.npy`` renamed, pickled objects)."""
+    try:
+        z = np.load(path, allow_pickle=False)
+    except _NPZ_READ_ERRORS as exc:
+        raise DataError(f"{tag}: cannot read ({_why(exc)}); {_NPZ_HINT}") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise DataError(f"{tag}: holds one bare array (an .npy file), not an archive of named arrays; {_NPZ_HINT}")
+    members: dict[str, np.ndarray] = {}
+    with z:
+        for key in (k for k in z.files if k in _NPZ_KEYS):
+            try:
+                members[key] = z[key]
+            except _NPZ_READ_ERRORS as exc:
+                raise DataError(f"{tag}: cannot read array {key!r} ({_why(exc)}); is the file truncated or "
+                                f"corrupt? {_NPZ_HINT}") from None
+        return members, list(z.files)
+
+
+def _why(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 @functools.lru_cache(maxsize=4)
 def _read_npz(path_str: str, mtime_ns: int, size: int) -> dict:
     path = Path(path_str)
     tag = f"npz:{path}"
-    try:
-        z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{tag}: cannot read ({exc}); give an .npz made with numpy.savez") from exc
-    with z:
-        keys = set(z.files)
-        split_keys = {f"{a}_{s}" for a in ("x", "y") for s in ("train", "valid", "test")}
-        out: dict[str, np.ndarray] = {}
-        if split_keys <= keys:
-            for s in ("train", "valid", "test"):
-                x = _images(z[f"x_{s}"], tag, f"x_{s}")
-                out[f"{s}_x"] = x
-                out[f"{s}_y"] = _labels(z[f"y_{s}"], x.shape[0], tag, f"y_{s}")
-        elif {"images", "labels"} <= keys:
-            x = _images(z["images"], tag, "images")
-            y = _labels(z["labels"], x.shape[0], tag, "labels")
-            for s, idx in seeded_split(x.shape[0], SEED, what=tag).items():
-                out[f"{s}_x"], out[f"{s}_y"] = x[idx], y[idx]
-        else:
-            raise DataError(
-                f"{tag}: found keys {sorted(keys)}; expected x_train, y_train, x_valid, y_valid, x_test, y_test "
-                "or images, labels"
-            )
-        shapes = {out[f"{s}_x"].shape[1:] for s in ("train", "valid", "test")}
-        if len(shapes) != 1:
-            raise DataError(f"{tag}: splits have different image shapes {sorted(shapes)}")
-        num_classes = int(max((out[f"{s}_y"].max() for s in ("train", "valid", "test") if out[f"{s}_y"].size),
-                              default=0)) + 1
-        if "class_names" in keys:
-            names = tuple(str(n) for n in z["class_names"].reshape(-1))
-            if len(names) < num_classes:
-                raise DataError(f"{tag}: class_names has {len(names)} entries but labels go up to {num_classes - 1}")
-        else:
-            names = tuple(str(i) for i in range(num_classes))
-    out["class_names"] = names
+    z, names_found = _npz_members(path, tag)
+    keys = set(z)
+    split_keys = {f"{a}_{s}" for a in ("x", "y") for s in ("train", "valid", "test")}
+    out: dict[str, np.ndarray] = {}
+    if split_keys <= keys:
+        for s in ("train", "valid", "test"):
+            x = _images(z[f"x_{s}"], tag, f"x_{s}")
+            out[f"{s}_x"] = x
+            out[f"{s}_y"] = _labels(z[f"y_{s}"], x.shape[0], tag, f"y_{s}")
+    elif {"images", "labels"} <= keys:
+        x = _images(z["images"], tag, "images")
+        y = _labels(z["labels"], x.shape[0], tag, "labels")
+        for s, idx in seeded_split(x.shape[0], SEED, what=tag).items():
+            out[f"{s}_x"], out[f"{s}_y"] = x[idx], y[idx]
+    else:
+        raise DataError(
+            f"{tag}: found keys {sorted(names_found)}; expected x_train, y_train, x_valid, y_valid, x_test, y_test "
+            "or images, labels"
+        )
+    shapes = {out[f"{s}_x"].shape[1:] for s in ("train", "valid", "test")}
+    if len(shapes) != 1:
+        raise DataError(f"{tag}: splits have different image shapes {sorted(shapes)}")
+    labels = {s: out[f"{s}_y"] for s in ("train", "valid", "test")}
+    num_classes = int(max((y.max() for y in labels.values() if y.size), default=0)) + 1
+    names = None
+    if "class_names" in keys:
+        names = tuple(str(n) for n in z["class_names"].reshape(-1))
+        if len(names) < num_classes:
+            raise DataError(f"{tag}: class_names has {len(names)} entries but labels go up to {num_classes - 1}")
+        num_classes = len(names)
+    check_labels(tag, labels, num_classes, names)
+    out["class_names"] = names or tuple(str(i) for i in range(num_classes))
     out["mean"], out["std"] = channel_stats(out["train_x"])
+    check_stats(tag, out["std"])
     return out
 
 

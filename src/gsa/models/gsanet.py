@@ -173,6 +173,7 @@ class GSANet(nn.Module):
                     layers.append(nn.Dropout(cfg.dropout_after_pool))
         self.blocks = nn.Sequential(*layers)
         self.head = nn.Conv3d(c, cfg.num_classes, kernel_size=1, bias=False)
+        self._min_size = self.min_input_size()
         self.reset_parameters(cfg.whitening_scale)
 
     def reset_parameters(self, whitening_scale: float = math.sqrt(2.0)) -> None:
@@ -192,8 +193,24 @@ class GSANet(nn.Module):
         if self.config.head_init == "zero":
             nn.init.zeros_(self.head.weight)
 
+    def min_input_size(self) -> int:
+        """The smallest image side the network takes: each crop must leave a pixel, each 2×2 max-pool
+        a 1×1 map (``rotmnist``: 22; ``cifar10``: 4). Smaller inputs raise a ``ValueError`` in
+        :meth:`features` / :meth:`forward`."""
+        need = 1
+        for layer in reversed(self.blocks):
+            if isinstance(layer, nn.MaxPool3d):
+                need *= 2
+            elif isinstance(layer, TransformerBlock):
+                need += 2 * layer.crop.size
+        return need
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Lifted features before the read-out: ``(B, C, |H|, X', Y')``."""
+        if x.dim() == 4 and min(x.shape[-2:]) < self._min_size:
+            m = self._min_size
+            raise ValueError(f"GSANet needs images of at least {m}x{m} pixels (its crops and 2x2 max-pools), "
+                             f"got {x.shape[-2]}x{x.shape[-1]}")
         x = self.input_dropout(x)
         x = self.lifting_act(self.lifting_norm(self.lifting(x)))
         return self.blocks(x)

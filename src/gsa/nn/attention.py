@@ -34,6 +34,14 @@ __all__ = ["LiftingSelfAttention", "GroupSelfAttention", "BACKENDS"]
 BACKENDS = _backends.BACKENDS
 
 
+def _autocast_on(device_type: str) -> bool:
+    """Whether ``torch.autocast`` is active for ``device_type`` (it casts mixed inputs itself)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
+
+
 class _GroupAttention(nn.Module):
     """Shared implementation; use :class:`LiftingSelfAttention` or :class:`GroupSelfAttention`."""
 
@@ -127,6 +135,13 @@ class _GroupAttention(nn.Module):
             )
         if not x.is_floating_point():
             raise TypeError(f"{type(self).__name__} expects a floating-point input, got {x.dtype}")
+        if 0 in x.shape[-2:]:
+            raise ValueError(f"{type(self).__name__} expects an image of at least 1x1 pixels {want}, got shape "
+                             f"{tuple(x.shape)}")
+        w = self.query.weight.dtype
+        if x.dtype != w and not _backends.compiling() and not _autocast_on(x.device.type):
+            raise TypeError(f"{type(self).__name__} expects {w} input (the dtype of its parameters), got {x.dtype}; "
+                            f"convert the input (x.to({w})) or the layer (.to({x.dtype})), or run under torch.autocast")
 
     def _project(self, x: torch.Tensor):
         """``x`` → channels-last ``q, k, v`` of shape ``(B, n, X, Y, G, d)``."""
@@ -147,13 +162,22 @@ class _GroupAttention(nn.Module):
         return self.out(o).permute(0, 4, 3, 1, 2)
 
     # ------------------------------------------------------------------ positional encodings
+    def window(self, X: int, Y: int) -> int | None:
+        """The neighbourhood computed on an ``X×Y`` input: ``patch_size``, or ``None`` (every pixel) when
+        the ``k×k`` window is wider than any offset in the image (``k > 2·max(X, Y) − 1``). Same result:
+        the slots outside the image are masked anyway; it only avoids the memory of ``k²`` slots (a
+        101×101 window on 28×28 images asked for tens of GB). Offsets keep the window's scale."""
+        k = self.patch_size
+        return None if k is not None and k > 2 * max(X, Y) - 1 else k
+
     def _acted_coords(self, X: int, Y: int, device) -> torch.Tensor:
         """``(|H|, R, 2)`` float64 normalised acted offsets for this neighbourhood (cached)."""
-        key = ((X, Y) if self.patch_size is None else ()) + (str(device),)
+        window = self.window(X, Y)
+        key = ((X, Y) if window is None else ()) + (str(device),)
         coords = self._coords.get(key)
         if coords is None:
-            nb = self.neighbourhood
-            coords = acted_offsets(self.group, nb.offsets(X, Y), nb.scale(X, Y)).to(device)
+            nb = self.neighbourhood  # offsets of the window computed, scaled like the layer's own window
+            coords = acted_offsets(self.group, _backends.neighbourhood(window).offsets(X, Y), nb.scale(X, Y)).to(device)
             if not _backends.compiling():  # tracing (torch.compile, torch.export) must not mutate the module
                 self._coords[key] = coords
         return coords
@@ -176,13 +200,13 @@ class _GroupAttention(nn.Module):
         o = group_attention(
             q, k, v, self.positional_table(X, Y, q.device, q.dtype),
             group_scores=self._group_scores(q), classes=self._output_classes(q.device),
-            patch_size=self.patch_size, dropout=self.attention_dropout.p if self.training else 0.0,
+            patch_size=self.window(X, Y), dropout=self.attention_dropout.p if self.training else 0.0,
             backend=backend, chunk_elements=self.chunk_elements, recompute=self.recompute,
         )
         return self._finish(o.view(B, n, *o.shape[1:]), x)
 
     def positional_table(self, X: int, Y: int, device=None, dtype=torch.float32) -> torch.Tensor:
-        """``(|H|, R, p)`` encodings ``ρ_h`` of the neighbourhood's ``R`` offsets on an ``X×Y`` input."""
+        """``(|H|, R, p)`` encodings ``ρ_h`` of the ``R`` offsets of :meth:`window` on an ``X×Y`` input."""
         return self._encode(self._acted_coords(X, Y, torch.device("cpu") if device is None else device), dtype)
 
     def _output_classes(self, device) -> torch.Tensor | None:

@@ -57,7 +57,16 @@ def group_attention(
         ``(B, X, Y, |H|, dv)``.
     """
     call = _call(q, k, v, table, group_scores, classes, patch_size, dropout, chunk_elements, recompute)
+    if q.shape[0] == 0:  # an empty batch gives an empty result, like torch's layers (no backend handles it)
+        return _empty_result(call)
     return _backends.select(_backends.check(backend), call).attend(call)
+
+
+def _empty_result(call) -> torch.Tensor:
+    """``(0, X, Y, |H|, dv)`` zeros, attached to the inputs' graph (their gradients are zero)."""
+    q, k, v, table = call.q, call.k, call.v, call.table
+    anchor = q.sum() + k.sum() + v.sum() + table.sum()
+    return v.new_zeros(0, q.shape[1], q.shape[2], call.order, v.shape[-1]) + anchor * 0
 
 
 def _call(q, k, v, table, group_scores, classes, patch_size, dropout, chunk_elements, recompute):

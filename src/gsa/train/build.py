@@ -14,7 +14,7 @@ from . import checkpoint as ckpt
 from . import distributed as D
 from . import rundir
 from .config import TrainConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from .hooks import DataSpec, Hooks
 from .loaders import materialize
 
@@ -64,6 +64,8 @@ def load_data(cfg: TrainConfig, hooks: Hooks, splits=SPLITS) -> tuple[DataSpec, 
     datasets, tensors = {}, {}
     for split in splits:
         ds = hooks.dataset_fn(cfg, split)
+        if len(ds) == 0:  # train learns, valid picks the best weights, test gives the final number
+            raise DataError(f"dataset {cfg.dataset!r}: the {split} split has no images; every split needs some")
         if split == "train" and cfg.train_subset is not None and cfg.train_subset < len(ds):
             ds = Subset(ds, range(cfg.train_subset))
         datasets[split] = ds
@@ -71,7 +73,21 @@ def load_data(cfg: TrainConfig, hooks: Hooks, splits=SPLITS) -> tuple[DataSpec, 
             tensors[split] = None
         else:
             tensors[split] = materialize(ds, force=(cfg.loader == "tensor"))
+            if tensors[split] is not None:
+                check_label_range(tensors[split][1], spec, split)
     return spec, datasets, tensors
+
+
+def check_label_range(labels: torch.Tensor, spec: DataSpec, split: str) -> None:
+    """A :class:`DataError` when a label lies outside ``0 .. spec.num_classes - 1`` (a dataset whose info
+    and labels disagree), instead of an index error in the middle of training."""
+    if labels.numel() == 0:
+        return
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= spec.num_classes:
+        bad = lo if lo < 0 else hi
+        raise DataError(f"dataset {spec.name!r}: the {split} split has label {bad}, outside the "
+                        f"{spec.num_classes} classes 0..{spec.num_classes - 1} of its description")
 
 
 def build_model(cfg: TrainConfig, spec: DataSpec, hooks: Hooks, device: torch.device) -> nn.Module:

@@ -12,6 +12,7 @@ import dataclasses
 import math
 import json
 import os
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -269,10 +270,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        """Rebuild from a dict; unknown keys (from a newer version) are kept in ``extra``."""
+        """Rebuild from a dict; unknown keys (from a newer version) are kept in ``extra``.
+
+        A value of the wrong JSON type (``"lr": "abc"``, ``"epochs": [1]``) raises :class:`ConfigError`
+        naming the field; ranges are checked by :meth:`validate`."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         kwargs = {k: v for k, v in data.items() if k in known}
+        _check_types(kwargs)
         cfg = cls(**kwargs)
         if unknown:  # written by a newer version: keep, do not fail
             cfg.extra = {**cfg.extra, **{k: data[k] for k in unknown}}
@@ -299,7 +304,42 @@ class TrainConfig:
             raise ConfigError(f"{path}: cannot read run configuration ({exc})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a JSON object")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+
+def _is_a(value: Any, kind: Any) -> bool:
+    """Whether a JSON value fits the annotation ``kind`` (bool is not an int; an int is a float)."""
+    if kind is Any:
+        return True
+    if typing.get_origin(kind) is typing.Union:
+        return any(_is_a(value, arm) for arm in typing.get_args(kind))
+    if kind is type(None):
+        return value is None
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, typing.get_origin(kind) or kind)
+
+
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "an object"}
+
+
+def _kind_name(kind: Any) -> str:
+    if typing.get_origin(kind) is typing.Union:
+        return " or ".join("null" if a is type(None) else _kind_name(a) for a in typing.get_args(kind))
+    return _KIND_NAMES.get(typing.get_origin(kind) or kind, str(kind))
+
+
+def _check_types(values: dict[str, Any]) -> None:
+    """A :class:`ConfigError` for the first field of :class:`TrainConfig` whose value has the wrong type."""
+    hints = typing.get_type_hints(TrainConfig)
+    for name, value in values.items():
+        if not _is_a(value, hints[name]):
+            raise ConfigError(f"config field {name!r} must be {_kind_name(hints[name])}, got {value!r}")
 
 
 def _in_range(flag: str, value: Any, *, low: float | None = None, high: float | None = None, low_open: bool = False,

@@ -69,7 +69,7 @@ def evaluate_run(
         changes["precision"] = precision
     if batch_size is not None:
         changes["eval_batch_size"] = batch_size
-    cfg = dataclasses.replace(cfg, **changes)
+    cfg = dataclasses.replace(cfg, **changes).validate()
     if split not in ("train", "valid", "test"):
         raise ConfigError(f"unknown split {split!r}; choose one of: train, valid, test")
 

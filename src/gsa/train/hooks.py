@@ -37,6 +37,13 @@ class DataSpec:
     mean: Optional[tuple[float, ...]] = None
     std: Optional[tuple[float, ...]] = None
 
+    def __post_init__(self) -> None:
+        for field, low in (("in_channels", 1), ("num_classes", 2)):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"dataset {self.name!r}: {field} must be an integer >= {low}, got {value!r}"
+                                  + (" (a classifier needs at least 2 classes)" if field == "num_classes" else ""))
+
 
 ModelFn = Callable[[TrainConfig, DataSpec], nn.Module]
 DatasetFn = Callable[[TrainConfig, str], Any]
@@ -127,11 +134,26 @@ def default_model(cfg: TrainConfig, spec: DataSpec) -> nn.Module:
     import gsa.models as gmodels
 
     try:
-        return gmodels.create(
+        model = gmodels.create(
             cfg.preset, group=cfg.group, patch_size=cfg.patch_size, **model_overrides(cfg, spec, _model_config_fields())
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"cannot build model {cfg.preset!r} (group {cfg.group}): {_one_line(exc)}") from None
+    check_image_size(model, spec.image_size, f"dataset {spec.name!r} has")
+    return model
+
+
+def check_image_size(model: nn.Module, size: tuple[int, int], source: str) -> None:
+    """A :class:`ConfigError` when images of ``size`` ``(H, W)`` are smaller than the model takes (its
+    ``min_input_size()``, when it has one; a size of 0 means unknown). ``source`` starts the second
+    half of the message, e.g. ``"dataset 'npz:x.npz' has"``."""
+    least = getattr(model, "min_input_size", None)
+    if not callable(least) or not all(size):
+        return
+    m = least()
+    if min(size) < m:
+        raise ConfigError(f"the model needs images of at least {m}x{m} pixels (its crops and 2x2 max-pools); "
+                          f"{source} {size[0]}x{size[1]} images")
 
 
 def default_rotate(images: torch.Tensor, degrees: float) -> torch.Tensor:

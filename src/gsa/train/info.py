@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .config import TrainConfig
-from .hooks import DataSpec, Hooks, get_hooks
+from .hooks import DataSpec, Hooks, check_image_size, get_hooks
 from .reporting import jsonable
 
 
@@ -52,6 +52,7 @@ def model_info(
     torch.manual_seed(cfg.seed)
     model = hooks.model_fn(cfg, spec)
     h, w = image_size or spec.image_size
+    check_image_size(model, (h, w), "--image-size gives" if image_size else f"dataset {spec.name!r} has")
     example = torch.zeros(1, spec.in_channels, h, w)
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Iterable, Optional
 
 import torch
@@ -23,17 +24,34 @@ def compute_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def make_prepare(mean: Optional[tuple[float, ...]], std: Optional[tuple[float, ...]], device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
     """Per-channel normalisation ``(x - mean) / std`` on ``device`` (identity without stats).
 
-    Applied after any rotation, so the zero fill of rotated [0, 1] images stays "black".
+    Applied after any rotation, so the zero fill of rotated [0, 1] images stays "black". A channel
+    whose std is below :data:`STD_FLOOR` (constant, e.g. an opaque alpha channel) is only centred,
+    with a warning, instead of divided by zero.
     """
     if mean is None or std is None:
         return lambda x: x
     m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    s = torch.tensor(_usable_std(std), dtype=torch.float32, device=device).view(1, -1, 1, 1)
 
     def prepare(x: torch.Tensor) -> torch.Tensor:
         return (x.to(device, torch.float32, non_blocking=True) - m) / s
 
     return prepare
+
+
+#: Channels with a pixel std below this are centred but not scaled by :func:`make_prepare`.
+STD_FLOOR = 1e-4
+
+
+def _usable_std(std: tuple[float, ...]) -> list[float]:
+    """``std`` with 1.0 for every channel whose std is below :data:`STD_FLOOR` (or not a number), and a warning."""
+    flat = [float(v) if float(v) >= STD_FLOOR else 1.0 for v in std]  # NaN fails the comparison too
+    bad = [i for i, v in enumerate(std) if not float(v) >= STD_FLOOR]
+    if bad:
+        warnings.warn(f"gsa: channel(s) {', '.join(map(str, bad))} of the training images are constant "
+                      f"(pixel std {', '.join(f'{std[i]:g}' for i in bad)}); they are centred, not divided by "
+                      "their std", RuntimeWarning, stacklevel=3)
+    return flat
 
 
 @torch.no_grad()

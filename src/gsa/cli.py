@@ -19,6 +19,8 @@ EXAMPLES = """examples:
   gsa train --epochs 1 --max-steps 20 --out runs/smoke
   gsa train --recipe rotmnist --download --group p8
   gsa train --resume runs/smoke               # continue where it stopped
+  gsa train --print-config > exp.json         # edit exp.json, then:
+  gsa train --config exp.json --seed 1        # its settings; flags given beside it win
   torchrun --nproc_per_node 2 -m gsa train --recipe cifar10 --download
   gsa eval runs/smoke --rotations
   gsa info --recipe pcam --group p4m
@@ -156,6 +158,10 @@ def _add_train_parser(sub) -> None:
     )
     t.add_argument("--recipe", default=S, help="mini (default), rotmnist, cifar10, pcam (paper App. F)")
     t.add_argument("--list-recipes", action="store_true", help="print the recipes and exit")
+    t.add_argument("--config", metavar="FILE", default=S,
+                   help="start from FILE (what --print-config prints, a run's config.json, or a run directory; "
+                   "JSON, or YAML when it ends in .yaml/.yml and PyYAML is installed); flags given beside it "
+                   "override it, --recipe included (that recipe fills the fields FILE leaves out)")
     t.add_argument("--print-config", action="store_true", help="print the effective config as JSON and exit")
     _add_hooks_arg(t)
     _add_data_args(t)
@@ -288,7 +294,7 @@ def _add_figures_parser(sub) -> None:
 
 
 # ---------------------------------------------------------------------- commands
-_NOT_CONFIG = {"command", "recipe", "resume", "list_recipes", "print_config", "hooks"}
+_NOT_CONFIG = {"command", "recipe", "config", "resume", "list_recipes", "print_config", "hooks"}
 
 
 def _overrides(args: argparse.Namespace, exclude: set[str] = frozenset()) -> dict[str, Any]:
@@ -314,6 +320,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if resume_dir is not None:
         if hasattr(args, "recipe"):
             raise C.ConfigError("--recipe cannot be combined with --resume (the run keeps its recipe)")
+        if hasattr(args, "config"):
+            raise C.ConfigError("--config cannot be combined with --resume (the run keeps its config.json; "
+                                "give changed settings as flags)")
         if "out" in overrides and os.path.abspath(overrides["out"]) != os.path.abspath(resume_dir):
             raise C.ConfigError("--out and --resume name different directories; --resume continues in DIR")
         if not os.path.isdir(resume_dir):
@@ -323,6 +332,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         changed = check_settings(saved, cfg)  # refused changes fail here, before any data is loaded
         if changed and not args.print_config and _is_main_rank():
             print("resuming with changed settings: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+    elif hasattr(args, "config"):
+        cfg = C.config_from_file(args.config, getattr(args, "recipe", None), **overrides)
     else:
         cfg = C.make_config(getattr(args, "recipe", C.DEFAULT_RECIPE), **overrides)
     if args.print_config:

@@ -211,6 +211,78 @@ def test_flags_override_recipe(capsys):
     assert cfg["model_args"] == {"num_heads": 4} and cfg["grad_clip"] is None
 
 
+def test_config_of_a_finished_run_reproduces_it(run_dir, tmp_path, capsys):
+    saved = json.loads((run_dir / "config.json").read_text())
+    capsys.readouterr()
+    assert main(["train", "--config", str(run_dir / "config.json"), "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out) == saved
+    # its "out" is the finished run: refused, as a new run there always is
+    assert main(["train", "--config", str(run_dir / "config.json")]) == 2
+    assert capsys.readouterr().err == f"gsa: error: {run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out\n"
+    again = tmp_path / "again"
+    assert main(["train", "--config", str(run_dir), "--out", str(again)]) == 0  # a run directory works too
+    assert json.loads((again / "config.json").read_text()) == {**saved, "out": str(again)}
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_print_config_is_a_fixed_point_of_config(fmt, tmp_path, capsys):
+    flags = ["--recipe", "cifar10", "--patch-size", "global", "--lr", "1e-5", "--grad-clip", "0.5", "--max-steps", "9",
+             "--model-arg", "num_heads=4", "--no-tensorboard", "--deterministic", "--print-config"]
+    assert main(["train", *flags]) == 0
+    printed = capsys.readouterr().out
+    path = tmp_path / f"exp.{fmt}"
+    if fmt == "yaml":
+        yaml = pytest.importorskip("yaml")
+        path.write_text(yaml.safe_dump(json.loads(printed)))
+    else:
+        path.write_text(printed)
+    assert main(["train", "--config", str(path), "--print-config"]) == 0
+    assert capsys.readouterr().out == printed
+
+
+def test_flags_beat_the_config_file(tmp_path, capsys):
+    path = tmp_path / "exp.json"
+    path.write_text(json.dumps({"recipe": "cifar10", "epochs": 3, "lr": 0.1, "grad_clip": 1.0, "max_steps": 20,
+                                "model_args": {"num_heads": 4, "channels": 8}}))
+    assert main(["train", "--config", str(path), "--lr", "0.2", "--grad-clip", "none", "--max-steps", "0",
+                 "--model-arg", "channels=16", "--print-config"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert (cfg["recipe"], cfg["optimizer"], cfg["epochs"], cfg["lr"]) == ("cifar10", "sgd", 3, 0.2)
+    assert cfg["grad_clip"] is None and cfg["max_steps"] is None
+    assert cfg["model_args"] == {"num_heads": 4, "channels": 16}
+    assert main(["train", "--config", str(path), "--recipe", "pcam", "--print-config"]) == 0
+    cfg = json.loads(capsys.readouterr().out)  # --recipe replaces the file's recipe: it fills what the file leaves out
+    assert (cfg["recipe"], cfg["dataset"], cfg["batch_size"], cfg["epochs"], cfg["lr"]) == ("pcam", "pcam", 8, 3, 0.1)
+
+
+@pytest.mark.parametrize(
+    "name, text, extra, message",
+    [
+        ("exp.json", '{"bach_size": 3}', [], "exp.json: unknown key 'bach_size' (did you mean 'batch_size'?)"),
+        ("exp.json", '{"epochs": "3"}', [], "exp.json: config field 'epochs' must be an integer, got '3'"),
+        ("exp.json", '{"lr": -1}', [], "exp.json: --lr must be > 0 (a finite number), got -1"),
+        ("exp.json", '{"lr": 0.1}', ["--lr", "-1"], "gsa: error: --lr must be > 0 (a finite number), got -1.0"),
+        ("exp.json", "{not json", [], "exp.json: not valid JSON (Expecting property name enclosed in double quotes"),
+        ("exp.yaml", "lr: [0.1\n", [], "exp.yaml: not valid YAML (expected ',' or ']', but got '<stream end>'"),
+        ("exp.yml", "lr: 0.1\n", ["--no-yaml"], "exp.yml: reading YAML needs PyYAML (pip install pyyaml)"),
+        (None, None, [], "nope.json: no such configuration file"),
+        ("exp.json", "{}", ["--resume", "."], "gsa: error: --config cannot be combined with --resume"),
+    ],
+)
+def test_config_file_errors_are_one_line(name, text, extra, message, tmp_path, monkeypatch, capsys):
+    path = tmp_path / (name or "nope.json")
+    if text is not None:
+        path.write_text(text)
+    if name and name.endswith(".yaml"):
+        pytest.importorskip("yaml")
+    if "--no-yaml" in extra:
+        monkeypatch.setitem(sys.modules, "yaml", None)
+        extra = []
+    assert main(["train", "--config", str(path), *extra, "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gsa: error: ") and message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
 def test_info_counts_params_and_flops(capsys, toy_env):
     assert main(["info", "--dataset", "toy", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -224,6 +296,9 @@ def test_list_recipes_and_help(capsys):
     assert "rotmnist" in capsys.readouterr().out
     assert main([]) == 0
     assert "train" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--config FILE" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("how", ["--hooks", "GSA_HOOKS"])

@@ -1,8 +1,10 @@
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
-from gsa.train.config import RECIPES, TrainConfig, config_diff, get_recipe, make_config
+from gsa.train.config import RECIPES, TrainConfig, config_diff, config_from_file, get_recipe, make_config
 from gsa.errors import ConfigError
 
 
@@ -101,7 +103,7 @@ def test_global_attention_is_none_and_old_configs_spelling_zero_still_load():
     "field, value, kind",
     [("lr", "abc", "a number"), ("epochs", [1], "an integer"), ("epochs", 2.5, "an integer"),
      ("workers", "2", "an integer"), ("normalize", "yes", "true or false"), ("dataset", 5, "a string"),
-     ("eval_batch_size", "big", "an integer or null"), ("model_args", [1], "an object"), ("seed", True, "an integer")],
+     ("eval_batch_size", "big", "an integer or null"), ("model_args", [1], "a mapping"), ("seed", True, "an integer")],
 )
 def test_load_refuses_a_wrong_type_naming_the_field(tmp_path, field, value, kind):
     cfg = make_config("mini").to_dict()
@@ -111,3 +113,95 @@ def test_load_refuses_a_wrong_type_naming_the_field(tmp_path, field, value, kind
         TrainConfig.load(tmp_path)
     cfg[field] = make_config("mini").to_dict()[field]
     assert TrainConfig.from_dict(cfg) == make_config("mini")
+# ---------------------------------------------------------------------- configuration files
+def test_config_file_round_trips_a_saved_config(tmp_path):
+    cfg = make_config("cifar10", patch_size=None, grad_clip=1.0, max_steps=7, model_args={"num_heads": 3}, seed=4)
+    path = cfg.save(tmp_path)
+    assert config_from_file(path) == cfg
+    assert config_from_file(tmp_path) == cfg  # a run directory means its config.json
+
+
+def test_config_file_gaps_come_from_its_recipe_and_recipe_argument_replaces_it(tmp_path):
+    path = tmp_path / "exp.json"
+    path.write_text(json.dumps({"recipe": "cifar10", "epochs": 3, "attention_dropout": None,
+                                "model_args": {"num_heads": 4}}))
+    cfg = config_from_file(path)
+    assert (cfg.recipe, cfg.optimizer, cfg.batch_size, cfg.epochs) == ("cifar10", "sgd", 24, 3)
+    assert cfg.model_args == {"num_heads": 4} and cfg.attention_dropout is None
+    other = config_from_file(path, recipe="mini")
+    assert (other.recipe, other.optimizer, other.batch_size, other.epochs, other.lr) == ("mini", "adam", 8, 3, 5e-3)
+    assert other.model_args == {"num_heads": 4}  # the file's model_args replace the recipe's
+    assert other.attention_dropout is None  # the file's null is a value (mini has 0.0)
+    path.write_text(json.dumps({"epochs": 2}))
+    assert config_from_file(path) == make_config("mini", epochs=2)  # no "recipe": the default one
+
+
+def test_config_file_overrides_win_none_included(tmp_path):
+    path = make_config("mini", grad_clip=1.0, max_steps=20, lr=0.1).save(tmp_path)
+    cfg = config_from_file(path, grad_clip=None, max_steps=None, patch_size=None, lr=0.2, model_args={"channels": 8})
+    assert cfg.grad_clip is None and cfg.max_steps is None and cfg.patch_size is None and cfg.lr == 0.2
+    assert cfg.model_args == {"channels": 8, "num_heads": 2, "lifting_heads": 8, "readout": "sum"}
+
+
+def test_yaml_config_file(tmp_path):
+    pytest.importorskip("yaml")
+    path = tmp_path / "exp.yaml"
+    path.write_text("recipe: cifar10\nlr: 1e-5\nweight_decay: 5.0e-4\ngrad_clip: null\ndeterministic: true\n"
+                    "model_args:\n  num_heads: 4\n")
+    cfg = config_from_file(path)
+    assert cfg.lr == 1e-5 and isinstance(cfg.lr, float) and cfg.weight_decay == 5e-4  # 1e-5: a float, as in JSON
+    assert cfg.recipe == "cifar10" and cfg.deterministic is True and cfg.model_args == {"num_heads": 4}
+
+
+def test_yaml_without_pyyaml_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "yaml", None)  # `import yaml` raises ImportError
+    path = tmp_path / "exp.yml"
+    path.write_text("epochs: 2\n")
+    with pytest.raises(ConfigError, match=r"exp.yml: reading YAML needs PyYAML \(pip install pyyaml\)"):
+        config_from_file(path)
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("a.json", '{"bach_size": 3}', "a.json: unknown key 'bach_size' (did you mean 'batch_size'?)"),
+        ("a.json", '{"batch-size": 3, "zzz": 1}', "a.json: unknown keys 'batch-size' (did you mean 'batch_size'?), 'zzz'"),
+        ("a.json", '{"epochs": "3"}', "a.json: config field 'epochs' must be an integer, got '3'"),
+        ("a.json", '{"lr": true}', "a.json: config field 'lr' must be a number, got True"),
+        ("a.json", '{"download": "yes"}', "a.json: config field 'download' must be true or false, got 'yes'"),
+        ("a.json", '{"model_args": null}', "a.json: config field 'model_args' must be a mapping, got None"),
+        ("a.json", '{"data_dir": 3}', "a.json: config field 'data_dir' must be a string or null, got 3"),
+        ("a.json", '{"lr": -1}', "a.json: --lr must be > 0 (a finite number), got -1"),
+        ("a.json", '{"recipe": "nope"}', "a.json: unknown recipe 'nope'; choose one of"),
+        ("a.json", '{"epochs": 3,', "a.json: not valid JSON (Expecting property name"),
+        ("a.json", "[1, 2]", "a.json: expected a mapping of configuration fields, got list"),
+        ("a.yaml", "epochs: [3\nlr: 2\n", "a.yaml: not valid YAML (expected ',' or ']', but got ':' at line 2, column 3)"),
+        ("a.yaml", "", "a.yaml: expected a mapping of configuration fields, got NoneType"),
+    ],
+)
+def test_config_file_errors_are_one_line_and_name_the_file(tmp_path, name, text, message):
+    if name.endswith(".yaml"):
+        pytest.importorskip("yaml")
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        config_from_file(path)
+    assert str(exc.value).startswith(str(tmp_path)) and message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="nope.json: no such configuration file"):
+        config_from_file(tmp_path / "nope.json")
+    with pytest.raises(ConfigError, match="config.json: no such configuration file"):
+        config_from_file(tmp_path)  # a directory without config.json
+
+
+def test_validate_checks_every_fields_type():
+    """Fields without a range check of their own: a wrong type is a ConfigError, not a TypeError later."""
+    with pytest.raises(ConfigError, match="config field 'workers' must be an integer, got '2'"):
+        TrainConfig(workers="2").validate()
+    with pytest.raises(ConfigError, match="config field 'tensorboard' must be true or false, got 'no'"):
+        make_config("mini", tensorboard="no")
+    with pytest.raises(ConfigError, match=r"unknown config field 'bach_size' \(did you mean 'batch_size'\?\)"):
+        make_config("mini", bach_size=3)
+    assert make_config("mini", out=Path("runs") / "a").out == str(Path("runs") / "a")  # a Path is stored as a string

@@ -11,7 +11,7 @@ Main entry points::
 exposes its phases (``restore``, ``fit``, ``validate``, ``save_last``, ``test``, ``final_report``).
 """
 
-from .config import RECIPES, Recipe, TrainConfig, get_recipe, list_recipes, make_config
+from .config import RECIPES, Recipe, TrainConfig, config_from_file, get_recipe, list_recipes, make_config
 from .engine import train
 from ..errors import CheckpointError, ConfigError, GsaError, NonFiniteLossError, TrainingInterrupted
 from .evaluate import evaluate_run
@@ -26,6 +26,7 @@ __all__ = [
     "get_recipe",
     "list_recipes",
     "make_config",
+    "config_from_file",
     "train",
     "Trainer",
     "evaluate_run",

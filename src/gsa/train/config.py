@@ -4,14 +4,19 @@ A :class:`Recipe` holds the hyper-parameters of one training setup (the paper's 
 recipes plus the short ``mini`` demo). :func:`make_config` turns a recipe plus explicit
 overrides into a validated :class:`TrainConfig`, which is saved with every run as
 ``config.json`` and is all that ``gsa eval`` and ``--resume`` need to rebuild the run.
+:func:`config_from_file` reads such a file (JSON, or YAML with PyYAML installed) back as the
+configuration of a new run (``gsa train --config FILE``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import difflib
+import functools
 import json
+import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -214,6 +219,9 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Check every field; raise :class:`ConfigError` with a clear message."""
+        for name in ("out", "data_dir"):  # a pathlib.Path is fine: stored as a string (config.json is JSON)
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
 
         def choice(name: str, value: Any, options: tuple) -> None:
             if value not in options:
@@ -256,9 +264,10 @@ class TrainConfig:
         _in_range("grad-clip", self.grad_clip, low=0.0, low_open=True, optional=True)
         for name in ("dropout", "attention_dropout"):
             _in_range(name.replace("_", "-"), getattr(self, name), low=0.0, high=1.0, high_open=True, optional=True)
+        _in_range("rotation-step", self.rotation_step, low=0.0, high=360.0, what="in [0, 360] degrees")
+        _check_types({f.name: getattr(self, f.name) for f in fields(self)})  # after the checks above: their words
         if self.workers < 0:
             raise ConfigError(f"--workers must be >= 0, got {self.workers}")
-        _in_range("rotation-step", self.rotation_step, low=0.0, high=360.0, what="in [0, 360] degrees")
         if self.rotation_subset < 1 or self.invariance_subset < 0:
             raise ConfigError("--rotation-subset must be >= 1 and --invariance-subset >= 0")
         return self
@@ -325,7 +334,7 @@ def _is_a(value: Any, kind: Any) -> bool:
     return isinstance(value, typing.get_origin(kind) or kind)
 
 
-_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "an object"}
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}
 
 
 def _kind_name(kind: Any) -> str:
@@ -334,12 +343,13 @@ def _kind_name(kind: Any) -> str:
     return _KIND_NAMES.get(typing.get_origin(kind) or kind, str(kind))
 
 
-def _check_types(values: dict[str, Any]) -> None:
-    """A :class:`ConfigError` for the first field of :class:`TrainConfig` whose value has the wrong type."""
+def _check_types(values: dict[str, Any], where: str = "") -> None:
+    """A :class:`ConfigError` (prefixed by ``where``) for the first field of :class:`TrainConfig` whose
+    value has the wrong type (integers pass for float fields; booleans only for bool fields)."""
     hints = typing.get_type_hints(TrainConfig)
     for name, value in values.items():
         if not _is_a(value, hints[name]):
-            raise ConfigError(f"config field {name!r} must be {_kind_name(hints[name])}, got {value!r}")
+            raise ConfigError(f"{where}config field {name!r} must be {_kind_name(hints[name])}, got {value!r}")
 
 
 def _in_range(flag: str, value: Any, *, low: float | None = None, high: float | None = None, low_open: bool = False,
@@ -362,6 +372,39 @@ def _in_range(flag: str, value: Any, *, low: float | None = None, high: float | 
 
 _RECIPE_ONLY = {"name", "description"}
 _NONE_IS_A_VALUE = {"patch_size"}  # None = global attention, not "keep the recipe's value"
+def _check_known(names: list[str], what: str) -> None:
+    """Raise :class:`ConfigError` naming each of ``names`` that is no TrainConfig field (and the
+    closest field name, when one is close)."""
+    known = [f.name for f in fields(TrainConfig)]
+    bad = [n for n in names if n not in known]
+    if not bad:
+        return
+    hints = []
+    for name in bad:
+        close = difflib.get_close_matches(str(name).replace("-", "_"), known, n=1)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise ConfigError(f"{what}{'s' if len(bad) > 1 else ''} {', '.join(hints)}")
+
+
+def _recipe_values(rec: Recipe) -> dict[str, Any]:
+    """The TrainConfig fields that ``rec`` sets (a fresh ``model_args`` dict)."""
+    values: dict[str, Any] = {f.name: getattr(rec, f.name) for f in fields(Recipe) if f.name not in _RECIPE_ONLY}
+    values["recipe"] = rec.name
+    values["model_args"] = dict(rec.model_args)
+    return values
+
+
+def _override(values: dict[str, Any], overrides: dict[str, Any], none_is_a_value: bool) -> TrainConfig:
+    """``values`` updated by ``overrides`` (their ``model_args`` entries added to / replacing
+    those of ``values``), as a validated TrainConfig."""
+    values = {**values, "model_args": dict(values["model_args"])}
+    extra_model_args = overrides.get("model_args") or {}
+    if not isinstance(extra_model_args, dict):
+        raise ConfigError(f"config field 'model_args' must be a mapping, got {extra_model_args!r}")
+    keep = {k: v for k, v in overrides.items() if v is not None or none_is_a_value or k in _NONE_IS_A_VALUE}
+    values.update({k: v for k, v in keep.items() if k != "model_args"})
+    values["model_args"].update(extra_model_args)
+    return TrainConfig(**values).validate()
 
 
 def make_config(recipe: str | Recipe = DEFAULT_RECIPE, **overrides: Any) -> TrainConfig:
@@ -371,19 +414,100 @@ def make_config(recipe: str | Recipe = DEFAULT_RECIPE, **overrides: Any) -> Trai
     Unknown override names raise :class:`ConfigError`.
     """
     rec = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
-    known = {f.name for f in fields(TrainConfig)}
-    bad = sorted(k for k in overrides if k not in known)
-    if bad:
-        raise ConfigError(f"unknown config field(s): {', '.join(bad)}")
-    values: dict[str, Any] = {"recipe": rec.name}
-    for f in fields(Recipe):
-        if f.name not in _RECIPE_ONLY:
-            values[f.name] = getattr(rec, f.name)
-    values["model_args"] = dict(rec.model_args)
-    extra_model_args = overrides.pop("model_args", None) or {}
-    values.update({k: v for k, v in overrides.items() if v is not None or k in _NONE_IS_A_VALUE})
-    values["model_args"].update(extra_model_args)
-    return TrainConfig(**values).validate()
+    _check_known(list(overrides), "unknown config field")
+    return _override(_recipe_values(rec), overrides, none_is_a_value=False)
+
+
+def config_from_file(path: str | os.PathLike, recipe: str | Recipe | None = None, **overrides: Any) -> TrainConfig:
+    """The configuration in ``path`` (what ``gsa train --print-config`` prints and a run's
+    ``config.json`` holds; a run directory means its ``config.json``), then ``overrides``.
+
+    The file is JSON, or YAML when its name ends in ``.yaml``/``.yml`` (needs PyYAML). Fields it
+    leaves out come from the recipe its ``"recipe"`` field names (``recipe`` replaces that name;
+    default ``mini``), then from :class:`TrainConfig`'s defaults; its ``model_args`` replace the
+    recipe's. ``overrides`` replace the file's values, ``None`` included (no clipping, no step cap,
+    global attention), except ``model_args``, whose entries are added to / replace the file's.
+    Raises :class:`ConfigError` (one line, naming the file) when it is missing or unreadable, not a
+    mapping, or holds an unknown key (the closest known one is suggested), a value of the wrong type
+    or an out-of-range one (the file must be valid by itself, with the flags' words: ``--lr must be
+    > 0``); then the same errors as :func:`make_config` for ``overrides``.
+    """
+    path = _config_path(path)
+    data = read_config_file(path)
+    rec = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    _check_known(list(overrides), "unknown config field")
+    try:  # the file by itself (filled by its recipe) must be valid: its errors name it
+        rec = rec or get_recipe(data.get("recipe", DEFAULT_RECIPE))
+        values = {**_recipe_values(rec), **data, "recipe": rec.name}
+        _override(values, {}, none_is_a_value=True)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return _override(values, overrides, none_is_a_value=True)
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The fields in a JSON or YAML configuration file, checked for unknown keys and wrong types.
+
+    A run directory means its ``config.json``; ``.yaml``/``.yml`` files are YAML (PyYAML needed),
+    other files JSON. Raises :class:`ConfigError` (one line, starting with the path) otherwise.
+    """
+    path = _config_path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such configuration file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc})") from None
+    yaml = path.suffix.lower() in (".yaml", ".yml")
+    data = _parse_yaml(text, path) if yaml else _parse_json(text, path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of configuration fields, got {type(data).__name__}")
+    _check_known(list(data), f"{path}: unknown key")
+    _check_types(data, where=f"{path}: ")
+    return data
+
+
+def _config_path(path: str | os.PathLike) -> Path:
+    """``path``, or ``path/config.json`` when ``path`` is a directory (a run directory)."""
+    path = Path(path)
+    return path / CONFIG_FILE if path.is_dir() else path
+
+
+def _parse_json(text: str, path: Path) -> Any:
+    """``json.loads`` with its error as a one-line :class:`ConfigError` naming ``path``."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _parse_yaml(text: str, path: Path) -> Any:
+    """Safe-load YAML (``1e-5`` is a float, as in YAML 1.2 and JSON); errors name ``path``."""
+    try:
+        import yaml
+    except ImportError:
+        raise ConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or give a JSON file") from None
+    try:
+        return yaml.load(text, Loader=_yaml_loader())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML ({exc.problem}{where})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _yaml_loader() -> type:
+    """PyYAML's SafeLoader, also resolving exponent-only floats (``1e-05``: a string in YAML 1.1)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    exponent = re.compile(r"^[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9_]+)[eE][-+]?[0-9]+$")
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", exponent, list("-+0123456789."))
+    return Loader
 
 
 def config_diff(old: TrainConfig, new: TrainConfig) -> dict[str, tuple[Any, Any]]:

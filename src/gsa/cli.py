@@ -96,7 +96,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("model")
     g.add_argument("--preset", default=S, help="model preset of gsa.models (default: the recipe's)")
-    g.add_argument("--group", default=S, help="symmetry group: z2, p4, p8, p12, p16, mz2, p4m, p8m")
+    g.add_argument("--group", default=S,
+                   help="symmetry group: z2, p4, p8, p12, p16, mz2, p4m, p8m, or for any n >= 1 p{n} "
+                        "(n rotations; escnn's C{n}) and p{n}m (with mirrors; D{n}): p6, p6m, ...")
     g.add_argument("--patch-size", type=_patch_size, default=S, metavar="K",
                    help="local attention window KxK (odd), or 0/'global' for global attention")
     g.add_argument("--dropout", type=float, default=S, help="dropout (default: the preset's)")

@@ -206,7 +206,7 @@ def _add_evaluation_args(g) -> None:
     g.add_argument("--rotation-subset", type=_positive_int, default=S, metavar="N",
                    help="test images used for the rotation curve (default 500)")
     g.add_argument("--invariance-subset", type=_non_negative_int, default=S, metavar="N",
-                   help="test images for the 90-degree invariance check (default 32; 0 disables)")
+                   help="test images for the invariance check (the group's exact elements; default 32; 0 disables)")
 
 
 def _add_runtime_args(g) -> None:
@@ -251,7 +251,7 @@ def _add_eval_parser(sub) -> None:
     e.add_argument("--precision", choices=PRECISIONS, default=None)
     e.add_argument("--data-dir", default=None)
     e.add_argument("--rotations", action="store_true",
-                   help="also print accuracy per rotation angle and the 90-degree invariance check")
+                   help="also print accuracy per rotation angle and the invariance check")
     e.add_argument("--rotation-step", type=float, default=None, metavar="DEG")
     e.add_argument("--rotation-subset", type=_positive_int, default=None, metavar="N")
     e.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -124,4 +124,5 @@ def test_invariance_check_uses_the_groups_exact_elements():
     assert p4["max_abs_logit_change"] > 1e-3 and p4["under"] == "90-degree rotations"
     assert R.invariance_check(model, images, group="p6m", **kw)["max_abs_logit_change"] > 1e-3  # mirrors
     report = {"test_accuracy": 0.5, "test_loss": 0.5, "test_images": 4, "best_epoch": None, "invariance": p6}
-    assert R.report_lines(report)[1].startswith("invariance check: max |logit change| under 180-degree rotation 0.00e+00")
+    line = R.report_lines(report)[1]
+    assert line.startswith("invariance check: max |logit change| under 180-degree rotation 0.00e+00")

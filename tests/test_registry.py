@@ -120,7 +120,7 @@ def test_the_four_registries_share_the_error_format():
     from gsa import data, groups, models, train
 
     cases = [
-        (groups.get, "group", ValueError, groups.list_groups()),
+        (groups.get, "group", ValueError, [*groups.list_groups(), *groups.PATTERNS]),
         (models.preset_config, "preset", ValueError, list(models.PRESETS)),
         (data.info, "dataset", ValueError, [*data.list_datasets(), *data.CUSTOM_FORMS]),
         (train.get_recipe, "recipe", train.ConfigError, train.list_recipes()),

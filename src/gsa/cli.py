@@ -98,7 +98,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("model")
     g.add_argument("--preset", default=S, help="model preset of gsa.models (default: the recipe's)")
-    g.add_argument("--group", default=S, help="symmetry group: z2, p4, p8, p12, p16, mz2, p4m, p8m")
+    g.add_argument("--group", default=S,
+                   help="symmetry group: z2, p4, p8, p12, p16, mz2, p4m, p8m, or for any n >= 1 p{n} "
+                        "(n rotations; escnn's C{n}) and p{n}m (with mirrors; D{n}): p6, p6m, ...")
     g.add_argument("--patch-size", type=_patch_size, default=S, metavar="K",
                    help="local attention window KxK (odd), or 0/'global' for global attention")
     g.add_argument("--dropout", type=float, default=S, help="dropout (default: the preset's)")
@@ -210,7 +212,7 @@ def _add_evaluation_args(g) -> None:
     g.add_argument("--rotation-subset", type=_positive_int, default=S, metavar="N",
                    help="test images used for the rotation curve (default 500)")
     g.add_argument("--invariance-subset", type=_non_negative_int, default=S, metavar="N",
-                   help="test images for the 90-degree invariance check (default 32; 0 disables)")
+                   help="test images for the invariance check (the group's exact elements; default 32; 0 disables)")
 
 
 def _add_runtime_args(g) -> None:
@@ -255,7 +257,7 @@ def _add_eval_parser(sub) -> None:
     e.add_argument("--precision", choices=PRECISIONS, default=None)
     e.add_argument("--data-dir", default=None)
     e.add_argument("--rotations", action="store_true",
-                   help="also print accuracy per rotation angle and the 90-degree invariance check")
+                   help="also print accuracy per rotation angle and the invariance check")
     e.add_argument("--rotation-step", type=float, default=None, metavar="DEG")
     e.add_argument("--rotation-subset", type=_positive_int, default=None, metavar="N")
     e.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -1,7 +1,8 @@
 """Finite rotation and roto-reflection groups H and their actions.
 
-The full symmetry group is ``G = R^2 ⋊ H``: translations plus a finite group ``H`` of rotations
-(``p4``, ``p8``, ...) or rotations and mirrors (``mz2``, ``p4m``, ``p8m``).
+The full symmetry group is ``G = R^2 ⋊ H``: translations plus a finite group ``H`` of ``n``
+rotations (``p{n}``: ``p4``, ``p6``, ...) or ``n`` rotations and ``n`` mirrored rotations (``p{n}m``:
+``mz2``, ``p4m``, ``p6m``, ...), for any ``n >= 1`` (see :func:`get` for the spellings).
 
 Conventions (used everywhere in ``gsa``)
 ----------------------------------------
@@ -15,18 +16,22 @@ Conventions (used everywhere in ``gsa``)
 * A group element ``g`` acts on an image ``f`` by ``[L_g f](p) = f(g⁻¹ p)`` (about the image centre)
   and on a lifted map ``f(p, h)`` (``(B, C, |H|, X, Y)``) by ``[L_g f](p, h) = f(g⁻¹ p, g⁻¹ h)``:
   the spatial axes are transformed and the group axis is permuted.
+* Exactness: quarter turns (``4·s % n == 0``) and mirrors permute pixels, so they act exactly, for
+  any ``n``; other rotations (60°, 45°, 72°, ...) are exact on vectors and positional encodings but
+  interpolated on images (:func:`rotate_image`).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
 import torch
 import torch.nn.functional as F
 
-from .registry import Registry
+from .registry import Registry, normalize
 
 __all__ = [
     "Group",
@@ -36,10 +41,12 @@ __all__ = [
     "act_on_image",
     "act_on_lifted",
     "rotate_image",
+    "PATTERNS",
     "QUARTER_TURN_ATOL_DEG",
 ]
 
-_CANONICAL = {
+#: The groups listed by :func:`list_groups` (the paper's); any other ``n`` is spelt by a pattern.
+_COMMON = {
     "z2": (1, False),
     "p4": (4, False),
     "p8": (8, False),
@@ -49,21 +56,18 @@ _CANONICAL = {
     "p4m": (4, True),
     "p8m": (8, True),
 }
-_ALIASES = {
-    "r4": "p4",
-    "r8": "p8",
-    "r12": "p12",
-    "r16": "p16",
-    "z2m": "mz2",
-    "r4m": "p4m",
-    "r8m": "p8m",
-    "se2(4)": "p4",
-    "se2(8)": "p8",
-    "se2(12)": "p12",
-    "se2(16)": "p16",
-    "e2(4)": "p4m",
-    "e2(8)": "p8m",
-}
+_ALIASES = {"z2m": "mz2"}
+
+#: How any ``n >= 1`` is spelt (shown in the error for an unknown name); see :func:`get`.
+PATTERNS: tuple[str, ...] = ("p{n}", "p{n}m", "C{n}", "D{n} (any n >= 1)")
+
+# normalised spelling -> (n, mirror): p4, r4, c4, se2(4) | p4m, r4m, d4, e2(4)
+_PATTERN_RES = (
+    (re.compile(r"(?:p|r|c)([1-9][0-9]*)"), False),
+    (re.compile(r"se2\(([1-9][0-9]*)\)"), False),
+    (re.compile(r"(?:p|r)([1-9][0-9]*)m|d([1-9][0-9]*)"), True),
+    (re.compile(r"e2\(([1-9][0-9]*)\)"), True),
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,10 @@ class Group:
     name: str
     rotations: int
     mirror: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rotations, bool) or not isinstance(self.rotations, int) or self.rotations < 1:
+            raise ValueError(f"a group needs an integer number of rotations >= 1, got {self.rotations!r}")
 
     @property
     def order(self) -> int:
@@ -125,8 +133,10 @@ class Group:
     @cached_property
     def cayley(self) -> torch.Tensor:
         """``(|H|, |H|)`` long tensor with ``cayley[a, b] = a·b``."""
-        n = self.order
-        return torch.tensor([[self.compose(a, b) for b in range(n)] for a in range(n)], dtype=torch.long)
+        e = torch.arange(self.order)
+        s, m = e % self.rotations, e // self.rotations
+        sa, ma, sb, mb = s[:, None], m[:, None], s[None, :], m[None, :]  # as in compose, for all pairs
+        return (sa + torch.where(ma == 1, -sb, sb)) % self.rotations + self.rotations * (ma ^ mb)
 
     @cached_property
     def inverses(self) -> torch.Tensor:
@@ -158,49 +168,95 @@ class Group:
 
 
 def _rotate_vectors(v: torch.Tensor, steps: int, n: int) -> torch.Tensor:
-    """Rotate ``(..., 2)`` float64 vectors by ``2π·steps/n``, quarter turns exactly."""
-    steps %= n
-    if n % 4 == 0:
-        quarter, rest = divmod(steps, n // 4)
-    else:
-        quarter, rest = 0, steps
+    """Rotate ``(..., 2)`` float64 vectors by ``2π·steps/n``, quarter turns exactly.
+
+    The angle is split into ``quarter`` exact quarter turns and a rest of ``rest/(4n)`` of a full
+    turn (``0 <= rest < n``), so every multiple of 90° (``4·steps % n == 0``) is exact for any ``n``.
+    """
+    quarter, rest = divmod(4 * (steps % n), n)
     for _ in range(quarter):  # (row, col) -> (-col, row): +90°
         v = torch.stack([-v[..., 1], v[..., 0]], dim=-1)
     if rest:
-        phi = 2 * math.pi * rest / n
+        phi = 2 * math.pi * rest / (4 * n)
         c, s = math.cos(phi), math.sin(phi)
         v = torch.stack([c * v[..., 0] - s * v[..., 1], s * v[..., 0] + c * v[..., 1]], dim=-1)
     return v
 
 
-# the groups by name; aliases: the paper's names (R4, Z2M, ...) and se2(n) / e2(n)
+# the paper's groups by name (plus z2m); every other spelling is parsed by _parse
 _REGISTRY: Registry[Group] = Registry(
-    "group", {key: Group(key, n, m) for key, (n, m) in _CANONICAL.items()}, aliases=_ALIASES
+    "group", {key: Group(key, n, m) for key, (n, m) in _COMMON.items()}, aliases=_ALIASES, extra=PATTERNS
 )
+_MADE: dict[tuple[int, bool], Group] = {}  # groups built from a pattern, one object per (n, mirror)
+
+
+def _parse(name: str) -> tuple[int, bool] | None:
+    """``(n, mirror)`` for a spelling of one of :data:`PATTERNS` (or the aliases of :func:`get`)."""
+    key = normalize(name)
+    for pattern, mirror in _PATTERN_RES:
+        match = pattern.fullmatch(key)
+        if match:
+            return int(next(g for g in match.groups() if g)), mirror
+    return None
+
+
+def _canonical_name(n: int, mirror: bool) -> str:
+    """``z2``/``mz2`` for ``n = 1`` (the paper's names), ``p{n}``/``p{n}m`` otherwise."""
+    if n == 1:
+        return "mz2" if mirror else "z2"
+    return f"p{n}m" if mirror else f"p{n}"
 
 
 def names() -> list[str]:
-    """The canonical group names (same as :func:`list_groups`)."""
+    """The common group names (same as :func:`list_groups`)."""
     return _REGISTRY.names()
 
 
 def list_groups() -> list[str]:
-    """The canonical group names accepted by :func:`get` (aliases not listed)."""
+    """The common group names: the paper's ``z2, p4, p8, p12, p16, mz2, p4m, p8m``.
+
+    Any other order is spelt by a pattern of :data:`PATTERNS`: ``p{n}`` (``n`` rotations) and
+    ``p{n}m`` (``n`` rotations and mirrors) for every ``n >= 1``, e.g. ``p6``, ``p6m``, ``p3``.
+    """
     return _REGISTRY.names()
 
 
 def get(name: str | Group) -> Group:
-    """Return the group called ``name``.
+    """Return the group called ``name``; the same object for every spelling.
 
-    Accepts ``z2, p4, p8, p12, p16, mz2, p4m, p8m`` and the paper's names ``Z2, R4, R8, R12, R16,
-    Z2M, R4M, R8M``, spelled as :mod:`gsa.registry` allows (case-insensitive, ``-``/``_``/spaces
-    ignored). A :class:`Group` is returned unchanged.
+    Accepted, as :mod:`gsa.registry` spells names (case-insensitive, ``-``/``_``/spaces ignored),
+    for every ``n >= 1``:
+
+    * ``p{n}`` — the ``n`` rotations by multiples of ``360°/n`` (``p6``); also escnn's ``C{n}``,
+      the paper's ``R{n}`` and ``se2(n)``;
+    * ``p{n}m`` — those rotations and as many mirrored rotations (``p6m``, order ``2n``); also
+      escnn's ``D{n}``, the paper's ``R{n}M`` and ``e2(n)``;
+    * ``z2`` (= ``p1``, translations only) and ``mz2`` (= ``p1m``, one mirror; also ``z2m``).
+
+    A :class:`Group` is returned unchanged. Other names raise a one-line ``ValueError`` listing
+    :func:`list_groups` and :data:`PATTERNS`.
+
+    Example:
+        >>> get("C6") is get("p6") and get("D6") is get("p6m")
+        True
+        >>> get("p6m").order, get("p1").name
+        (12, 'z2')
     """
     if isinstance(name, Group):
         return name
     if not isinstance(name, str):
         raise TypeError(f"group must be a name or a gsa.groups.Group, got {type(name).__name__}")
-    return _REGISTRY.get(name)
+    if name in _REGISTRY:
+        return _REGISTRY.get(name)
+    parsed = _parse(name)
+    if parsed is None:
+        raise _REGISTRY.error(_REGISTRY.unknown(name))
+    canonical = _canonical_name(*parsed)
+    if canonical in _REGISTRY:
+        return _REGISTRY.get(canonical)
+    if parsed not in _MADE:
+        _MADE[parsed] = Group(canonical, *parsed)
+    return _MADE[parsed]
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ and ``-``, ``_`` and spaces are dropped (``"Rot-MNIST"``, ``"rot_mnist"`` and ``
 one name), and each registry may add documented aliases (``"R4"`` for ``"p4"``). An unknown name
 raises one line listing the valid choices::
 
-    unknown group 'p5'; expected one of: z2, p4, p8, p12, p16, mz2, p4m, p8m
+    unknown group 'q5'; expected one of: z2, p4, p8, p12, p16, mz2, p4m, p8m, p{n}, p{n}m, C{n}, D{n} (any n >= 1)
 
 This module imports nothing from ``gsa`` (it is the bottom of the import layering).
 """

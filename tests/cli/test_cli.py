@@ -141,6 +141,7 @@ def test_eval_refuses_weights_of_another_model(run_dir, capsys):
         (["train", "--resume", "/nonexistent/run"], 2, "no such run directory"),
         (["eval", "/nonexistent/run"], 2, "no such run directory or checkpoint"),
         (["train", "--dataset", "toy", "--lr", "-1"], 2, "--lr must be > 0"),
+        (["train", "--dataset", "toy", "--group", "p0"], 2, "unknown group 'p0'; expected one of: z2, p4, "),
     ],
 )
 def test_bad_input_exits_with_one_line(args, code, message, capsys, toy_env):
@@ -289,6 +290,15 @@ def test_info_counts_params_and_flops(capsys, toy_env):
     assert info["params"] == 691 and info["flops"] > 0 and info["output_shape"] == [1, 3]
     assert main(["info", "--dataset", "toy"]) == 0
     assert "parameters 691" in capsys.readouterr().out
+
+
+def test_any_rotation_order_from_the_command_line(capsys):
+    """--group p6 / D6 (escnn's name for p6m) build a GSA-Net; |H| = 12 shows in the group embedding."""
+    assert main(["info", "--group", "p6", "--no-flops", "--json"]) == 0
+    p6 = json.loads(capsys.readouterr().out)
+    assert main(["info", "--group", "D6", "--no-flops", "--json"]) == 0
+    d6 = json.loads(capsys.readouterr().out)
+    assert p6["group"] == "p6" and d6["group"] == "D6" and d6["params"] > p6["params"]
 
 
 def test_list_recipes_and_help(capsys):

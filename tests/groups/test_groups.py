@@ -16,27 +16,65 @@ def test_names_and_aliases():
     assert [groups.get(n).order for n in ALL] == [1, 4, 8, 12, 16, 2, 8, 16]
 
 
-def test_unknown_group_lists_valid_names():
-    with pytest.raises(ValueError, match="expected one of: z2, p4"):
-        groups.get("p5")
+def test_any_order_by_pattern_and_escnn_names():
+    for spelling, name, order in [("p6", "p6", 6), ("C6", "p6", 6), ("P6M", "p6m", 12), ("D6", "p6m", 12),
+                                  ("r6", "p6", 6), ("R6M", "p6m", 12), ("se2(6)", "p6", 6), ("e2(6)", "p6m", 12),
+                                  ("p3", "p3", 3), ("d5", "p5m", 10), ("p2", "p2", 2), ("p1", "z2", 1),
+                                  ("C1", "z2", 1), ("p1m", "mz2", 2), ("D1", "mz2", 2), ("z2m", "mz2", 2)]:
+        g = groups.get(spelling)
+        assert (g.name, g.order) == (name, order), spelling
+        assert g is groups.get(name)  # one object per group, whatever the spelling
+    assert groups.get("C4") is groups.get("p4") and groups.get("D8") is groups.get("p8m")
+    assert groups.get(" p-6_M ") is groups.get("p6m")  # the registry's alias rule
+
+
+@pytest.mark.parametrize("bad", ["p0", "q5", "p04", "c4m", "d0", "p6mm", "p1.5"])
+def test_unknown_group_is_one_line_listing_names_and_patterns(bad):
+    with pytest.raises(ValueError) as e:
+        groups.get(bad)
+    assert str(e.value) == (f"unknown group {bad!r}; expected one of: z2, p4, p8, p12, p16, mz2, p4m, p8m, "
+                            "p{n}, p{n}m, C{n}, D{n} (any n >= 1)")
     with pytest.raises(TypeError):
         groups.get(4)
+    with pytest.raises(ValueError, match="rotations >= 1"):
+        groups.Group("none", 0)
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_group_axioms(name):
+ORDERS = [f"p{n}{m}" for n in range(1, 13) for m in ("", "m")]
+
+
+@pytest.mark.parametrize("name", ORDERS)
+def test_group_axioms_for_every_order(name):
+    """Closure, identity, inverses and associativity of the Cayley table, n = 1 … 12."""
     G = groups.get(name)
-    n = G.order
-    c = G.cayley
-    assert sorted(c[0].tolist()) == list(range(n))
-    for a in range(n):
-        assert c[0, a] == a and c[a, 0] == a
-        assert c[a, G.inverse(a)] == 0 and c[G.inverse(a), a] == 0
-        assert sorted(c[a].tolist()) == list(range(n))  # Latin square
-    for a in range(n):
-        for b in range(n):
-            for d in range(n):
-                assert c[c[a, b], d] == c[a, c[b, d]]
+    c, inv, n = G.cayley, G.inverses, G.order
+    e = torch.arange(n)
+    assert c.shape == (n, n) and c.min() >= 0 and c.max() < n  # closure
+    assert torch.equal(c[0], e) and torch.equal(c[:, 0], e)  # identity
+    assert torch.equal(c[e, inv], torch.zeros(n, dtype=torch.long)) and torch.equal(c[inv, e], c[e, inv])
+    assert torch.equal(c[c], c[:, c])  # (ab)d == a(bd) for all a, b, d
+    assert all(G.compose(a, b) == c[a, b] for a in range(n) for b in range(n))
+    rotations = [a for a in range(n) if not G.is_mirrored(a)]
+    assert all(c[a, b] == c[b, a] for a in rotations for b in rotations)  # the rotations commute
+
+
+@pytest.mark.parametrize("name", ["p2", "p3", "p5m", "p6", "p6m", "p10m", "p12"])
+def test_cayley_table_matches_the_action_on_vectors(name):
+    G = groups.get(name)
+    v = torch.randn(6, 2, dtype=torch.float64)
+    for a in range(G.order):
+        for b in range(G.order):
+            torch.testing.assert_close(G.act_on_vectors(a, G.act_on_vectors(b, v)),
+                                       G.act_on_vectors(int(G.cayley[a, b]), v), rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("name,steps", [("p2", 1), ("p6", 3), ("p10m", 5), ("p6", 0), ("p12", 9)])
+def test_quarter_turns_are_exact_matrices_for_any_order(name, steps):
+    """180° in p2 / p6 / p10 (n not a multiple of 4) is an exact matrix, like 90° in p4."""
+    G = groups.get(name)
+    k = round(G.angle(steps) / 90)
+    exact = torch.linalg.matrix_power(torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=torch.float64), k)
+    assert torch.equal(G.matrix(steps), exact)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -64,7 +102,7 @@ def test_rotation_direction_matches_rot90():
     assert G.act_on_vectors(1, torch.tensor([0.0, 1.0])).tolist() == [-1.0, 0.0]
 
 
-@pytest.mark.parametrize("name", ["p4", "mz2", "p4m", "p8m"])
+@pytest.mark.parametrize("name", ["p4", "mz2", "p4m", "p8m", "p2", "p3m", "p5m", "p6", "p6m"])
 def test_image_and_lifted_actions_are_homomorphisms(name):
     G = groups.get(name)
     exact = [e for e in range(G.order) if (4 * G.split(e)[0]) % G.rotations == 0]

@@ -34,7 +34,8 @@ def test_list_presets_and_errors():
     with pytest.raises(ValueError, match="unknown preset"):
         create("imagenet")
     with pytest.raises(ValueError, match="unknown group"):
-        create("rotmnist", group="p5")
+        create("rotmnist", group="p0")
+    assert create("rotmnist", group="C5", channels=6, num_heads=1).group is gsa.groups.get("p5")
     with pytest.raises(ValueError, match="unknown GSANetConfig fields"):
         create("rotmnist", colour=True)
     with pytest.raises(ValueError, match="crop has 2 entries"):
@@ -55,6 +56,9 @@ INVARIANCE = [
     ("rotmnist", "p4", 5, (2, 1, 28, 28), {}),
     ("rotmnist", "p4m", 5, (1, 1, 24, 24), {"num_heads": 2}),
     ("rotmnist", "p8", None, (1, 1, 22, 22), {"num_heads": 1, "channels": 6}),
+    # any order: exact at 0°/180° (p6) and the mirror (D3 = p3m); the other elements are interpolated
+    ("rotmnist", "p6", None, (1, 1, 22, 22), {"num_heads": 1, "channels": 6}),
+    ("rotmnist", "D3", 5, (1, 1, 24, 24), {"num_heads": 1, "channels": 6}),
     ("cifar10", "mz2", 5, (1, 3, 16, 16), {"channels": 12, "num_heads": 2}),
     # PCam pools 4 times: exact only for sizes 56, 72, 88, 104, ... (at 96 one pool sees 7 rows)
     ("pcam", "p4m", 5, (1, 3, 56, 56), {"num_heads": 1, "channels": 6}),

@@ -116,3 +116,16 @@ def test_each_choice_is_logged_at_debug_level(caplog):
     with caplog.at_level(logging.DEBUG, logger="gsa"):
         chosen = backends.select("auto", call)
     assert any(f"backend {chosen.name} (requested auto)" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("g,ps", [("p3m", 3), ("p6", None), ("p5", 3)])
+def test_every_cpu_backend_agrees_for_group_orders_beyond_the_papers(g, ps):
+    """|H| = 6 with U = 6 classes (odd dihedral), |H| = 6 and |H| = 5: no backend assumes an order."""
+    torch.manual_seed(0)
+    layer = GroupSelfAttention(g, 3, 6, num_heads=2, patch_size=ps).double().eval()
+    x = torch.randn(1, 3, layer.group.order, 6, 5, dtype=torch.float64)
+    names = ["reference", "pytorch", "flex"] + (["native"] if native.available() else [])
+    with torch.no_grad():
+        dense = layer(x, backend="dense")
+        for name in names:
+            torch.testing.assert_close(layer(x, backend=name), dense, rtol=0, atol=1e-12, msg=name)

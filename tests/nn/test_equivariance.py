@@ -39,6 +39,25 @@ def test_group_layer_is_equivariant(case, dtype):
     assert max(errs.values()) <= TOL[dtype], errs
 
 
+ANY_N = [f"p{n}{m}" for n in (1, 2, 3, 4, 5, 6, 8) for m in ("", "m")]
+
+
+@pytest.mark.parametrize("g", ANY_N)
+def test_layers_are_exactly_equivariant_for_any_order(g):
+    """p{n} / p{n}m at their exact elements (quarter turns in H, mirrors), float64, local and global."""
+    G = groups.get(g)
+    n = G.rotations
+    turns = 4 if n % 4 == 0 else 2 if n % 2 == 0 else 1  # the multiples of 90° among 360°·s/n
+    assert len(exact_elements(G)) == turns * (2 if G.mirror else 1)
+    for ps in (3, None):
+        lift = LiftingSelfAttention(g, 2, 6, num_heads=2, patch_size=ps)
+        errs = check_equivariance(lift, g, (1, 2, 5, 6))
+        assert set(errs) == set(exact_elements(G)) and max(errs.values()) <= 1e-12, errs
+        layer = GroupSelfAttention(g, 3, 6, num_heads=1, patch_size=ps)
+        errs = check_equivariance(layer, g, (1, 3, G.order, 6, 5))
+        assert max(errs.values()) <= 1e-12, errs
+
+
 @pytest.mark.parametrize("g", ["p4", "p4m"])
 def test_group_embedding_matters_for_equivariance(g):
     """Regression guard: a non-trivial group embedding is in play and equivariance still holds."""
@@ -58,7 +77,7 @@ def test_group_embedding_matters_for_equivariance(g):
 def test_relative_group_index_is_invariant():
     from gsa.nn.positional import relative_group_index
 
-    for name in groups.names():
+    for name in [*groups.names(), "p3", "p5m", "p6m"]:
         G = groups.get(name)
         idx = relative_group_index(G)
         c = G.cayley
@@ -68,9 +87,9 @@ def test_relative_group_index_is_invariant():
             assert torch.equal(moved, idx)
 
 
-@pytest.mark.parametrize("g", ["p8", "p16", "p8m"])
+@pytest.mark.parametrize("g", ["p8", "p16", "p8m", "p3", "p5m", "p6m"])
 def test_acted_offsets_are_steerable(g):
-    """(g·h)⁻¹(g·δ) = h⁻¹δ for every element, also 45° and 22.5° ones (no interpolation)."""
+    """(g·h)⁻¹(g·δ) = h⁻¹δ for every element, also 45°, 22.5°, 120°, 72° ones (no interpolation)."""
     from gsa.nn.positional import acted_offsets
 
     G = groups.get(g)
@@ -120,8 +139,43 @@ def test_lifting_layer_is_approximately_equivariant_to_fine_rotations(g, angle_s
     scale = rhs[..., disk].abs().max()
     err = (lhs - rhs)[..., disk].abs().max() / scale
     err_wrong = (lhs - wrong)[..., disk].abs().max() / scale
-    assert err < 0.05, err
+    assert err < FINE_TOL, err
     assert err_wrong > 4 * err
+
+
+#: Stated tolerance for elements that are not exact on the grid (see docs/concepts.md): relative error
+#: inside the central disk, smooth input (σ = 4 px blobs), bilinear rotation, 5×5 attention.
+#: Measured at most 0.03 for p3, p5, p6, p6m, p8, p12, p16 (every non-exact element).
+FINE_TOL = 0.05
+
+
+@pytest.mark.parametrize("g", ["p3", "p5", "p6", "p6m"])
+def test_lifting_layer_is_approximately_equivariant_at_every_non_exact_element(g):
+    """Every element that is not a multiple of 90° (also mirrored ones), at the stated tolerance.
+
+    Forgetting to permute the group axis gives errors ≥ 4× larger (measured 0.14–0.26).
+    """
+    G = groups.get(g)
+    torch.manual_seed(1)
+    layer = LiftingSelfAttention(g, 2, 8, num_heads=2, patch_size=5).double().eval()
+    with torch.no_grad():
+        layer.row_encoding.fc2.weight.mul_(4)
+        layer.col_encoding.fc2.weight.mul_(4)
+    x = _smooth_image(41, 2)
+    r = torch.arange(41, dtype=torch.float64) - 20
+    disk = (r[:, None] ** 2 + r[None, :] ** 2) <= 10**2
+    inexact = [e for e in range(G.order) if e not in exact_elements(G)]
+    assert inexact
+    with torch.no_grad():
+        y = layer(x)
+        for e in inexact:
+            lhs = layer(groups.act_on_image(G, e, x))
+            rhs = groups.act_on_lifted(G, e, y)
+            unpermuted = groups.act_on_image(G, e, y)  # spatial action only
+            scale = rhs[..., disk].abs().max()
+            err = (lhs - rhs)[..., disk].abs().max() / scale
+            assert err < FINE_TOL, (e, err)
+            assert (lhs - unpermuted)[..., disk].abs().max() / scale > 4 * err
 
 
 def test_public_checker_on_a_model_and_logits():

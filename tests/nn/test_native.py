@@ -27,6 +27,8 @@ CASES = [
     (GroupSelfAttention, "p4m", 3),  # dihedral: two conjugation classes (U = 2)
     (GroupSelfAttention, "p8", None),
     (GroupSelfAttention, "z2", 3),
+    (GroupSelfAttention, "p3m", 3),  # odd dihedral: every output element its own class (U = |H| = 6)
+    (LiftingSelfAttention, "p6", None),
 ]
 
 

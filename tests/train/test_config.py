@@ -51,11 +51,17 @@ def test_default_config_is_the_mini_recipe():
         ({"lr": -1.0}, "--lr must be > 0"),
         ({"attention_dropout": 1.5}, "--attention-dropout must be in"),
         ({"bogus": 1}, "unknown config field"),
+        ({"group": "p0"}, r"^unknown group 'p0'; expected one of: z2, .*p\{n\}m"),
     ],
 )
 def test_bad_values_raise_clear_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         make_config("mini", **kwargs)
+
+
+def test_any_rotation_order_is_a_valid_group():
+    assert make_config("mini", group="p6").group == "p6"
+    assert make_config("mini", group="D5").group == "D5"  # kept as written; gsa.groups.get reads it
 
 
 def test_unknown_recipe_lists_choices():

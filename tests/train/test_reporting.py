@@ -84,3 +84,45 @@ def test_labels_and_rotation_summary():
     assert R.rotation_title(cfg, 16) == f"{cfg.preset} GSA-Net, group {cfg.group}, global (n=16)"
     assert R.summarize_rotation([0.0, 90.0], [0.5, 0.25], 16) == {"angles_deg": [0.0, 90.0], "accuracy": [0.5, 0.25],
                                                                    "images": 16}
+
+
+@pytest.mark.parametrize("group,elements,words", [
+    ("p4", [1, 2, 3], "90-degree rotations"),
+    ("p8m", [2, 4, 6, 8, 10, 12, 14], "90-degree rotations and mirrors"),
+    ("p6", [3], "180-degree rotation"),
+    ("D6", [3, 6, 9], "180-degree rotation and mirrors"),
+    ("p3m", [3], "the mirror"),
+    ("mz2", [1], "the mirror"),
+    ("z2", [1, 2, 3], "90-degree rotations (not in z2)"),
+    ("p5", [1, 2, 3], "90-degree rotations (not in p5)"),
+])
+def test_invariance_transforms_are_the_groups_exact_elements(group, elements, words):
+    g, got, said = R.invariance_transforms(group)
+    assert (got, said) == (elements, words)
+    fallback = words.endswith(")")  # no exact element but the identity: p4's quarter turns act
+    assert g is R._groups.get("p4" if fallback else group)
+
+
+class _HalfTurnInvariant(torch.nn.Module):
+    """Logits of ``x + rot180(x)``: invariant to 180° rotations, not to 90° ones or mirrors."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(2 * 5 * 5, 3, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x):
+        return (x + torch.rot90(x, 2, (-2, -1))).flatten(1) @ self.w
+
+
+def test_invariance_check_uses_the_groups_exact_elements():
+    """p6 is checked under 180° only (0 change here); p4 under 90° (a change); the line says which."""
+    model, images = _HalfTurnInvariant(), torch.rand(4, 2, 5, 5)
+    kw = dict(prepare=lambda x: x, batch_size=3, device=torch.device("cpu"))
+    p6 = R.invariance_check(model, images, group="p6", **kw)
+    assert p6["max_abs_logit_change"] == 0.0 and p6["under"] == "180-degree rotation" and p6["images"] == 4
+    p4 = R.invariance_check(model, images, group="p4", **kw)
+    assert p4["max_abs_logit_change"] > 1e-3 and p4["under"] == "90-degree rotations"
+    assert R.invariance_check(model, images, group="p6m", **kw)["max_abs_logit_change"] > 1e-3  # mirrors
+    report = {"test_accuracy": 0.5, "test_loss": 0.5, "test_images": 4, "best_epoch": None, "invariance": p6}
+    line = R.report_lines(report)[1]
+    assert line.startswith("invariance check: max |logit change| under 180-degree rotation 0.00e+00")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
+from .. import groups as _groups
 from ..errors import ConfigError
 from ..nn.blocks import ACTIVATIONS, NORMS
 from ..registry import Registry
@@ -196,7 +197,7 @@ class TrainConfig:
     max_eval_batches: Optional[int] = None  # None: no cap
     rotation_step: float = 15.0  # degrees; 0 disables the rotation curve
     rotation_subset: int = 500  # test images used for the rotation curve
-    invariance_subset: int = 32  # test images used for the 90-degree invariance check
+    invariance_subset: int = 32  # test images used for the invariance check (the group's exact elements)
     # runtime
     device: str = "auto"
     workers: int = 0
@@ -232,6 +233,10 @@ class TrainConfig:
         choice("precision", self.precision, PRECISIONS)
         choice("progress mode", self.progress, PROGRESS_MODES)
         choice("loader", self.loader, LOADERS)
+        try:  # checked here, not only when a model is built: the final report's invariance check uses it
+            _groups.get(self.group)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
         if self.norm is not None:
             choice("norm", self.norm, NORMS)
         if self.activation is not None:

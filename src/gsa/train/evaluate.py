@@ -113,7 +113,9 @@ def evaluate_run(
         accs = R.rotation_curve(model, imgs, labels, angles, rotate=hooks.rotate_fn, prepare=prepare, batch_size=bs, device=dev)
         result["rotation"] = {"angles_deg": angles, "accuracy": accs, "images": len(imgs)}
         inv_imgs, _ = take(ds, tensors, max(1, cfg.invariance_subset))
-        result["invariance"] = R.invariance_check(model, inv_imgs, prepare=prepare, batch_size=bs, device=dev)
+        result["invariance"] = R.invariance_check(
+            model, inv_imgs, prepare=prepare, batch_size=bs, device=dev, group=cfg.group
+        )
     return result
 
 
@@ -136,7 +138,8 @@ def format_result(result: dict[str, Any]) -> str:
     inv = result.get("invariance")
     if inv:
         lines.append(
-            f"invariance check: max |logit change| under 90-degree rotations {inv['max_abs_logit_change']:.2e} "
+            f"invariance check: max |logit change| under {inv.get('under', '90-degree rotations')} "
+            f"{inv['max_abs_logit_change']:.2e} "
             f"(relative {inv['max_rel_logit_change']:.2e}, predictions agree {100 * inv['prediction_agreement']:.1f}%, "
             f"{inv['images']} images)"
         )

@@ -20,6 +20,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
+from .. import groups as _groups
+from ..equivariance import exact_elements
 from .checkpoint import BEST, atomic_write_bytes
 from .config import TrainConfig
 from .metrics import Meter
@@ -113,6 +115,29 @@ def rotation_curve(
     return accs
 
 
+def invariance_transforms(group: Any) -> tuple[_groups.Group, list[int], str]:
+    """``(group, elements, words)``: the transformations :func:`invariance_check` applies.
+
+    The group's exact elements other than the identity (its quarter turns and mirrors: pixel
+    permutations, under which a GSA-Net's logits change by round-off only). A group without any
+    (``z2``, ``p3``, ``p5``, ...) is checked under the three quarter turns of ``p4`` instead, which
+    it is not built to be invariant to: then the check measures, and the words say so.
+
+    Example:
+        >>> invariance_transforms("p6m")[1:]
+        ([3, 6, 9], '180-degree rotation and mirrors')
+    """
+    g = _groups.get(group)
+    elements = [e for e in exact_elements(g) if e]
+    if not elements:
+        return _groups.get("p4"), [1, 2, 3], f"90-degree rotations (not in {g.name})"
+    turns = {g.angle(e) for e in elements if not g.is_mirrored(e)}
+    words = ["90-degree rotations" if 90.0 in turns else "180-degree rotation"] if turns else []
+    if any(g.is_mirrored(e) for e in elements):
+        words.append("mirrors" if len(elements) > 1 else "the mirror")
+    return g, elements, " and ".join(words)
+
+
 @torch.no_grad()
 def invariance_check(
     model: torch.nn.Module,
@@ -121,17 +146,24 @@ def invariance_check(
     prepare: Prepare,
     batch_size: int,
     device: torch.device,
-) -> dict[str, float]:
-    """Max |logits(x) - logits(rot90^k x)| over k = 1, 2, 3 (exact pixel rotations)."""
+    group: Any = "p4",
+) -> dict[str, Any]:
+    """Max |logits(x) - logits(g·x)| over the exact transformations ``g`` of ``group``.
+
+    ``g`` runs over :func:`invariance_transforms` (pixel permutations: quarter turns, mirrors);
+    ``under`` in the result names them. ``images`` are ``(N, C, X, Y)`` in [0, 1], transformed
+    after ``prepare``.
+    """
     model.eval()
+    g, elements, words = invariance_transforms(group)
     max_abs, max_logit = 0.0, 0.0
     agree, total = 0, 0
     for i in range(0, len(images), batch_size):
         x = prepare(images[i : i + batch_size].to(device))
         ref = model(x).float()
         max_logit = max(max_logit, float(ref.abs().max()))
-        for k in (1, 2, 3):
-            out = model(torch.rot90(x, k, dims=(-2, -1))).float()
+        for e in elements:
+            out = model(_groups.act_on_image(g, e, x)).float()
             max_abs = max(max_abs, float((out - ref).abs().max()))
             agree += int((out.argmax(1) == ref.argmax(1)).sum())
             total += len(x)
@@ -140,6 +172,7 @@ def invariance_check(
         "max_rel_logit_change": max_abs / max_logit if max_logit > 0 else 0.0,
         "prediction_agreement": agree / total if total else math.nan,
         "images": len(images),
+        "under": words,
     }
 
 
@@ -317,7 +350,8 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
     inv = report.get("invariance")
     if inv:
         lines.append(
-            f"invariance check: max |logit change| under 90-degree rotations {inv['max_abs_logit_change']:.2e} "
+            f"invariance check: max |logit change| under {inv.get('under', '90-degree rotations')} "
+            f"{inv['max_abs_logit_change']:.2e} "
             f"(relative {inv['max_rel_logit_change']:.2e}, predictions agree {100 * inv['prediction_agreement']:.1f}%)"
         )
     return lines

@@ -527,13 +527,14 @@ class Trainer:
         return R.summarize_rotation(angles, accs, len(imgs))
 
     def check_invariance(self) -> dict[str, Any]:
-        """Logit changes under exact 90-degree rotations of test images; empty when
-        ``invariance_subset`` is 0."""
+        """Logit changes under the group's exact transformations of test images
+        (:func:`~gsa.train.reporting.invariance_transforms`); empty when ``invariance_subset`` is 0."""
         if self.cfg.invariance_subset <= 0:
             return {}
         imgs, _ = take(self.datasets["test"], self.tensors["test"], self.cfg.invariance_subset)
         return R.invariance_check(
-            self.model, imgs, prepare=self.prepare, batch_size=self.eval_batch_size, device=self.device
+            self.model, imgs, prepare=self.prepare, batch_size=self.eval_batch_size, device=self.device,
+            group=self.cfg.group,
         )
 
     def final_report(self, test: Meter, stopped: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ ALLOWED = {
     "errors": set(),
     "equivariance": {"groups"},
     "nn": {"groups"},
-    "models": {"groups", "nn"},
+    "models": {"groups", "nn", "errors"},
     "data": {"groups", "errors"},
     "train": {"groups", "nn", "models", "data", "equivariance", "errors"},
     "viz": {"groups", "nn", "models", "data", "equivariance", "train", "errors"},

@@ -31,11 +31,14 @@ and :func:`resolve_weights` always find the current ones. The training state is 
 its bytes match the manifest's SHA-256. A run directory written before manifests existed
 (``last.safetensors`` + ``last.state.pt``, no ``last.json``) is read as a pair without checksum.
 :func:`clean_run_dir` removes stale temporaries when a run starts or resumes.
+
+The reading side (:func:`read_weights`, :func:`resolve_weights`, :func:`find_last`, the file names)
+lives in :mod:`gsa.models.weightfile`, so that :func:`gsa.models.load` needs no training code; it is
+re-exported here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -48,6 +51,12 @@ from typing import Any, Iterable, Mapping, Optional
 import torch
 
 from ..errors import CheckpointError
+from ..models.weightfile import (
+    BEST, FORMAT, LAST, MANIFEST, MANIFEST_FORMAT, NEXT, STATE, LastPair, encode_weights, find_last, read_weights,
+    resolve_weights,
+)
+from ..models.weightfile import file_sha256 as _file_sha256
+from ..models.weightfile import read_manifest as _read_manifest
 
 __all__ = [
     "BEST", "LAST", "STATE", "MANIFEST", "NEXT", "FORMAT", "MANIFEST_FORMAT",
@@ -56,13 +65,6 @@ __all__ = [
     "LastPair", "has_last", "find_last", "save_last", "finish_last", "clean_run_dir",
 ]
 
-BEST = "best.safetensors"
-LAST = "last.safetensors"
-STATE = "last.state.pt"
-MANIFEST = "last.json"
-NEXT = {LAST: "last.next.safetensors", STATE: "last.next.state.pt"}  # the pair being written
-FORMAT = "gsa-weights-1"
-MANIFEST_FORMAT = "gsa-last-1"
 _TEMP = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")  # tempfile.mkstemp's names in atomic_write_bytes
 
 
@@ -100,17 +102,6 @@ def _fsync_dir(directory: Path) -> None:
         os.close(dir_fd)
 
 
-def _digest(tensors: Mapping[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name]
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
 def state_dict_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """CPU copies of the (unwrapped) model's state dict, ready for safetensors."""
     model = unwrap(model)
@@ -130,40 +121,12 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def weights_bytes(model: torch.nn.Module, metadata: Optional[Mapping[str, Any]] = None) -> bytes:
     """The model's weights as safetensors bytes, with ``metadata`` and a checksum of the tensors."""
-    from safetensors.torch import save
-
-    tensors = state_dict_tensors(model)
-    meta = {str(k): str(v) for k, v in (metadata or {}).items()}
-    meta["format"] = FORMAT
-    meta["sha256"] = _digest(tensors)
-    return save(tensors, metadata=meta)
+    return encode_weights(state_dict_tensors(model), metadata)
 
 
 def save_weights(path: str | os.PathLike, model: torch.nn.Module, metadata: Optional[Mapping[str, Any]] = None) -> None:
     """Save the model's weights to ``path`` (safetensors, atomic, with a checksum)."""
     atomic_write_bytes(path, weights_bytes(model, metadata))
-
-
-def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read and verify a weight file; any problem raises :class:`CheckpointError` naming the file."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        tensors: dict[str, torch.Tensor] = {}
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            meta = dict(fh.metadata() or {})
-            for name in fh.keys():
-                tensors[name] = fh.get_tensor(name)
-    except Exception as exc:  # safetensors raises several types for truncated/corrupt files
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({reason})") from None
-    expected = meta.get("sha256")
-    if expected is not None and _digest(tensors) != expected:
-        raise CheckpointError(f"{path}: corrupt checkpoint (checksum mismatch)")
-    return tensors, meta
 
 
 def load_weights(path: str | os.PathLike, model: torch.nn.Module, cfg: Any = None) -> dict[str, str]:
@@ -219,92 +182,13 @@ def load_state(path: str | os.PathLike, sha256: Optional[str] = None) -> dict[st
     return state
 
 
-def resolve_weights(path: str | os.PathLike, which: str = "best") -> Path:
-    """A run directory -> its ``{which}.safetensors`` (for ``"last"``: the current pair's weights,
-    see :func:`find_last`); a file path is returned unchanged."""
-    p = Path(path)
-    if p.is_dir():
-        f = p / f"{which}.safetensors"
-        found = find_last(p) if which == "last" else None
-        if found is not None:
-            return found.weights
-        if not f.is_file():
-            raise CheckpointError(f"{f}: checkpoint not found (has this run finished an epoch?)")
-        return f
-    if not p.exists():
-        raise CheckpointError(f"{p}: no such run directory or checkpoint")
-    return p
-
-
 # ---------------------------------------------------------------------- the last pair
-
-
-@dataclasses.dataclass(frozen=True)
-class LastPair:
-    """Where a run's current last pair is (see the module docstring).
-
-    ``state_sha256`` and ``step`` come from ``last.json``; both are ``None`` for a run directory
-    written before manifests existed.
-    """
-
-    weights: Path
-    state: Path
-    state_sha256: Optional[str] = None
-    step: Optional[int] = None
 
 
 def has_last(run_dir: str | os.PathLike) -> bool:
     """Whether ``run_dir`` holds a last pair to resume from (not verified: see :func:`find_last`)."""
     run_dir = Path(run_dir)
     return (run_dir / MANIFEST).is_file() or ((run_dir / LAST).is_file() and (run_dir / STATE).is_file())
-
-
-def find_last(run_dir: str | os.PathLike) -> Optional[LastPair]:
-    """The current last pair of ``run_dir``, or ``None`` when it has none; reads, never writes.
-
-    With ``last.json``, each file is the one of ``last.next.<x>`` / ``last.<x>`` whose SHA-256
-    matches it; none matching raises :class:`CheckpointError` naming the file.
-    """
-    run_dir = Path(run_dir)
-    manifest = _read_manifest(run_dir)
-    if manifest is None:
-        pair = LastPair(run_dir / LAST, run_dir / STATE)
-        return pair if pair.weights.is_file() and pair.state.is_file() else None
-    files = manifest["files"]
-    return LastPair(_current(run_dir, LAST, files[LAST]), _current(run_dir, STATE, files[STATE]), files[STATE],
-                    manifest["step"])
-
-
-def _current(run_dir: Path, name: str, sha256: str) -> Path:
-    for path in (run_dir / NEXT[name], run_dir / name):
-        if path.is_file() and _file_sha256(path) == sha256:
-            return path
-    what = "missing" if not (run_dir / name).is_file() else "corrupt (SHA-256 differs from the one in " + MANIFEST + ")"
-    raise CheckpointError(f"{run_dir / name}: {what}; the last checkpoint cannot be used")
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _read_manifest(run_dir: Path) -> Optional[dict[str, Any]]:
-    path = run_dir / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_bytes())
-        files, step = manifest["files"], manifest["step"]
-        ok = manifest["format"] == MANIFEST_FORMAT and isinstance(step, int) and isinstance(files, dict)
-        ok = ok and all(isinstance(files.get(n), str) and re.fullmatch(r"[0-9a-f]{64}", files[n]) for n in NEXT)
-    except (ValueError, TypeError, KeyError):
-        ok = False
-    if not ok:
-        raise CheckpointError(f"{path}: corrupt checkpoint manifest (expected {MANIFEST_FORMAT} JSON)")
-    return manifest
 
 
 def save_last(run_dir: str | os.PathLike, model: torch.nn.Module, metadata: Mapping[str, Any],

@@ -6,7 +6,7 @@ import json
 import gsa
 from gsa.train.identity import settings_record
 from gsa.train.state import Position, weights_metadata
-from gsa.train.testing import toy_config
+from gsa.train.testing import TOY_SPEC, ToyNet, toy_config
 
 
 def test_position_round_trips_through_its_saved_dict():
@@ -37,3 +37,13 @@ def test_weights_metadata_records_the_network_of_a_gsanet():
     net = gsa.models.create(cfg.preset, group=cfg.group, patch_size=cfg.patch_size, **cfg.model_args)
     record = json.loads(weights_metadata(cfg, Position(), net)["network"])
     assert (record["group"], record["patch_size"], record["channels"], record["block_sizes"]) == ("p8", None, 6, [1])
+
+
+def test_weights_metadata_records_a_gsanets_config_and_the_input_normalisation_it_was_trained_with():
+    net = gsa.models.create("rotmnist", channels=6, num_heads=1, block_sizes=(1,), crop=0)
+    for normalize, mean, std in ((True, [0.25], [0.3]), (False, None, None)):
+        meta = weights_metadata(toy_config("x", normalize=normalize), Position(), net, TOY_SPEC)
+        assert json.loads(meta["model_config"]) == json.loads(json.dumps(net.config.to_dict()))
+        assert json.loads(meta["input"]) == {"mean": mean, "std": std, "input_size": [1, 12, 12], "dataset": "toy"}
+    assert "input" not in weights_metadata(toy_config("x"), Position(), ToyNet(), TOY_SPEC)  # not a GSA-Net
+    assert "input" not in weights_metadata(toy_config("x"), Position(), net)  # no dataset given

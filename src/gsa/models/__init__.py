@@ -1,4 +1,5 @@
-"""GSA-Net models and the paper's presets (App. F): ``create(name, group=..., patch_size=...)``."""
+"""GSA-Net models and the paper's presets (App. F): ``create(name, group=..., patch_size=...)``;
+trained networks back from a run or a file: ``load(path)`` (:mod:`gsa.models.pretrained`)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from dataclasses import replace
 
 from ..registry import Registry
 from .gsanet import ORIGINAL_STYLE, GSANet, GSANetConfig
+from .pretrained import load
 
-__all__ = ["GSANet", "GSANetConfig", "ORIGINAL_STYLE", "PRESETS", "create", "list_presets", "preset_config"]
+__all__ = ["GSANet", "GSANetConfig", "ORIGINAL_STYLE", "PRESETS", "create", "list_presets", "preset_config", "load"]
 
 #: Architecture presets of the paper. Parameter counts equal the original code's exactly.
 #: CIFAR-10 dropout follows the paper's text (input 0.3, 0.2 after pooling).

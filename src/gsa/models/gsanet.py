@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,7 +16,7 @@ from ..nn.attention import LiftingSelfAttention
 from ..nn.blocks import TransformerBlock, make_activation, make_norm
 from ..nn.positional import COORDINATE_INITS, CoordinateMLP
 
-__all__ = ["GSANetConfig", "GSANet", "ORIGINAL_STYLE", "READOUTS", "HEAD_INITS"]
+__all__ = ["GSANetConfig", "GSANet", "ORIGINAL_STYLE", "READOUTS", "HEAD_INITS", "default_pretrained_cfg"]
 
 READOUTS = ("mean", "sum")
 HEAD_INITS = ("zero", "whitening")
@@ -97,6 +100,36 @@ class GSANetConfig:
         return cls(**d)
 
 
+def default_pretrained_cfg(cfg: GSANetConfig) -> dict[str, Any]:
+    """The :attr:`GSANet.pretrained_cfg` of a freshly built network: no input normalisation known.
+
+    Keys (timm's names where they exist): ``architecture``, ``num_classes``, ``in_channels``,
+    ``group``, ``classifier`` (the head's attribute name), and what training records
+    (:func:`gsa.models.load` fills them in): ``input_size`` ``(C, H, W)`` of the training images,
+    per-channel ``mean`` / ``std`` (``None``: inputs are used as given), ``dataset``.
+    """
+    return {
+        "architecture": "gsanet",
+        "num_classes": cfg.num_classes,
+        "in_channels": cfg.in_channels,
+        "group": cfg.group,
+        "classifier": "head",
+        "input_size": None,
+        "mean": None,
+        "std": None,
+        "dataset": None,
+    }
+
+
+def _init_weight(m: nn.Module, scale: float) -> None:
+    """``N(0, scale / sqrt(fan_in))`` weights, zero bias."""
+    fan_in = m.weight[0].numel()
+    with torch.no_grad():
+        m.weight.normal_(0.0, scale / math.sqrt(fan_in))
+        if m.bias is not None:
+            m.bias.zero_()
+
+
 def _check_choices(cfg: GSANetConfig) -> None:
     for name, options in (("readout", READOUTS), ("coordinate_init", COORDINATE_INITS), ("head_init", HEAD_INITS)):
         value = getattr(cfg, name)
@@ -174,6 +207,8 @@ class GSANet(nn.Module):
         self.blocks = nn.Sequential(*layers)
         self.head = nn.Conv3d(c, cfg.num_classes, kernel_size=1, bias=False)
         self._min_size = self.min_input_size()
+        #: timm-style record of what the network expects (see :func:`default_pretrained_cfg`)
+        self.pretrained_cfg: dict[str, Any] = default_pretrained_cfg(cfg)
         self.reset_parameters(cfg.whitening_scale)
 
     def reset_parameters(self, whitening_scale: float = math.sqrt(2.0)) -> None:
@@ -182,11 +217,7 @@ class GSANet(nn.Module):
         ``head_init``."""
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Conv3d, nn.Conv2d)):
-                fan_in = m.weight[0].numel()
-                with torch.no_grad():
-                    m.weight.normal_(0.0, whitening_scale / math.sqrt(fan_in))
-                    if m.bias is not None:
-                        m.bias.zero_()
+                _init_weight(m, whitening_scale)
         for m in self.modules():
             if isinstance(m, CoordinateMLP):
                 m.reset_bias()
@@ -215,11 +246,82 @@ class GSANet(nn.Module):
         x = self.lifting_act(self.lifting_norm(self.lifting(x)))
         return self.blocks(x)
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """timm's name for :meth:`features`: ``(B, C_in, X, Y)`` → ``(B, C, |H|, X', Y')``."""
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The read-out of :meth:`forward_features`' output ``(B, C, |H|, X', Y')``: the classifier,
+        the mean (or sum) over space, the max over the group axis → ``(B, num_classes)``.
+
+        ``pre_logits=True`` returns the features pooled over space, ``(B, C, |H|)``, instead (the
+        classifier is linear, so ``head`` on them, then the max over the group, gives the logits
+        up to round-off).
+        """
+        if pre_logits:
+            return self._pool(x)
+        return self._pool(self.head(x)).amax(dim=-1)  # head: (B, classes, |H|, X', Y')
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(-2, -1)) if self.config.readout == "mean" else x.sum(dim=(-2, -1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, X, Y)`` → ``(B, num_classes)`` invariant logits."""
-        out = self.head(self.features(x))  # (B, classes, |H|, X', Y')
-        pooled = out.mean(dim=(-2, -1)) if self.config.readout == "mean" else out.sum(dim=(-2, -1))
-        return pooled.amax(dim=-1)
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        """The final 1×1 classifier (``Conv3d`` over ``(C, |H|, X', Y')`` maps), as in timm."""
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier by a new one with ``num_classes`` outputs (on the old one's device
+        and dtype, initialised per ``head_init``); ``config`` and ``pretrained_cfg`` follow."""
+        old = self.head
+        self.head = nn.Conv3d(old.in_channels, num_classes, kernel_size=1, bias=False,
+                              device=old.weight.device, dtype=old.weight.dtype)
+        _init_weight(self.head, self.config.whitening_scale)
+        if self.config.head_init == "zero":
+            nn.init.zeros_(self.head.weight)
+        self.config = replace(self.config, num_classes=num_classes)
+        self.pretrained_cfg = {**self.pretrained_cfg, "num_classes": num_classes}
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw images → this network's input, normalised as in training (``pretrained_cfg``).
+
+        ``images``: ``(B, C, H, W)`` or one ``(C, H, W)`` image, uint8 ``0..255`` or floats in
+        ``[0, 1]``. Returns float32 ``(B, C, H, W)`` ``(x - mean) / std`` per channel on the
+        network's device (``x`` unchanged when ``pretrained_cfg`` has no mean/std).
+        """
+        x = torch.as_tensor(images)
+        x = x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x.to(torch.float32)
+        x = x.unsqueeze(0) if x.dim() == 3 else x
+        if x.dim() != 4 or x.shape[1] != self.config.in_channels:
+            raise ValueError(f"expected images (B, {self.config.in_channels}, H, W) or ({self.config.in_channels}, H, W), "
+                             f"got shape {tuple(x.shape)}")
+        device = self.head.weight.device
+        x = x.to(device)
+        mean, std = self.pretrained_cfg.get("mean"), self.pretrained_cfg.get("std")
+        if mean is None or std is None:
+            return x
+        m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        return (x - m) / s
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (the Hugging Face hub
+        layout; see :func:`gsa.models.pretrained.save_pretrained`); returns the directory."""
+        from .pretrained import save_pretrained
+
+        return save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, map_location: Any = "cpu") -> "GSANet":
+        """The network saved by :meth:`save_pretrained` in a local folder (or, with
+        ``huggingface_hub`` installed, a hub repository id), in eval mode
+        (:func:`gsa.models.pretrained.from_pretrained`)."""
+        from .pretrained import from_pretrained
+
+        return from_pretrained(name_or_path, map_location=map_location)
 
     def num_parameters(self, trainable_only: bool = True) -> int:
         """Number of (trainable, by default) parameters."""

@@ -8,11 +8,12 @@ from typing import Any, Optional
 
 from torch import nn
 
+from .checkpoint import unwrap
 from .config import TrainConfig
 from .identity import identity_metadata
 from .metrics import Meter
 
-__all__ = ["Position", "Epoch", "weights_metadata"]
+__all__ = ["Position", "Epoch", "weights_metadata", "pretrained_metadata"]
 
 
 @dataclasses.dataclass
@@ -53,10 +54,27 @@ class Epoch:
     train_seconds: float = 0.0  # seconds of training in this session (set when the pass ends)
 
 
-def weights_metadata(cfg: TrainConfig, pos: Position, model: Optional[nn.Module] = None, **extra: Any) -> dict[str, Any]:
+def pretrained_metadata(cfg: TrainConfig, model: Optional[nn.Module], spec: Any) -> dict[str, str]:
+    """For a GSA-Net trained on the dataset ``spec`` (a :class:`~gsa.train.hooks.DataSpec`): its
+    config and input normalisation (:func:`gsa.models.pretrained.model_records`), so that
+    :func:`gsa.models.load` rebuilds it from the weight file alone; empty for other models."""
+    from gsa.models import GSANet
+    from gsa.models.pretrained import model_records
+
+    net = unwrap(model) if model is not None else None
+    if spec is None or not isinstance(net, GSANet):
+        return {}
+    normalised = cfg.normalize and spec.mean is not None and spec.std is not None
+    return model_records(net.config, mean=spec.mean if normalised else None, std=spec.std if normalised else None,
+                         input_size=(spec.in_channels, *spec.image_size), dataset=spec.name)
+
+
+def weights_metadata(cfg: TrainConfig, pos: Position, model: Optional[nn.Module] = None, spec: Any = None,
+                     **extra: Any) -> dict[str, Any]:
     """Metadata stored in ``last.safetensors`` / ``best.safetensors``: step, epoch, model and
     dataset, the records of which network the weights belong to (:func:`gsa.train.identity.identity_metadata`
-    of ``model``, built from ``cfg``), plus ``extra`` (e.g. ``valid_acc``)."""
+    of ``model``, built from ``cfg``), for a GSA-Net its config and the input normalisation of the
+    dataset ``spec`` (:func:`pretrained_metadata`), plus ``extra`` (e.g. ``valid_acc``)."""
     return {
         "step": pos.step,
         "epoch": pos.epoch,
@@ -65,5 +83,6 @@ def weights_metadata(cfg: TrainConfig, pos: Position, model: Optional[nn.Module]
         "patch_size": cfg.patch_size,
         "dataset": cfg.dataset,
         **identity_metadata(model, cfg),
+        **pretrained_metadata(cfg, model, spec),
         **extra,
     }

@@ -311,7 +311,7 @@ class Trainer:
             "world_size": dist.world_size,
             "config": self.cfg.to_dict(),
         }
-        ckpt.save_last(self.run_dir, self.model, weights_metadata(self.cfg, self.pos, self.model), state)
+        ckpt.save_last(self.run_dir, self.model, weights_metadata(self.cfg, self.pos, self.model, self.spec), state)
 
     def _save_and_interrupt(self, where: str) -> None:
         with self._writing("the checkpoint"):
@@ -458,7 +458,7 @@ class Trainer:
         pos.best_acc, pos.best_epoch, pos.best_step = valid.accuracy, epoch_index + 1, pos.step
         self.best_weights = ckpt.state_dict_tensors(self.model)
         if self.dist.is_main:
-            meta = weights_metadata(self.cfg, pos, self.model, valid_acc=f"{valid.accuracy:.6f}")
+            meta = weights_metadata(self.cfg, pos, self.model, self.spec, valid_acc=f"{valid.accuracy:.6f}")
             ckpt.save_weights(self.run_dir / ckpt.BEST, self.model, meta)
         return True
 

@@ -190,3 +190,33 @@ def test_check_equivariance_refuses_a_vacuous_check():
     net = create("rotmnist", group="p4", num_heads=1)
     with pytest.raises(ValueError, match="identically zero"):
         gsa.check_equivariance(net, "p4", (1, 1, 24, 24))
+
+
+def test_timm_style_features_head_and_classifier():
+    net = create("rotmnist", group="p4", channels=6, num_heads=2, block_sizes=(1, 1), crop=0).eval()
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        feats = net.forward_features(x)
+        assert feats.shape == (2, 6, 4, 4, 4) and torch.equal(net.forward_head(feats), net(x))
+        net.head.weight.normal_()
+        pooled = net.forward_head(feats, pre_logits=True)  # (B, C, |H|)
+        via_pooled = torch.einsum("kc,bcg->bkg", net.head.weight.flatten(1), pooled).amax(-1)
+        assert pooled.shape == (2, 6, 4) and torch.allclose(via_pooled, net(x), atol=1e-5)
+    assert net.get_classifier() is net.head
+    net.reset_classifier(5)
+    assert net.config.num_classes == 5 and net.pretrained_cfg["num_classes"] == 5
+    with torch.no_grad():
+        assert torch.equal(net(x), torch.zeros(2, 5))  # head_init "zero"
+    net = create("rotmnist", group="p4", channels=6, num_heads=2, head_init="whitening").double()
+    net.reset_classifier(3)
+    assert net.head.weight.dtype == torch.float64 and net.head.weight.abs().sum() > 0
+
+
+def test_preprocess_normalises_raw_images_as_pretrained_cfg_says():
+    net = create("rotmnist", channels=6, num_heads=2)
+    raw = torch.randint(0, 256, (2, 1, 4, 4), dtype=torch.uint8)
+    assert torch.equal(net.preprocess(raw), raw.float() / 255)  # a fresh network: no normalisation
+    net.pretrained_cfg.update(mean=(0.5,), std=(0.25,))
+    assert torch.allclose(net.preprocess(raw[0]), (raw.float() / 255 - 0.5)[:1] / 0.25)
+    with pytest.raises(ValueError, match=r"expected images \(B, 1, H, W\)"):
+        net.preprocess(torch.rand(2, 3, 4, 4))

@@ -45,5 +45,8 @@ def test_weights_metadata_records_a_gsanets_config_and_the_input_normalisation_i
         meta = weights_metadata(toy_config("x", normalize=normalize), Position(), net, TOY_SPEC)
         assert json.loads(meta["model_config"]) == json.loads(json.dumps(net.config.to_dict()))
         assert json.loads(meta["input"]) == {"mean": mean, "std": std, "input_size": [1, 12, 12], "dataset": "toy"}
+    flat = dataclasses.replace(TOY_SPEC, in_channels=2, mean=(0.25, 1.0), std=(0.3, 0.0))  # a constant channel
+    record = json.loads(weights_metadata(toy_config("x"), Position(), net, flat)["input"])
+    assert record["std"] == [0.3, 1.0]  # divided by 1, as make_prepare does
     assert "input" not in weights_metadata(toy_config("x"), Position(), ToyNet(), TOY_SPEC)  # not a GSA-Net
     assert "input" not in weights_metadata(toy_config("x"), Position(), net)  # no dataset given

@@ -12,6 +12,7 @@ from .checkpoint import unwrap
 from .config import TrainConfig
 from .identity import identity_metadata
 from .metrics import Meter
+from .steps import usable_std
 
 __all__ = ["Position", "Epoch", "weights_metadata", "pretrained_metadata"]
 
@@ -65,7 +66,8 @@ def pretrained_metadata(cfg: TrainConfig, model: Optional[nn.Module], spec: Any)
     if spec is None or not isinstance(net, GSANet):
         return {}
     normalised = cfg.normalize and spec.mean is not None and spec.std is not None
-    return model_records(net.config, mean=spec.mean if normalised else None, std=spec.std if normalised else None,
+    return model_records(net.config, mean=spec.mean if normalised else None,
+                         std=usable_std(spec.std) if normalised else None,  # as make_prepare divides
                          input_size=(spec.in_channels, *spec.image_size), dataset=spec.name)
 
 

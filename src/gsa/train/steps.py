@@ -12,7 +12,7 @@ from torch import nn
 from .metrics import Meter
 from .precision import Precision
 
-__all__ = ["compute_loss", "make_prepare", "evaluate"]
+__all__ = ["compute_loss", "make_prepare", "usable_std", "evaluate"]
 
 
 def compute_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -43,9 +43,15 @@ def make_prepare(mean: Optional[tuple[float, ...]], std: Optional[tuple[float, .
 STD_FLOOR = 1e-4
 
 
+def usable_std(std: tuple[float, ...]) -> list[float]:
+    """The divisors :func:`make_prepare` uses: ``std`` with 1.0 for every channel whose std is below
+    :data:`STD_FLOOR` (or not a number)."""
+    return [float(v) if float(v) >= STD_FLOOR else 1.0 for v in std]  # NaN fails the comparison too
+
+
 def _usable_std(std: tuple[float, ...]) -> list[float]:
-    """``std`` with 1.0 for every channel whose std is below :data:`STD_FLOOR` (or not a number), and a warning."""
-    flat = [float(v) if float(v) >= STD_FLOOR else 1.0 for v in std]  # NaN fails the comparison too
+    """:func:`usable_std`, with a warning naming the channels changed."""
+    flat = usable_std(std)
     bad = [i for i, v in enumerate(std) if not float(v) >= STD_FLOOR]
     if bad:
         warnings.warn(f"gsa: channel(s) {', '.join(map(str, bad))} of the training images are constant "

@@ -25,6 +25,7 @@ from typing import Any, Mapping, Optional
 from torch import nn
 
 from ..errors import CheckpointError
+from ..models.weightfile import read_record
 from .config import TrainConfig
 
 __all__ = ["NETWORK_KEY", "SETTINGS_KEY", "NOT_DEFINING", "network_record", "settings_record", "identity_metadata",
@@ -104,24 +105,14 @@ def _differences(recorded: Mapping[str, Any], current: Mapping[str, Any], prefix
     return out
 
 
-def _read_record(meta: Mapping[str, str], key: str, path: Any) -> dict[str, Any]:
-    try:
-        record = json.loads(meta[key])
-    except ValueError:
-        record = None
-    if not isinstance(record, dict):
-        raise CheckpointError(f"{path}: unreadable {key!r} record in the metadata")
-    return record
-
-
 def _compare(meta: Mapping[str, str], model: nn.Module, cfg: Optional[TrainConfig], path: Any) -> list[str]:
     network = network_record(model)
     if network is not None and NETWORK_KEY in meta:
-        return _differences(_read_record(meta, NETWORK_KEY, path), network)
+        return _differences(read_record(meta, NETWORK_KEY, path), network)
     if cfg is None:
         return []
     if SETTINGS_KEY in meta:
-        return _differences(_read_record(meta, SETTINGS_KEY, path), settings_record(cfg))
+        return _differences(read_record(meta, SETTINGS_KEY, path), settings_record(cfg))
     current = settings_record(cfg)
     legacy = {k: meta[k] for k in _LEGACY_KEYS if k in meta}  # written as str(value)
     if "group" in legacy:

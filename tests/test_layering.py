@@ -20,6 +20,7 @@ ALLOWED = {
     "userdirs": set(),  # likewise gsa.userdirs (private cache directories, the stamp key)
     "groups": set(),
     "errors": set(),
+    "extras": {"errors"},  # gsa.extras (optional dependencies: which extra installs what)
     "equivariance": {"groups"},
     "nn": {"groups"},
     "models": {"groups", "nn", "errors"},
@@ -30,10 +31,11 @@ ALLOWED = {
     "__init__": {"groups", "nn", "models", "equivariance", "errors"},
     "__main__": {"cli"},
 }
+BOTTOM = ("registry", "userdirs", "errors", "extras")  # every layer above may use these
 for _part_name, _uses in ALLOWED.items():
-    if _part_name not in ("registry", "userdirs"):
-        _uses.update(("registry", "userdirs"))
-NO_PLOTTING = {"registry", "userdirs", "groups", "equivariance", "nn", "models", "data"}
+    if _part_name not in BOTTOM:
+        _uses.update(("registry", "userdirs", "extras"))
+NO_PLOTTING = {"registry", "userdirs", "extras", "groups", "equivariance", "nn", "models", "data"}
 
 
 def _part(path: Path) -> str:

@@ -41,6 +41,7 @@ def test_readme_commands_match_ci():
     blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
     main_cmd, test_cmd = blocks[0].strip(), blocks[1].strip()
     assert main_cmd.endswith("gsa train") and "pip install torch==2.13.0" in main_cmd
+    assert 'pip install -e ".[train]"' in main_cmd  # gsa train needs the [train] extra
     assert test_cmd.endswith("python -m pytest") and ".[test]" in test_cmd
     ci = (ROOT / ".ci" / "run").read_text()
     assert "pip install -q torch==2.13.0" in ci and "python -m pytest" in ci

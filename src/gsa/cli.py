@@ -132,13 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    try:
-        from importlib.metadata import version
+    from . import __version__
 
-        ver = version("gsa")
-    except Exception:
-        ver = "unknown"
-    parser.add_argument("--version", action="version", version=f"gsa {ver}")
+    parser.add_argument("--version", action="version", version=f"gsa {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{train,eval,info,figures}")
     _add_train_parser(sub)
     _add_eval_parser(sub)

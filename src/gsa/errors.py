@@ -8,15 +8,18 @@ one-line ``gsa: error: ...`` message (no traceback) and the error's ``exit_code`
     ├── DataError (ValueError)    exit 1   a dataset file is missing, truncated, corrupt or malformed
     ├── CheckpointError           exit 1   a checkpoint is missing, corrupt or does not match the model
     ├── NonFiniteLossError        exit 3   the training loss became NaN/Inf
+    ├── MissingDependencyError    exit 1   an optional dependency (an extra of gsa-nets) is not installed
     └── TrainingInterrupted       exit 130 stopped on Ctrl-C / SIGTERM after saving a checkpoint
 
 ``ConfigError`` and ``DataError`` are also :class:`ValueError`, so code that catches ``ValueError``
-still sees them. This module imports nothing from gsa (every layer may raise these).
+still sees them; ``MissingDependencyError`` is also an :class:`ImportError`. This module imports
+nothing from gsa (every layer may raise these).
 """
 
 from __future__ import annotations
 
-__all__ = ["GsaError", "ConfigError", "DataError", "CheckpointError", "NonFiniteLossError", "TrainingInterrupted"]
+__all__ = ["GsaError", "ConfigError", "DataError", "CheckpointError", "NonFiniteLossError", "TrainingInterrupted",
+           "MissingDependencyError"]
 
 
 class GsaError(Exception):
@@ -55,6 +58,13 @@ class NonFiniteLossError(GsaError):
     def __init__(self, message: str, *, step: int) -> None:
         super().__init__(message)
         self.step = step
+
+
+class MissingDependencyError(GsaError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it
+    (see :mod:`gsa.extras`)."""
+
+    exit_code = 1
 
 
 class TrainingInterrupted(GsaError):

@@ -458,3 +458,12 @@ def test_two_concurrent_runs_in_one_directory(tmp_path):
                 p.wait()
         for f in files:
             f.close()
+
+
+def test_version_is_gsa_dunder_version(capsys):
+    """One source for the version: the installed distribution (gsa-nets) reads gsa.__version__ too."""
+    import gsa
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"gsa {gsa.__version__}"

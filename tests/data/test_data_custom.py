@@ -1,3 +1,5 @@
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -5,6 +7,7 @@ from PIL import Image
 
 from gsa import data
 from gsa.data import DataError
+from gsa.errors import MissingDependencyError
 
 
 def _png(path, arr, mode=None):
@@ -216,3 +219,11 @@ def test_folder_truncated_image_is_named_when_decoded(tmp_path):
         [ds[i] for i in range(len(ds))]
     with pytest.raises(DataError, match=r"2\.png"):
         ds.tensors()
+
+
+def test_folder_without_pillow_names_the_extra(tmp_path, monkeypatch):
+    _png(tmp_path / "imgs" / "a" / "0.png", _rgb(0))
+    for name in ("PIL", "PIL.Image"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
+    with pytest.raises(MissingDependencyError, match=r'folder: dataset needs Pillow, .*"gsa-nets\[train\]"'):
+        data.get_dataset(f"folder:{tmp_path / 'imgs'}", "train")

@@ -1,5 +1,6 @@
 import io
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import gsa.data.download as download_mod
 import gsa.data.pcam as pcam
 from gsa import data
 from gsa.data import DataError
+from gsa.errors import MissingDependencyError
 
 
 @pytest.fixture
@@ -162,3 +164,10 @@ def test_pcam_download(tmp_path, patch_checksums, pcam_builder, monkeypatch):
 def test_pcam_info():
     info = data.info("pcam")
     assert info.num_classes == 2 and info.in_channels == 3 and info.image_size == (96, 96)
+
+
+def test_pcam_without_h5py_names_the_extra(pcam_h5, monkeypatch):
+    d, _ = pcam_h5
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    with pytest.raises(MissingDependencyError, match=r'PCam dataset needs h5py, .*"gsa-nets\[train\]"'):
+        data.get_dataset("pcam", "train", data_dir=d)

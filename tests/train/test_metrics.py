@@ -2,10 +2,12 @@
 
 import errno
 import os
+import sys
 
 import pytest
 
-from gsa.train.metrics import CSV_COLUMNS, CsvLog, read_csv
+from gsa.errors import MissingDependencyError
+from gsa.train.metrics import CSV_COLUMNS, CsvLog, TensorBoardLog, read_csv
 
 
 def test_a_failed_append_leaves_the_previous_rows(tmp_path, monkeypatch):
@@ -24,3 +26,10 @@ def test_a_failed_append_leaves_the_previous_rows(tmp_path, monkeypatch):
     monkeypatch.undo()
     log.append({"epoch": 2, "step": 12, "train_loss": 0.5})
     assert [row["epoch"] for row in read_csv(log.path)] == ["1", "2"]
+
+
+def test_tensorboard_missing_is_one_line_naming_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    TensorBoardLog(tmp_path, enabled=False).scalars({"loss": 1.0}, 0)  # off: nothing needed
+    with pytest.raises(MissingDependencyError, match=r'needs tensorboard, .*: pip install "gsa-nets\[train\]"'):
+        TensorBoardLog(tmp_path)

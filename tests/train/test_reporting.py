@@ -2,10 +2,12 @@
 
 import dataclasses
 import math
+import sys
 
 import pytest
 import torch
 
+from gsa.errors import MissingDependencyError
 from gsa.train import reporting as R
 from gsa.train.config import make_config
 from gsa.train.metrics import Meter
@@ -126,3 +128,19 @@ def test_invariance_check_uses_the_groups_exact_elements():
     report = {"test_accuracy": 0.5, "test_loss": 0.5, "test_images": 4, "best_epoch": None, "invariance": p6}
     line = R.report_lines(report)[1]
     assert line.startswith("invariance check: max |logit change| under 180-degree rotation 0.00e+00")
+
+
+def test_plot_rotation_leaves_the_matplotlib_backend_alone(tmp_path, monkeypatch):
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    try:
+        matplotlib.use("pdf")  # a notebook's or a user's choice
+        path = R.plot_rotation(tmp_path / "rotation.png", [0.0, 90.0], [0.5, 0.25], "title")
+        assert matplotlib.get_backend() == "pdf"
+    finally:
+        matplotlib.use(before)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(MissingDependencyError, match=r"rotation plot .* needs matplotlib"):
+        R.plot_rotation(tmp_path / "again.png", [0.0], [0.5], "title")

@@ -9,13 +9,14 @@ import math
 import os
 import re
 import shutil
+import sys
 
 import pytest
 import torch
 
 from gsa.train import checkpoint as ckpt
 from gsa.train.engine import train
-from gsa.errors import CheckpointError, ConfigError, DataError
+from gsa.errors import CheckpointError, ConfigError, DataError, MissingDependencyError
 from gsa.train.metrics import read_csv
 from gsa.train.rundir import LOCK_FILE
 from gsa.train.state import Position
@@ -232,3 +233,13 @@ def test_a_full_disk_keeps_the_last_checkpoint(tmp_path, toy, monkeypatch, where
         again.restore()
         assert again.pos.step == 6 and again.pos.epoch == 1
 
+
+@pytest.mark.parametrize("missing, changes", [("tensorboard", {"tensorboard": True}), ("matplotlib", {})])
+def test_a_missing_extra_stops_the_run_before_it_starts(tmp_path, toy, monkeypatch, missing, changes):
+    """TensorBoard (when on) and matplotlib (rotation.png) are checked before anything is made."""
+    for name in [m for m in sys.modules if m.split(".")[0] == missing] + [missing]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
+    with pytest.raises(MissingDependencyError, match=rf"needs {missing}, .*gsa-nets\[train\]"):
+        Trainer(toy_config(tmp_path / "run", **changes))
+    assert not (tmp_path / "run").exists()
+    Trainer(toy_config(tmp_path / "run", rotation_step=0.0)).close()  # neither is needed

@@ -45,6 +45,7 @@ from torch.utils.data import Dataset
 
 from .base import ArrayDataset, DatasetInfo, channel_stats, check_labels, check_stats, seeded_split
 from ..errors import DataError
+from ..extras import require
 
 __all__ = ["IMAGE_EXTENSIONS", "FolderDataset", "load_folder", "folder_info", "load_npz", "npz_info"]
 
@@ -156,7 +157,7 @@ def _folder_index(path: str | Path) -> dict:
 def _open_image(path: Path, tag: str | None = None):
     """``PIL.Image.open(path)``; a :class:`DataError` naming the file when it is unreadable or larger than
     PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, also where PIL would only warn)."""
-    from PIL import Image
+    Image = require("PIL.Image", "a folder: dataset")
 
     where = f"{tag}: " if tag else ""
     try:

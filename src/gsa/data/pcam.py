@@ -33,6 +33,7 @@ from .base import DatasetInfo, candidate_dirs
 from .checksums import _valid_stamp, checksums, mark_verified, verify_file_cached
 from .download import download_file
 from ..errors import DataError
+from ..extras import require
 
 __all__ = ["PCAM_INFO", "PCAM_URL", "PCamDataset", "pcam_files", "load_pcam"]
 
@@ -189,7 +190,7 @@ class PCamDataset(Dataset):
     """
 
     def __init__(self, x_path, y_path, *, split: str | None = None, info: DatasetInfo = PCAM_INFO, transform=None):
-        import h5py
+        h5py = require("h5py", "the PCam dataset")
 
         self.x_path, self.y_path = Path(x_path), Path(y_path)
         self.split, self.info, self.transform = split, info, transform
@@ -218,9 +219,7 @@ class PCamDataset(Dataset):
 
     def _x(self):
         if self._file is None or self._pid != os.getpid():
-            import h5py
-
-            self._file = h5py.File(self.x_path, "r")
+            self._file = require("h5py", "the PCam dataset").File(self.x_path, "r")
             self._pid = os.getpid()
         return self._file["x"]
 

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Optional
 import torch
 
 from .distributed import DistInfo, all_reduce_sum
+from ..extras import require
 
 CSV_FILE = "metrics.csv"
 CSV_COLUMNS = (
@@ -98,17 +99,26 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def require_tensorboard() -> None:
+    """Check that TensorBoard is installed (:class:`~gsa.errors.MissingDependencyError` naming the
+    extra and ``--no-tensorboard`` otherwise)."""
+    require("tensorboard", "TensorBoard logging (--no-tensorboard turns it off)")
+
+
 class TensorBoardLog:
-    """Scalars under ``<run>/tb`` via :mod:`torch.utils.tensorboard` (no-op if disabled/unavailable)."""
+    """Scalars under ``<run>/tb`` via :mod:`torch.utils.tensorboard` (a no-op when not ``enabled``).
+
+    Raises:
+        MissingDependencyError: ``enabled`` but TensorBoard is not installed (the ``[train]`` extra).
+    """
 
     def __init__(self, run_dir: str | os.PathLike, enabled: bool = True) -> None:
         self.writer = None
         if not enabled:
             return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except Exception:  # tensorboard not installed: metrics.csv still has everything
-            return
+        require_tensorboard()
+        from torch.utils.tensorboard import SummaryWriter
+
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"))
 
     def scalars(self, values: Mapping[str, Optional[float]], step: int) -> None:

@@ -25,6 +25,7 @@ from ..equivariance import exact_elements
 from .checkpoint import BEST, atomic_write_bytes
 from .config import TrainConfig
 from .metrics import Meter
+from ..extras import require
 
 REPORT_FILE = "report.json"
 ROTATION_FILE = "rotation.png"
@@ -184,12 +185,19 @@ def rotation_angles(step: float) -> list[float]:
     return [round(i * step, 6) for i in range(n) if i * step < 360.0 - 1e-9]
 
 
-def plot_rotation(path: str | os.PathLike, angles: Sequence[float], accs: Sequence[float], title: str) -> Path:
-    """Accuracy vs input rotation (0-360 degrees) as a PNG, drawn with the Agg backend."""
-    import matplotlib
+def require_matplotlib():
+    """:mod:`matplotlib.figure`, or :class:`~gsa.errors.MissingDependencyError` naming the extra."""
+    return require("matplotlib.figure", "the rotation plot (rotation.png; --rotation-step 0 turns it off)")
 
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
+
+def plot_rotation(path: str | os.PathLike, angles: Sequence[float], accs: Sequence[float], title: str) -> Path:
+    """Accuracy vs input rotation (0-360 degrees) as a PNG, drawn on its own Agg canvas (matplotlib's
+    backend is left as it is).
+
+    Raises:
+        MissingDependencyError: matplotlib is not installed (the ``[train]`` extra).
+    """
+    Figure = require_matplotlib().Figure
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     xs = list(angles) + ([360.0] if angles and angles[0] == 0 else [])

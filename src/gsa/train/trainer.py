@@ -30,7 +30,7 @@ from ..errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingI
 from .hooks import Hooks, get_hooks
 from .identity import check_identity
 from .loaders import EvalBatches, TrainBatches, dataset_len, eval_limit, take
-from .metrics import CSV_FILE, CsvLog, Meter, TensorBoardLog
+from .metrics import CSV_FILE, CsvLog, Meter, TensorBoardLog, require_tensorboard
 from .optim import build_optimizer, build_scheduler
 from .precision import Precision, check_for_training
 from .progress import Progress
@@ -41,7 +41,17 @@ from .signals import StopFlag
 from .state import Epoch, Position, weights_metadata
 from .steps import compute_loss, evaluate, make_prepare
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "require_extras"]
+
+
+def require_extras(cfg: TrainConfig) -> None:
+    """Check, before a run starts, that the optional dependencies it will use are installed:
+    TensorBoard when ``cfg.tensorboard``, matplotlib when ``cfg.rotation_step`` draws
+    ``rotation.png``. Raises :class:`~gsa.errors.MissingDependencyError` naming the extra."""
+    if cfg.tensorboard:
+        require_tensorboard()
+    if R.rotation_angles(cfg.rotation_step):
+        R.require_matplotlib()
 
 
 class Trainer:
@@ -99,6 +109,8 @@ class Trainer:
         cfg.validate()
         self.hooks = hooks or get_hooks()
         self.dist = dist or D.DistInfo()
+        if self.dist.is_main:
+            require_extras(cfg)
         self.resume = resume
         self.device = resolve_device(cfg.device, self.dist)
         per_batch = D.per_process_batch(cfg.batch_size, self.dist.world_size)

@@ -16,7 +16,8 @@ Three PNGs are written to ``--out`` (default ``docs/figures``):
   ``gsa train`` the curves are measured on each run's own test split.
 
 Everything runs on the CPU by default (``--device`` to change); ``--quick`` makes tiny versions
-in seconds (for tests). The figures are drawn with Matplotlib's Agg backend.
+in seconds (for tests). The figures are drawn on their own
+Agg canvas (matplotlib's backend is left as it is).
 
 The package is split by idea: :mod:`gsa.viz.digits` (the digits the figures show and train on),
 :mod:`gsa.viz.layers` (the figures of one layer: lifting and steerability),

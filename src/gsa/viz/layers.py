@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ._pyplot import pyplot, save
+from ._figure import save, subplots
 from .digits import example_digit
 
 __all__ = ["lifting_figure", "steerability_figure"]
@@ -59,9 +59,8 @@ def _lift_digit(seed: int, channels: int):
 
 def _draw_lifting(path: Path, inputs, maps, err: float) -> None:
     """Two rows (``x`` and ``r·x``): the input, then its lifted channel at each element of ``p4``."""
-    plt = pyplot()
     lo, hi = float(torch.stack(maps).min()), float(torch.stack(maps).max())
-    fig, axes = plt.subplots(2, 5, figsize=(11.0, 5.6), gridspec_kw={"wspace": 0.12, "hspace": 0.32})
+    fig, axes = subplots(2, 5, figsize=(11.0, 5.6), gridspec_kw={"wspace": 0.12, "hspace": 0.32})
     for row, (img, fm, label) in enumerate(zip(inputs, maps, ("input x", "rotated input r·x"))):
         ax = axes[row, 0]
         ax.imshow(img[0, 0].numpy(), cmap="gray_r", vmin=0, vmax=1)
@@ -173,9 +172,8 @@ def _steerability_maps(layer, g, x: torch.Tensor, resolution: int):
 
 def _draw_steerability(path: Path, g, r: int, dense: torch.Tensor, attn: torch.Tensor) -> None:
     """Top row: the continuous score maps; bottom row: the window attention; one column per element."""
-    plt = pyplot()
     n = g.order
-    fig, axes = plt.subplots(2, n, figsize=(1.45 * n + 0.9, 4.3), gridspec_kw={"wspace": 0.08, "hspace": 0.12})
+    fig, axes = subplots(2, n, figsize=(1.45 * n + 0.9, 4.3), gridspec_kw={"wspace": 0.08, "hspace": 0.12})
     vlo, vhi = float(dense.min()), float(dense.max())
     amax = float(attn.max())
     extent = (-r - 0.5, r + 0.5, r + 0.5, -r - 0.5)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ._pyplot import pyplot, save
+from ._figure import save, subplots
 from .digits import write_upright_npz
 
 __all__ = ["RotationSetup", "rotation_accuracy_figure"]
@@ -168,8 +168,7 @@ def _dataset_name(dataset: str) -> str:
 
 
 def _plot_rotation(path: Path, curves: dict[str, dict[str, Any]]) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8.0, 4.6))
+    fig, ax = subplots(figsize=(8.0, 4.6))
     styles = {"z2": ("tab:gray", "s", "z2 (translations only)"), "p4": ("tab:blue", "o", "p4 (90° rotations)")}
     for group in ("z2", "p4"):
         c = curves[group]

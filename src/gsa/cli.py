@@ -27,9 +27,10 @@ EXAMPLES = """examples:
   gsa figures --quick --out figs-check        # regenerate the documentation figures (tiny)
 
 environment:
-  GSA_DATA_DIR   where datasets are looked up (default ~/.cache/gsa/data)
+  GSA_DATA_DIR   where datasets are looked up (default: data in the platform's cache folder,
+                 ~/.cache/gsa/data on Linux, $XDG_CACHE_HOME/gsa/data if that is set)
   GSA_NATIVE=0   use the PyTorch attention kernels instead of the native CPU ones
-  GSA_CACHE_DIR  where the native CPU kernels are built and cached (default ~/.cache/gsa/kernels;
+  GSA_CACHE_DIR  where the native CPU kernels are built and cached (default ~/.cache/gsa/kernels on Linux;
                  must be private: owned by you, not writable by others)
   GSA_HOOKS=NAME model/dataset hooks, as --hooks NAME (an entry point of the 'gsa.hooks' group)
   GSA_DEBUG=1    show tracebacks of errors

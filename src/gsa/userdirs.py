@@ -8,8 +8,11 @@ directory only if it is owned by the current user and not writable by group or o
 (:func:`why_not_private`). :func:`stamp_key` is a random 32-byte secret kept in
 ``<cache root>/stamp.key`` (mode ``0o600``), created on first use.
 
-The cache root is ``$XDG_CACHE_HOME/gsa``, else ``~/.cache/gsa`` (:func:`cache_root`).
-This module imports nothing from ``gsa`` (every layer may use it).
+The cache root is the platform's user cache folder for gsa (:func:`cache_root`, from
+:mod:`platformdirs`): ``$XDG_CACHE_HOME/gsa``, else ``~/.cache/gsa`` on Linux;
+``~/Library/Caches/gsa`` on macOS; ``%LOCALAPPDATA%\\gsa\\Cache`` on Windows. Below it:
+``kernels`` (:func:`kernel_dir`, or ``$GSA_CACHE_DIR``) and ``data`` (:func:`data_dir`, or
+``$GSA_DATA_DIR``). This module imports nothing from ``gsa`` (every layer may use it).
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["NotPrivate", "cache_root", "private_dir", "why_not_private", "stamp_key", "KEY_NAME"]
+import platformdirs
+
+__all__ = ["NotPrivate", "cache_root", "kernel_dir", "data_dir", "private_dir", "why_not_private", "stamp_key",
+           "KEY_NAME"]
 
 #: file name of the stamp key inside :func:`cache_root`
 KEY_NAME = "stamp.key"
@@ -33,9 +39,23 @@ class NotPrivate(OSError):
 
 
 def cache_root() -> Path:
-    """``$XDG_CACHE_HOME/gsa``, else ``~/.cache/gsa``: the root of the user's gsa caches."""
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "gsa"
+    """The root of the user's gsa caches: the platform's user cache folder for ``gsa``
+    (``$XDG_CACHE_HOME/gsa``, else ``~/.cache/gsa`` on Linux; see the module's docstring)."""
+    return Path(platformdirs.user_cache_dir("gsa", appauthor=False))
+
+
+def kernel_dir() -> Path:
+    """Where the native CPU kernels are built and cached: ``$GSA_CACHE_DIR``, else
+    ``<cache root>/kernels``."""
+    env = os.environ.get("GSA_CACHE_DIR")
+    return Path(env).expanduser() if env else cache_root() / "kernels"
+
+
+def data_dir() -> Path:
+    """Where datasets are looked up and downloaded by default: ``$GSA_DATA_DIR``, else
+    ``<cache root>/data``."""
+    env = os.environ.get("GSA_DATA_DIR")
+    return Path(env).expanduser() if env else cache_root() / "data"
 
 
 def _euid() -> Optional[int]:

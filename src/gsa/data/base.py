@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .. import userdirs
 from ..errors import DataError
 
 __all__ = [
@@ -210,9 +211,9 @@ def check_stats(what: str, std: Sequence[float]) -> None:
 
 
 def default_data_dir() -> Path:
-    """``$GSA_DATA_DIR`` if set, else ``~/.cache/gsa/data``."""
-    env = os.environ.get("GSA_DATA_DIR")
-    return Path(env).expanduser() if env else Path("~/.cache/gsa/data").expanduser()
+    """``$GSA_DATA_DIR`` if set, else ``data`` in the platform's cache folder for gsa
+    (``~/.cache/gsa/data`` on Linux; :func:`gsa.userdirs.data_dir`)."""
+    return userdirs.data_dir()
 
 
 def candidate_dirs(data_dir: str | os.PathLike | None, *subdirs: str) -> list[Path]:

@@ -97,8 +97,8 @@ def get_dataset(
     Args:
         name: a name from :func:`list_datasets`, or ``folder:PATH`` / ``npz:PATH``.
         split: ``"train"``, ``"valid"`` (alias ``"val"``) or ``"test"``.
-        data_dir: where downloadable datasets live (default ``$GSA_DATA_DIR`` or
-            ``~/.cache/gsa/data``); ignored by ``rotmnist-mini`` and the ``PATH`` forms.
+        data_dir: where downloadable datasets live (default ``$GSA_DATA_DIR``, else
+            :func:`gsa.userdirs.data_dir`: ``~/.cache/gsa/data`` on Linux); ignored by ``rotmnist-mini`` and the ``PATH`` forms.
         download: fetch missing files from the official URLs (the only time the
             network is used); files are verified against published checksums.
         transform: optional callable applied to each image tensor.

@@ -3,8 +3,8 @@
 The kernels fuse the per-pixel steps of :mod:`gsa.nn.fastcore` that PyTorch would run as many
 full-size elementwise passes: the two-level softmax, the dropout-masked weight accumulation and its
 backward (see the C++ file's header). They need no PyTorch headers, so the build is one compiler call
-of about two seconds; the shared library is cached in ``$GSA_CACHE_DIR`` (default
-``$XDG_CACHE_HOME/gsa/kernels``, else ``~/.cache/gsa/kernels``), keyed by the source, the compiler
+of about two seconds; the shared library is cached in :func:`gsa.userdirs.kernel_dir` (``$GSA_CACHE_DIR``,
+else ``kernels`` in the platform's cache folder: ``~/.cache/gsa/kernels`` on Linux), keyed by the source, the compiler
 command and the CPU.
 
 The cache is private: it is created with mode ``0o700``, and a cache directory owned by another user
@@ -60,8 +60,7 @@ def _enabled() -> bool:
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("GSA_CACHE_DIR")
-    return Path(root) if root else userdirs.cache_root() / "kernels"
+    return userdirs.kernel_dir()
 
 
 def _private_cache() -> Path:

@@ -1,4 +1,6 @@
 import hashlib
+import logging
+import warnings
 import importlib.util
 import io
 import math
@@ -193,3 +195,12 @@ def test_rotmnist_download(rotmnist_files, monkeypatch, tmp_path):
     assert urls == [rm.ROTMNIST_URL]
     assert len(ds) == 4 and (target / rm.ZIP_NAME).read_bytes() == payload
     assert not [p for p in os.listdir(target) if p.endswith(".part")]
+
+
+def test_an_unwritable_parse_cache_is_logged_not_warned(tmp_path, caplog):
+    path = tmp_path / "missing-dir" / rm.CACHE_NAME
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a diagnostic for the log, not a warning
+        with caplog.at_level(logging.WARNING, logger="gsa"):
+            rm._write_cache(path, {"x": np.zeros(2)})
+    assert [r.name for r in caplog.records] == ["gsa"] and "could not write the parsed cache" in caplog.text

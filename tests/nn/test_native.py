@@ -6,6 +6,7 @@ without attention dropout.
 """
 
 import hashlib
+import logging
 import os
 import shutil
 import stat
@@ -192,6 +193,17 @@ def test_good_cache_is_reused_without_rebuilding(cache_copy, recwarn):
     cache, lib, calls = cache_copy
     assert native._build() == lib
     assert calls == [] and not [w for w in recwarn if "gsa" in str(w.message)]
+
+
+def test_builds_and_reuses_are_logged_to_the_gsa_logger(cache_copy, caplog):
+    cache, lib, calls = cache_copy
+    with caplog.at_level(logging.DEBUG, logger="gsa"):
+        native._build()
+        lib.unlink()
+        native._build()
+    said = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+    assert said == [("gsa", "DEBUG", f"native kernels: using {lib}"),
+                    ("gsa", "INFO", f"native kernels: compiling _kernels.cpp into {cache} (once per compiler and CPU)")]
 
 
 @pytest.mark.parametrize("plant", ["text", "changed bytes", "no record", "group-writable"])

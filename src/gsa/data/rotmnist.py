@@ -31,6 +31,7 @@ import dataclasses
 import functools
 import hashlib
 import io
+import logging
 import os
 import warnings
 import zipfile
@@ -43,6 +44,8 @@ from .base import ArrayDataset, DatasetInfo, candidate_dirs
 from .checksums import checksums, verify_file_cached
 from .download import download_file
 from ..errors import DataError
+
+_log = logging.getLogger("gsa")
 
 __all__ = [
     "MINI_INFO",
@@ -239,7 +242,7 @@ def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
             np.savez(f, version=np.int64(_CACHE_VERSION), **arrays)
         os.replace(tmp, path)
     except OSError as exc:
-        warnings.warn(f"rotmnist: could not write the parsed cache {path} ({exc}); parsing again next time")
+        _log.warning("rotmnist: could not write the parsed cache %s (%s); parsing again next time", path, exc)
         try:
             tmp.unlink()
         except OSError:

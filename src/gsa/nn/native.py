@@ -26,6 +26,7 @@ import contextlib
 import ctypes
 import hashlib
 import hmac
+import logging
 import math
 import os
 import platform
@@ -39,6 +40,8 @@ from pathlib import Path
 import torch
 
 from .. import userdirs
+
+_log = logging.getLogger("gsa")
 
 __all__ = ["library", "available", "usable", "why_not", "status", "disabled", "probabilities", "weights", "backward", "fold_add"]
 
@@ -161,7 +164,9 @@ def _build() -> Path:
             key = hashlib.sha256(src + " ".join(cmd).encode() + _cpu_key().encode()).hexdigest()[:16]
             target = cache / f"gsa_kernels_{key}.so"
             if _trusted(target):
+                _log.debug("native kernels: using %s", target)
                 return target
+            _log.info("native kernels: compiling %s into %s (once per compiler and CPU)", _SOURCE.name, cache)
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
             os.close(fd)
             real = [tmp if c == "OUT" else c for c in cmd]

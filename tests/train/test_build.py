@@ -4,6 +4,7 @@ import dataclasses
 import datetime as _dt
 import os
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -88,6 +89,20 @@ def test_default_run_dir_names_the_run():
     cfg = toy_config("x")
     path = default_run_dir(cfg)
     assert path.parent.name == "runs" and path.name.startswith(f"{cfg.recipe}-toy-{cfg.group}-")
+
+
+@pytest.mark.parametrize("spec, part", [("folder:/a/b", "folder-b"), ("folder:/a/b/", "folder-b"),
+                                        ("npz:x.npz", "npz-x"), ("npz:C:\\my data\\set.v2.npz", "npz-set.v2")])
+def test_default_run_dir_is_one_safe_name_for_any_dataset_spec(tmp_path, monkeypatch, spec, part):
+    monkeypatch.chdir(tmp_path)
+    cfg = dataclasses.replace(toy_config("x"), dataset=spec, out=None)
+    path = default_run_dir(cfg)
+    assert path.parent == Path("runs") and path.name.startswith(f"{cfg.recipe}-{part}-{cfg.group}-")
+    assert ":" not in path.name and "\\" not in path.name and " " not in path.name
+    lock = RunLock()
+    assert claim_run_dir(cfg, False, ONE, lock=lock) == path and path.is_dir()  # one new folder
+    lock.release()
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [path.name]
 
 
 def test_load_data_subsets_train_and_stacks_small_splits(toy):

@@ -28,3 +28,15 @@ def test_cuda_without_cuda_is_a_config_error():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_with_ddp_uses_the_local_rank():
     assert resolve_device("cuda", DistInfo(rank=0, local_rank=0, world_size=2)) == torch.device("cuda", 0)
+
+
+@pytest.mark.parametrize("cuda, mps, world, expected", [
+    (True, True, 1, "cuda"), (False, True, 1, "mps"), (False, False, 1, "cpu"), (False, True, 2, "cpu"),
+])
+def test_auto_picks_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, world, expected):
+    """MPS only for one process: DDP has no MPS backend (gloo on the CPU instead)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    dist = DistInfo(rank=0, local_rank=0, world_size=world)
+    assert resolve_device("auto", dist).type == expected

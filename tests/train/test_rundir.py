@@ -96,3 +96,10 @@ def test_other_run_files(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "tb").mkdir()
     assert other_run_files(tmp_path) == ["config.json", "metrics.csv", "tb"]
+
+
+def test_name_part_is_safe_and_never_empty():
+    from gsa.train.rundir import name_part
+
+    assert name_part("rotmnist-mini") == "rotmnist-mini" and name_part("folder:~/imgs") == "folder-imgs"
+    assert name_part("..") == "data" and name_part("a/b:c d") == "a-b-c-d" and len(name_part("x" * 99)) == 40

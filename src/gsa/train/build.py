@@ -25,9 +25,12 @@ SPLITS = ("train", "valid", "test")
 
 def default_run_dir(cfg: TrainConfig) -> Path:
     """``runs/<recipe>-<dataset>-<group>-<timestamp>`` (a name only: :func:`claim_run_dir` with a lock
-    creates it, appending ``-2``, ``-3``, ... when a run started in the same second took it)."""
+    creates it, appending ``-2``, ``-3``, ... when a run started in the same second took it). Each
+    part is made safe by :func:`~gsa.train.rundir.name_part`: ``folder:/a/b`` gives ``folder-b``
+    (one directory, no ``:``)."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{cfg.recipe}-{cfg.dataset}-{cfg.group}-{stamp}"
+    parts = (rundir.name_part(str(p)) for p in (cfg.recipe, cfg.dataset, cfg.group))
+    return Path("runs") / f"{'-'.join(parts)}-{stamp}"
 
 
 def claim_run_dir(cfg: TrainConfig, resume: bool, dist: D.DistInfo, lock: Optional[rundir.RunLock] = None) -> Path:

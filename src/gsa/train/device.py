@@ -13,14 +13,16 @@ __all__ = ["resolve_device"]
 
 
 def resolve_device(name: str, dist: Optional[DistInfo] = None) -> torch.device:
-    """``auto`` -> CUDA if available else CPU; with DDP on CUDA, ``cuda:LOCAL_RANK``.
+    """``auto`` -> CUDA if available, else Apple's MPS if available (not for a distributed job:
+    DDP has no MPS backend), else the CPU; with DDP on CUDA, ``cuda:LOCAL_RANK``.
 
     Raises :class:`~gsa.errors.ConfigError` for unknown names and for devices this
     machine or PyTorch build does not have.
     """
     name = (name or "auto").lower()
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        distributed = dist is not None and dist.enabled
+        name = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() and not distributed else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -32,6 +34,10 @@ def resolve_device(name: str, dist: Optional[DistInfo] = None) -> torch.device:
             device = torch.device("cuda", dist.local_rank)
         elif device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
-    elif device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+    elif device.type == "mps" and not _mps_available():
         raise ConfigError("--device mps: MPS is not available on this machine")
     return device
+
+
+def _mps_available() -> bool:
+    return hasattr(torch.backends, "mps") and torch.backends.mps.is_available()

@@ -9,6 +9,9 @@
   operating system drops the lock when its process ends, however it ends, so a killed run never
   leaves a stale lock. A second run on a locked directory fails at once, naming the holder's pid
   and host. The lock file is removed when the lock is released.
+* :func:`name_part` turns a recipe, dataset spec or group into one safe part of a default
+  directory name (``folder:/a/b`` -> ``folder-b``, ``npz:x.npz`` -> ``npz-x``): no ``/``, ``:``
+  or other character that is not a letter, digit, ``.``, ``_`` or ``-``.
 * :func:`other_run_files` lists what another run left in a directory (``config.json``, weights,
   ``metrics.csv``, ``report.json``, ...): a new run refuses such a directory.
 
@@ -18,6 +21,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import warnings
 from pathlib import Path
@@ -39,12 +43,28 @@ try:
 except ImportError:  # POSIX
     msvcrt = None  # type: ignore[assignment]
 
-__all__ = ["LOCK_FILE", "RUN_FILES", "RunLock", "make_run_dir", "other_run_files", "claim"]
+__all__ = ["LOCK_FILE", "RUN_FILES", "RunLock", "make_run_dir", "name_part", "other_run_files", "claim"]
 
 LOCK_FILE = ".gsa.lock"
 #: what a run writes into its directory (``tb``: TensorBoard events)
 RUN_FILES = (CONFIG_FILE, ckpt.BEST, ckpt.LAST, ckpt.STATE, CSV_FILE, REPORT_FILE, ROTATION_FILE, "tb")
 _WINDOWS_LOCK_OFFSET = 1 << 20  # msvcrt locks a byte range; lock one far from the holder's line
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_NAME_PART_MAX = 40
+
+
+def name_part(text: str) -> str:
+    """``text`` as one part of a directory name, safe on every file system: a dataset spec
+    ``KIND:PATH`` becomes ``KIND-<last component of PATH, without its suffix>``; every run of other
+    characters than letters, digits, ``.``, ``_`` and ``-`` becomes one ``-``; at most 40
+    characters, never empty (``"data"``), never starting or ending with ``.`` or ``-``."""
+    kind, sep, where = str(text).partition(":")
+    if sep and len(kind) > 1:  # "folder:/a/b", "npz:x.npz" (not a Windows drive letter "C:")
+        text = f"{kind}-{Path(where.replace(chr(92), '/').rstrip('/')).stem}"
+    part = _UNSAFE.sub("-", str(text))[:_NAME_PART_MAX].strip(".-")
+    return part or "data"
 
 
 def make_run_dir(path: str | os.PathLike, *, fresh: bool) -> tuple[Path, bool]:

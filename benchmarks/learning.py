@@ -252,12 +252,12 @@ def format_table(rows: list[dict]) -> str:
 
 def plot(results: list[dict], path: Path, title: str) -> Path:
     """Validation accuracy against images seen and against training seconds (mean, min–max band)."""
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    fig = Figure(figsize=(11, 4.2), constrained_layout=True)  # its own canvas: the backend is left alone
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
     for name in dict.fromkeys(r["model"] for r in results):
         curves = [r["curve"] for r in results if r["model"] == name]
         n = min(len(c) for c in curves)
@@ -277,7 +277,6 @@ def plot(results: list[dict], path: Path, title: str) -> Path:
     fig.suptitle(title, fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

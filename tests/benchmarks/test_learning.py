@@ -81,3 +81,19 @@ def test_unknown_model_is_a_clear_error(tmp_path):
     p = subprocess.run([sys.executable, "-m", "benchmarks.learning", "--models", "resnet", "--out", str(tmp_path)],
                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert p.returncode == 2 and "unknown model(s) resnet" in p.stderr
+
+
+def test_plot_leaves_the_matplotlib_backend_alone(tmp_path):
+    import matplotlib
+
+    from benchmarks.learning import plot
+
+    curve = [{"images": 8 * i, "seconds": float(i), "valid_acc": 0.1 * i} for i in range(3)]
+    before = matplotlib.get_backend()
+    try:
+        matplotlib.use("pdf")
+        path = plot([{"model": "cnn", "curve": curve}], tmp_path / "curves.png", "title")
+        assert matplotlib.get_backend() == "pdf"
+    finally:
+        matplotlib.use(before)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -32,7 +32,8 @@ BLOCK = textwrap.dedent(
 
 
 def test_require_names_the_package_and_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "PIL", None)
+    for name in ("PIL", "PIL.Image"):  # as if not installed (PIL.Image may have been imported already)
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(MissingDependencyError) as info:
         require("PIL.Image", "a folder: dataset")
     msg = str(info.value)

@@ -167,10 +167,10 @@ def table(rows: list[dict]) -> str:
     groups: dict = {}
     for r in rows:
         groups.setdefault(Case(**r["case"]).workload_key(), []).append(r)
-    for key, rs in groups.items():
+    for rs in groups.values():
         by = {r["case"]["impl"]: r for r in rs}
 
-        def get(impl, mode, field):
+        def get(impl, mode, field, by=by):
             r = by.get(impl)
             return None if not r or r.get("status") != "ok" or mode not in r else r[mode][field]
 

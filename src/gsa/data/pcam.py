@@ -115,7 +115,8 @@ def _decompress(gz_path: Path, h5_path: Path) -> None:
         # genuine; a mismatch means the recorded .h5 value is wrong, not the data.
         warnings.warn(
             f"{h5_path}: md5 {md5.hexdigest()} differs from the recorded {' or '.join(accepted)}, "
-            f"but it was decompressed from a verified {gz_path.name}; accepting it"
+            f"but it was decompressed from a verified {gz_path.name}; accepting it",
+            stacklevel=2,
         )
         accepted = (md5.hexdigest(),)
     mark_verified(h5_path, accepted or None)

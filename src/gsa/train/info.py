@@ -104,12 +104,12 @@ def format_info(info: dict[str, Any]) -> str:
             "counted with torch.utils.flop_counter)"
         )
     if info["layers"]:
-        width = max(len(l["name"]) for l in info["layers"])
+        width = max(len(layer["name"]) for layer in info["layers"])
         lines.append("")
         lines.append(f"{'layer':<{width}}  {'type':<28} {'params':>10} {'FLOPs':>10}")
-        for l in info["layers"]:
-            fl = human(l["flops"]) if "flops" in l else "-"
-            lines.append(f"{l['name']:<{width}}  {l['type']:<28} {l['params']:>10,} {fl:>10}")
+        for layer in info["layers"]:
+            fl = human(layer["flops"]) if "flops" in layer else "-"
+            lines.append(f"{layer['name']:<{width}}  {layer['type']:<28} {layer['params']:>10,} {fl:>10}")
     if "config" in info:
         lines.append("")
         lines.append("config: " + ", ".join(f"{k}={v}" for k, v in info["config"].items()))

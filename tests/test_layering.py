@@ -24,16 +24,17 @@ ALLOWED = {
     "nn": {"groups"},
     "models": {"groups", "nn"},
     "data": {"groups", "errors"},
+    "export": {"errors"},
     "train": {"groups", "nn", "models", "data", "equivariance", "errors"},
     "viz": {"groups", "nn", "models", "data", "equivariance", "train", "errors"},
-    "cli": {"groups", "nn", "models", "data", "equivariance", "train", "viz", "errors"},
+    "cli": {"groups", "nn", "models", "data", "equivariance", "train", "viz", "errors", "export"},
     "__init__": {"groups", "nn", "models", "equivariance", "errors"},
     "__main__": {"cli"},
 }
 for _part_name, _uses in ALLOWED.items():
     if _part_name not in ("registry", "userdirs"):
         _uses.update(("registry", "userdirs"))
-NO_PLOTTING = {"registry", "userdirs", "groups", "equivariance", "nn", "models", "data"}
+NO_PLOTTING = {"registry", "userdirs", "groups", "equivariance", "nn", "models", "data", "export"}
 
 
 def _part(path: Path) -> str:

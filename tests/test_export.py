@@ -1,0 +1,101 @@
+"""gsa.export and ``gsa export``: every format's file gives the model's logits and keeps its invariance.
+
+Each format is exported once per module (a tiny p4 GSA-Net, 3×3 windows, 28×28 inputs) from an
+example batch of 2 and run on a batch of 3 (the batch dimension is dynamic). Tolerance: the exported
+file (dense ``reference`` attention) and the model (its own backend) agree to ``ATOL`` in absolute value.
+Exporting takes seconds per file: those tests are marked slow. ONNX tests need ``onnx``, ``onnxscript`` and ``onnxruntime``; they are skipped, saying so, without them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from gsa.errors import ConfigError
+from gsa.export import FORMATS, export, load, max_abs_difference
+from gsa.groups import rotate_image
+from gsa.models import create
+
+ATOL = 1e-4
+_ONNX_MISSING = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+_PARAMS = [
+    pytest.param(f, marks=pytest.mark.skipif(bool(_ONNX_MISSING), reason=f"not installed: {', '.join(_ONNX_MISSING)}"))
+    if f == "onnx" else f
+    for f in FORMATS
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _tiny():
+    torch.manual_seed(0)
+    return create("rotmnist", group="p4", patch_size=3, channels=6, num_heads=1, block_sizes=(1, 1), crop=0).eval()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _tiny()
+
+
+@pytest.fixture(scope="module", params=_PARAMS)
+def exported(request, model, tmp_path_factory):
+    fmt = request.param
+    path = tmp_path_factory.mktemp(fmt) / f"tiny{FORMATS[fmt]}"
+    torch.set_num_threads(1)
+    export(model, path, format=fmt, example=torch.randn(2, 1, 28, 28))
+    return fmt, path
+
+
+@pytest.mark.slow
+def test_the_file_gives_the_models_logits_on_another_batch(exported, model):
+    fmt, path = exported
+    x = torch.randn(3, 1, 28, 28)
+    out = load(path, format=fmt)(x)
+    assert out.shape == (3, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(out, model(x), rtol=0, atol=ATOL)
+    assert max_abs_difference(model, path, format=fmt, x=x) <= ATOL
+
+
+@pytest.mark.slow
+def test_the_exported_model_is_invariant_to_90_degree_rotations(exported):
+    fmt, path = exported
+    run = load(path, format=fmt)
+    x = torch.randn(2, 1, 28, 28)
+    logits = run(x)
+    for angle in (90, 180, 270):
+        torch.testing.assert_close(run(rotate_image(x, angle)), logits, rtol=0, atol=ATOL)
+
+
+@pytest.mark.slow
+def test_export_restores_the_layers_backend_and_the_training_mode(tmp_path):
+    model = _tiny().train()
+    before = [m.backend for m in model.modules() if isinstance(getattr(m, "backend", None), str)]
+    assert before and set(before) != {"reference"}
+    export(model, tmp_path / "m.pt2", format="pt2", example=torch.randn(2, 1, 28, 28))
+    assert [m.backend for m in model.modules() if isinstance(getattr(m, "backend", None), str)] == before
+    assert model.training
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"format": "tflite"}, "unknown export format 'tflite'; expected one of: onnx, pt2, torchscript"),
+    ({"format": "pt2", "example": torch.randn(1, 1, 28, 28)}, "needs a batch of at least 2"),
+])
+def test_bad_requests_are_config_errors(tmp_path, kwargs, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        export(_tiny(), tmp_path / "m", **{"example": torch.randn(2, 1, 28, 28), **kwargs})
+
+
+def test_a_missing_exporter_package_is_named(tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"exporting to onnx needs the Python package\(s\) onnxscript"):
+        export(_tiny(), tmp_path / "m.onnx", format="onnx", example=torch.randn(2, 1, 28, 28))

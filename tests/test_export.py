@@ -13,6 +13,7 @@ import importlib.util
 import pytest
 import torch
 
+from gsa.cli import main
 from gsa.errors import ConfigError
 from gsa.export import FORMATS, export, load, max_abs_difference
 from gsa.groups import rotate_image
@@ -99,3 +100,62 @@ def test_a_missing_exporter_package_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
     with pytest.raises(ConfigError, match=r"exporting to onnx needs the Python package\(s\) onnxscript"):
         export(_tiny(), tmp_path / "m.onnx", format="onnx", example=torch.randn(2, 1, 28, 28))
+
+
+# ---------------------------------------------------------------------- gsa export
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run directory of a tiny rotmnist-mini GSA-Net (config.json + best.safetensors, no training)."""
+    from gsa.train import checkpoint as ckpt
+    from gsa.train.config import make_config
+    from gsa.train.hooks import get_hooks
+    from gsa.train.identity import identity_metadata
+
+    d = tmp_path_factory.mktemp("run")
+    cfg = make_config("mini", out=str(d), model_args={"channels": 6, "num_heads": 1, "block_sizes": (1, 1), "crop": 0})
+    torch.manual_seed(0)
+    model = get_hooks().model_fn(cfg, get_hooks().info_fn(cfg.dataset)).eval()
+    cfg.save(d)
+    ckpt.save_weights(d / ckpt.BEST, model, identity_metadata(model, cfg))
+    return d, model
+
+
+@pytest.mark.slow
+def test_cli_export_writes_a_checked_file(run_dir, tmp_path, capsys):
+    d, model = run_dir
+    out = tmp_path / "m.torchscript.pt"
+    assert main(["export", str(d), "--format", "torchscript", "--out", str(out), "--batch-size", "3"]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out} ({out.stat().st_size} bytes, torchscript; input (B, 1, 28, 28)" in text
+    assert "normalised with mean [0.1321] std [0.292]" in text
+    assert float(text.rsplit("=", 1)[1]) <= ATOL
+    x = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(load(out, format="torchscript")(x), model(x), rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "onnx", "--batch-size", "1"], "argument --batch-size: expected an integer >= 2, got '1'"),
+    (["--format", "tflite"], "argument --format: invalid choice: 'tflite'"),
+])
+def test_cli_refuses_bad_flags_in_one_line(run_dir, capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["export", str(run_dir[0]), *args])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_missing_exporter_package_is_one_line(run_dir, tmp_path, capsys, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    assert main(["export", str(run_dir[0]), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err == "gsa: error: exporting to onnx needs the Python package(s) onnx, which are not installed " \
+                  "(pip install onnx)\n"
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_export_of_a_missing_run_is_one_line(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nope"), "--format", "pt2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gsa: error: ") and "no such run directory" in err and err.count("\n") == 1

@@ -25,9 +25,10 @@ ALLOWED = {
     "nn": {"groups"},
     "models": {"groups", "nn", "errors"},
     "data": {"groups", "errors"},
+    "export": {"errors"},
     "train": {"groups", "nn", "models", "data", "equivariance", "errors"},
     "viz": {"groups", "nn", "models", "data", "equivariance", "train", "errors"},
-    "cli": {"groups", "nn", "models", "data", "equivariance", "train", "viz", "errors"},
+    "cli": {"groups", "nn", "models", "data", "equivariance", "train", "viz", "errors", "export"},
     "__init__": {"groups", "nn", "models", "equivariance", "errors"},
     "__main__": {"cli"},
 }
@@ -35,7 +36,7 @@ BOTTOM = ("registry", "userdirs", "errors", "extras")  # every layer above may u
 for _part_name, _uses in ALLOWED.items():
     if _part_name not in BOTTOM:
         _uses.update(("registry", "userdirs", "extras"))
-NO_PLOTTING = {"registry", "userdirs", "extras", "groups", "equivariance", "nn", "models", "data"}
+NO_PLOTTING = {"registry", "userdirs", "extras", "groups", "equivariance", "nn", "models", "data", "export"}
 
 
 def _part(path: Path) -> str:

@@ -26,7 +26,7 @@ def test_the_extras_install_what_gsa_extras_names():
     for package, extra in OPTIONAL.values():
         assert package.lower() in {_name(r) for r in extras[extra]}, (package, extra)
     assert f"{DISTRIBUTION}[train]" in extras["test"] and "pytest" in {_name(r) for r in extras["test"]}
-    assert extras["all"] == [f"{DISTRIBUTION}[train,test,docs]"]
+    assert extras["all"] == [f"{DISTRIBUTION}[train,test,docs,export]"]
 
 
 def test_one_version_typed_licence_and_changelog():

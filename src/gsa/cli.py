@@ -1,4 +1,4 @@
-"""The ``gsa`` command line: ``gsa train``, ``gsa eval``, ``gsa info``, ``gsa figures``.
+"""The ``gsa`` command line: ``gsa train``, ``gsa eval``, ``gsa export``, ``gsa info``, ``gsa figures``.
 
 Errors in the input, unreadable checkpoints and non-finite losses end with a one-line
 ``gsa: error: ...`` on stderr and a non-zero exit code (2: bad input, 1: checkpoint /
@@ -23,6 +23,7 @@ EXAMPLES = """examples:
   gsa train --config exp.json --seed 1        # its settings; flags given beside it win
   torchrun --nproc_per_node 2 -m gsa train --recipe cifar10 --download
   gsa eval runs/smoke --rotations
+  gsa export runs/smoke --format onnx         # runs/smoke/model.onnx, checked against the model
   gsa info --recipe pcam --group p4m
   gsa figures --quick --out figs-check        # regenerate the documentation figures (tiny)
 
@@ -136,9 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"gsa {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{train,eval,info,figures}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,export,info,figures}")
     _add_train_parser(sub)
     _add_eval_parser(sub)
+    _add_export_parser(sub)
     _add_info_parser(sub)
     _add_figures_parser(sub)
     return parser
@@ -261,6 +263,26 @@ def _add_eval_parser(sub) -> None:
     _add_hooks_arg(e)
 
 
+def _add_export_parser(sub) -> None:
+    """``gsa export``."""
+    from gsa.export import FORMATS
+
+    x = sub.add_parser(
+        "export",
+        help="export a run's model to ONNX, torch.export (pt2) or TorchScript",
+        description="Write a run's model (best weights) to a file and check its outputs against the PyTorch "
+        "model on random inputs. The attention layers are exported with the dense 'reference' backend; "
+        "the batch dimension is dynamic; inputs are normalised images, as for the model.",
+    )
+    x.add_argument("run", help="run directory or .safetensors file (config.json must be next to it)")
+    x.add_argument("--format", required=True, choices=tuple(FORMATS), help="file format")
+    x.add_argument("--out", default=None, metavar="FILE", help="output file (default: RUN/model.<suffix>)")
+    x.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which weights of a run directory")
+    x.add_argument("--batch-size", type=_int_at_least(2, "an integer >= 2"), default=2, metavar="N",
+                   help="batch of the example input traced and checked (default 2; the file accepts any batch)")
+    _add_hooks_arg(x)
+
+
 def _add_info_parser(sub) -> None:
     """``gsa info``."""
     i = sub.add_parser(
@@ -367,6 +389,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from gsa.errors import GsaError
+    from gsa.export import FORMATS, export, max_abs_difference
+    from gsa.train.evaluate import load_run_model
+
+    model, cfg, spec = load_run_model(args.run, args.checkpoint)
+    run_dir = args.run if os.path.isdir(args.run) else os.path.dirname(args.run)
+    out = args.out or os.path.join(run_dir, "model" + FORMATS[args.format])
+    example = torch.randn(args.batch_size, spec.in_channels, *spec.image_size, generator=torch.Generator().manual_seed(0))
+    export(model, out, format=args.format, example=example)
+    norm = "[0, 1] images"
+    if cfg.normalize and spec.mean is not None:
+        norm = f"images normalised with mean {list(spec.mean)} std {list(spec.std)}"
+    print(f"wrote {out} ({os.path.getsize(out)} bytes, {args.format}; input (B, {spec.in_channels}, "
+          f"{spec.image_size[0]}, {spec.image_size[1]}): {norm})")
+    check = torch.randn(args.batch_size + 1, *example.shape[1:], generator=torch.Generator().manual_seed(1))
+    try:
+        diff = max_abs_difference(model, out, format=args.format, x=check)
+    except GsaError as exc:  # e.g. onnxruntime missing: the file is written, the check is skipped
+        print(f"not checked: {exc}")
+        return 0
+    print(f"checked on a random batch of {len(check)}: max |exported - model| = {diff:.3g}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from gsa.train import config as C
     from gsa.train.info import format_info, model_info
@@ -391,7 +440,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return run(args)
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "info": cmd_info, "figures": cmd_figures}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "info": cmd_info, "figures": cmd_figures}
 
 
 def _install_hooks(args: argparse.Namespace) -> None:

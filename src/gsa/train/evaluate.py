@@ -35,6 +35,21 @@ def locate_run(path: str | Path, which: str = "best") -> tuple[TrainConfig, Path
     return TrainConfig.load(run_dir), weights
 
 
+def load_run_model(path: str | Path, which: str = "best", hooks: Optional[Hooks] = None):
+    """``(model, config, data spec)`` of a run directory or a ``.safetensors`` file inside one: the model
+    (CPU, eval mode) with the run's weights; the spec gives its input size and normalisation.
+
+    Unlike :func:`gsa.models.load`, which rebuilds a GSA-Net from the weight file alone, this builds
+    the model with the run's hooks, so it also serves models of user hooks and weight files written
+    before the model record existed."""
+    hooks = hooks or get_hooks()
+    cfg, weights = locate_run(path, which)
+    spec = hooks.info_fn(cfg.dataset)
+    model = hooks.model_fn(cfg, spec)
+    ckpt.load_weights(weights, model, cfg)  # raises CheckpointError naming the file (or the differing fields)
+    return model.eval(), cfg, spec
+
+
 def evaluate_run(
     path: str | Path,
     *,

@@ -25,6 +25,7 @@ def gsanet(preset="rotmnist", *, weights=None, group="p4", patch_size=5, map_loc
     if weights is None:
         return gsa.models.create(preset, group=group, patch_size=patch_size, **overrides)
     if overrides or (preset, group, patch_size) != ("rotmnist", "p4", 5):
-        raise ValueError("gsanet(weights=...) rebuilds the recorded network; leave out preset, group, patch_size "
-                         "and overrides")
+        raise ValueError(
+            "gsanet(weights=...) rebuilds the recorded network; leave out preset, group, patch_size and overrides"
+        )
     return gsa.models.load(weights, map_location=map_location)

@@ -110,10 +110,21 @@ def environment(devices) -> dict:
     import torch
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT,
-                                timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                    text=True, cwd=ROOT, timeout=10).stdout.strip())
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT, timeout=10
+            ).stdout.strip()
+            or None
+        )
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                timeout=10,
+            ).stdout.strip()
+        )
     except Exception:
         commit, dirty = None, None
     cpu = platform.processor() or None
@@ -177,8 +188,11 @@ def table(rows: list[dict]) -> str:
         for r in rs:
             c = Case(**r["case"])
             impl = c.impl
-            label = c.label() + ("" if c.device == "cpu" else f" {c.device}") + (
-                "" if c.dtype == "float32" else f" {c.dtype}")
+            label = (
+                c.label()
+                + ("" if c.device == "cpu" else f" {c.device}")
+                + ("" if c.dtype == "float32" else f" {c.dtype}")
+            )
             if r.get("status") != "ok":
                 out.append(f"| {label} | {r.get('params', '')} | {impl} | {r['status']} | | | | | | | | | | | |")
                 continue
@@ -204,39 +218,66 @@ def summary(rows: list[dict]) -> str:
             groups.setdefault(Case(**r["case"]).workload_key(), {})[r["case"]["impl"]] = r
     for other in ("original", "dense", "flex"):
         for mode in ("infer", "train"):
-            sp = [g[other][mode]["time_s"] / g["fast"][mode]["time_s"] for g in groups.values()
-                  if "fast" in g and other in g and mode in g["fast"] and mode in g[other]]
-            mem = [g[other][mode]["peak_bytes"] / g["fast"][mode]["peak_bytes"] for g in groups.values()
-                   if "fast" in g and other in g and mode in g["fast"] and mode in g[other]
-                   and g["fast"][mode]["peak_bytes"] > 0]
+            sp = [
+                g[other][mode]["time_s"] / g["fast"][mode]["time_s"]
+                for g in groups.values()
+                if "fast" in g and other in g and mode in g["fast"] and mode in g[other]
+            ]
+            mem = [
+                g[other][mode]["peak_bytes"] / g["fast"][mode]["peak_bytes"]
+                for g in groups.values()
+                if "fast" in g
+                and other in g
+                and mode in g["fast"]
+                and mode in g[other]
+                and g["fast"][mode]["peak_bytes"] > 0
+            ]
             if sp:
-                lines.append(f"fast vs {other} ({mode}, {len(sp)} workloads): time ×{gmean(sp):.2f} faster, "
-                             f"memory ×{gmean(mem) or float('nan'):.2f} less (geometric means)")
+                lines.append(
+                    f"fast vs {other} ({mode}, {len(sp)} workloads): time ×{gmean(sp):.2f} faster, "
+                    f"memory ×{gmean(mem) or float('nan'):.2f} less (geometric means)"
+                )
     return "\n".join(lines)
 
 
 def parse(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="tiny sizes (seconds); used by the tests")
-    ap.add_argument("--only", action="append", default=[],
-                    help="keep workloads whose label contains this text (repeatable; all must match), "
-                         "e.g. --only rotmnist --only p4")
-    ap.add_argument("--match", action="append", default=[],
-                    help="keep workloads whose label contains any of these texts (repeatable; applied "
-                         "after --only), e.g. --match 'pcam p4' --match 'group layer p4 global'")
+    ap.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="keep workloads whose label contains this text (repeatable; all must match), "
+        "e.g. --only rotmnist --only p4",
+    )
+    ap.add_argument(
+        "--match",
+        action="append",
+        default=[],
+        help="keep workloads whose label contains any of these texts (repeatable; applied "
+        "after --only), e.g. --match 'pcam p4' --match 'group layer p4 global'",
+    )
     ap.add_argument("--device", default=None, help="comma list: cpu,cuda (default: cpu, plus cuda if present)")
-    ap.add_argument("--batch", default=None, help="comma list of batch sizes for the rotmnist preset "
-                                                  "(default 8,64); with --only also filters every workload")
+    ap.add_argument(
+        "--batch",
+        default=None,
+        help="comma list of batch sizes for the rotmnist preset "
+        "(default 8,64); with --only also filters every workload",
+    )
     ap.add_argument("--impl", default=",".join(IMPLS), help="comma list of implementations (default: all)")
     ap.add_argument("--modes", default="infer,train", help="infer,train (default both)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per case (default: torch's)")
     ap.add_argument("--min-time", type=float, default=2.0, help="seconds of repetitions per measurement")
     ap.add_argument("--max-reps", type=int, default=5)
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per case before it is abandoned")
-    ap.add_argument("--mem-limit-gb", type=float, default=None,
-                    help="skip dense/original cases estimated above this (default: 70%% of available RAM, "
-                         "90%% of GPU memory)")
+    ap.add_argument(
+        "--mem-limit-gb",
+        type=float,
+        default=None,
+        help="skip dense/original cases estimated above this (default: 70%% of available RAM, 90%% of GPU memory)",
+    )
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<date>-<device>.json)")
     ap.add_argument("--list", action="store_true", help="print the cases and exit")
     return ap.parse_args(argv)
@@ -251,6 +292,7 @@ def main(argv=None) -> int:
     workloads = default_grid(devices, batches, args.quick)
     if args.batch and not args.quick:
         workloads = [w for w in workloads if w.batch in batches]
+
     def described(w: Case) -> str:
         return (w.label() + " " + w.device + " " + w.dtype).lower()
 
@@ -269,12 +311,19 @@ def main(argv=None) -> int:
         for c in cases:
             print(c.label(), c.device, c.dtype, c.impl)
         return 0
-    opts = {"threads": args.threads, "min_time": 0.2 if args.quick else args.min_time,
-            "max_reps": 2 if args.quick else args.max_reps, "modes": args.modes.split(",")}
+    opts = {
+        "threads": args.threads,
+        "min_time": 0.2 if args.quick else args.min_time,
+        "max_reps": 2 if args.quick else args.max_reps,
+        "modes": args.modes.split(","),
+    }
     env = environment(devices)
     env["threads"] = args.threads or env["threads"]  # what every case ran with
-    print(f"# {len(cases)} cases on {', '.join(devices)}; torch {env['torch']}, python {env['python']}, "
-          f"{env['cpu']} ({env['cpu_count']} cores), commit {str(env['git_commit'])[:10]}", flush=True)
+    print(
+        f"# {len(cases)} cases on {', '.join(devices)}; torch {env['torch']}, python {env['python']}, "
+        f"{env['cpu']} ({env['cpu_count']} cores), commit {str(env['git_commit'])[:10]}",
+        flush=True,
+    )
     shape_cache: dict = {}
     rows = []
     t_start = time.perf_counter()
@@ -290,29 +339,53 @@ def main(argv=None) -> int:
             r = {"status": f"skipped: needs ~{fmt_bytes(need)} (limit {fmt_bytes(limit)})"}
         else:
             r = run_case(c, opts, args.timeout)
-        r.update(case=dataclasses.asdict(c), params=params, flops_infer=f_fwd, flops_train=f_train,
-                 estimated_score_bytes=need)
+        r.update(
+            case=dataclasses.asdict(c),
+            params=params,
+            flops_infer=f_fwd,
+            flops_train=f_train,
+            estimated_score_bytes=need,
+        )
         rows.append(r)
-        msg = r["status"] if r["status"] != "ok" else "  ".join(
-            f"{m} {r[m]['time_s'] * 1e3:.1f} ms {fmt_bytes(r[m]['peak_bytes'])}" for m in ("infer", "train") if m in r)
-        print(f"[{i + 1}/{len(cases)} {time.perf_counter() - t_start:.0f}s] {c.label()} {c.device} {c.dtype} "
-              f"{c.impl}: {msg}", flush=True)
+        msg = (
+            r["status"]
+            if r["status"] != "ok"
+            else "  ".join(
+                f"{m} {r[m]['time_s'] * 1e3:.1f} ms {fmt_bytes(r[m]['peak_bytes'])}"
+                for m in ("infer", "train")
+                if m in r
+            )
+        )
+        print(
+            f"[{i + 1}/{len(cases)} {time.perf_counter() - t_start:.0f}s] {c.label()} {c.device} {c.dtype} "
+            f"{c.impl}: {msg}",
+            flush=True,
+        )
     text = table(rows)
     summ = summary(rows)
     print()
     print(text)
     print()
     print(summ)
-    out = Path(args.out) if args.out else ROOT / "results" / (
-        _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{'-'.join(devices)}{'-quick' if args.quick else ''}.json")
+    out = (
+        Path(args.out)
+        if args.out
+        else ROOT
+        / "results"
+        / (_dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{'-'.join(devices)}{'-quick' if args.quick else ''}.json")
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     env["elapsed_s"] = time.perf_counter() - t_start
-    env["memory_method"] = ("CPU: peak RSS (getrusage ru_maxrss) minus RSS before the first call, each case in its "
-                            "own process, inference measured before training; CUDA: max_memory_allocated minus "
-                            "allocated before the first call")
-    env["flops_method"] = ("direct-algorithm count (projections, content/positional/group scores, ~5 FLOPs per "
-                           "softmax score, weighted sum over all |H|·Gq·Gk·K probabilities) plus 1x1 convs/linears; "
-                           "training = 3 × forward")
+    env["memory_method"] = (
+        "CPU: peak RSS (getrusage ru_maxrss) minus RSS before the first call, each case in its "
+        "own process, inference measured before training; CUDA: max_memory_allocated minus "
+        "allocated before the first call"
+    )
+    env["flops_method"] = (
+        "direct-algorithm count (projections, content/positional/group scores, ~5 FLOPs per "
+        "softmax score, weighted sum over all |H|·Gq·Gk·K probabilities) plus 1x1 convs/linears; "
+        "training = 3 × forward"
+    )
     out.write_text(json.dumps({"environment": env, "results": rows, "table": text, "summary": summ}, indent=1))
     print(f"\nwrote {out}")
     return 0

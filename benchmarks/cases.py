@@ -64,12 +64,23 @@ def build(case: Case) -> torch.nn.Module:
     from gsa.nn import GroupSelfAttention, LiftingSelfAttention
 
     if case.workload == "lifting":
-        m = LiftingSelfAttention(case.group, case.channels, case.channels,
-                                 num_heads=case.heads, patch_size=case.patch_size,
-                                 attention_dropout=case.attention_dropout)
+        m = LiftingSelfAttention(
+            case.group,
+            case.channels,
+            case.channels,
+            num_heads=case.heads,
+            patch_size=case.patch_size,
+            attention_dropout=case.attention_dropout,
+        )
     elif case.workload == "group":
-        m = GroupSelfAttention(case.group, case.channels, case.channels, num_heads=case.heads,
-                               patch_size=case.patch_size, attention_dropout=case.attention_dropout)
+        m = GroupSelfAttention(
+            case.group,
+            case.channels,
+            case.channels,
+            num_heads=case.heads,
+            patch_size=case.patch_size,
+            attention_dropout=case.attention_dropout,
+        )
     else:
         m = create(case.workload, group=case.group, patch_size=case.patch_size)
     if case.impl == "original":
@@ -124,9 +135,24 @@ def attention_shapes(case: Case) -> tuple[list[LayerShape], int, float]:
         x = args[0]
         X, Y = x.shape[-2], x.shape[-1]
         G = 1 if mod.lifting else mod.group.order
-        K = X * Y if mod.patch_size is None else mod.patch_size ** 2
-        shapes.append(LayerShape(mod.lifting, X, Y, G, G, mod.group.order, mod.num_heads, mod.mid_channels,
-                                 mod.in_channels, mod.out_channels, mod.row_dim + mod.col_dim, mod.grp_dim, K))
+        K = X * Y if mod.patch_size is None else mod.patch_size**2
+        shapes.append(
+            LayerShape(
+                mod.lifting,
+                X,
+                Y,
+                G,
+                G,
+                mod.group.order,
+                mod.num_heads,
+                mod.mid_channels,
+                mod.in_channels,
+                mod.out_channels,
+                mod.row_dim + mod.col_dim,
+                mod.grp_dim,
+                K,
+            )
+        )
 
     def lin_hook(mod, args, out):
         if isinstance(mod, torch.nn.Linear):

@@ -31,6 +31,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 
+
 def _mini_recipe():
     from gsa.train.config import get_recipe
 
@@ -38,8 +39,12 @@ def _mini_recipe():
 
 
 #: The GSA-Net of the main command (``gsa train``, recipe ``mini``): same blocks, width, heads, window.
-MINI_GSA = {**_mini_recipe().model_args, "patch_size": _mini_recipe().patch_size,
-            "attention_dropout": 0.0, "value_dropout": 0.0}
+MINI_GSA = {
+    **_mini_recipe().model_args,
+    "patch_size": _mini_recipe().patch_size,
+    "attention_dropout": 0.0,
+    "value_dropout": 0.0,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,10 +70,12 @@ MODELS: dict[str, ModelSpec] = {
     "gsa-p4m": ModelSpec("gsa", "p4m", dict(MINI_GSA), "same GSA-Net on rotations and mirrors"),
     "gsa-p4-original": ModelSpec("gsa", "p4", _original(), "gsa-p4 with the original code's read-out and init"),
     "gsa-p4-sum": ModelSpec("gsa", "p4", {**MINI_GSA, "readout": "sum"}, "gsa-p4 with the sum read-out"),
-    "gsa-p4-zerobias": ModelSpec("gsa", "p4", {**MINI_GSA, "coordinate_init": "zero"},
-                                 "gsa-p4 with zero positional-MLP biases"),
-    "gsa-p4-whiteninghead": ModelSpec("gsa", "p4", {**MINI_GSA, "head_init": "whitening"},
-                                      "gsa-p4 with a whitened (not zero) classifier"),
+    "gsa-p4-zerobias": ModelSpec(
+        "gsa", "p4", {**MINI_GSA, "coordinate_init": "zero"}, "gsa-p4 with zero positional-MLP biases"
+    ),
+    "gsa-p4-whiteninghead": ModelSpec(
+        "gsa", "p4", {**MINI_GSA, "head_init": "whitening"}, "gsa-p4 with a whitened (not zero) classifier"
+    ),
     "cnn": ModelSpec("cnn", "z2", {"channels": 24}, "plain CNN, 5 conv layers 3x3, 24 ch"),
     "gcnn-p4": ModelSpec("cnn", "p4", {"channels": 12}, "p4 G-CNN (Cohen & Welling), 5 layers 3x3, 12 ch"),
 }
@@ -183,17 +190,35 @@ def run_one(name: str, seed: int, setup: Setup) -> dict[str, Any]:
         images = (step + 1) * setup.batch_size
         if images >= next_eval or step == steps - 1:
             acc, vloss = _accuracy(model, xva, yva)
-            curve.append({"images": images, "seconds": round(seconds, 2), "train_loss": sum(losses) / len(losses),
-                          "valid_acc": acc, "valid_loss": vloss})
-            print(f"    {name} seed {seed}: {images:,} images, {seconds:.0f} s, train loss "
-                  f"{curve[-1]['train_loss']:.3f}, valid {acc * 100:.1f} %", flush=True)
+            curve.append(
+                {
+                    "images": images,
+                    "seconds": round(seconds, 2),
+                    "train_loss": sum(losses) / len(losses),
+                    "valid_acc": acc,
+                    "valid_loss": vloss,
+                }
+            )
+            print(
+                f"    {name} seed {seed}: {images:,} images, {seconds:.0f} s, train loss "
+                f"{curve[-1]['train_loss']:.3f}, valid {acc * 100:.1f} %",
+                flush=True,
+            )
             losses = []
             next_eval += setup.eval_every
     test_acc, test_loss = _accuracy(model, xte, yte)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"model": name, "seed": seed, "params": params, "loss_step0": first_loss, "curve": curve,
-            "test_acc": test_acc, "test_loss": test_loss, "train_seconds": round(seconds, 2),
-            "images_per_second": round(steps * setup.batch_size / seconds, 2)}
+    return {
+        "model": name,
+        "seed": seed,
+        "params": params,
+        "loss_step0": first_loss,
+        "curve": curve,
+        "test_acc": test_acc,
+        "test_loss": test_loss,
+        "train_seconds": round(seconds, 2),
+        "images_per_second": round(steps * setup.batch_size / seconds, 2),
+    }
 
 
 def _die_with_parent() -> None:
@@ -228,14 +253,18 @@ def summarize(results: list[dict]) -> list[dict]:
             s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
             return m, s
 
-        rows.append({
-            "model": name, "seeds": len(rs), "params": rs[0]["params"],
-            "loss_step0": stats([r["loss_step0"] for r in rs]),
-            "final_train_loss": stats([r["curve"][-1]["train_loss"] for r in rs]),
-            "valid_acc": stats([r["curve"][-1]["valid_acc"] for r in rs]),
-            "test_acc": stats([r["test_acc"] for r in rs]),
-            "images_per_second": stats([r["images_per_second"] for r in rs]),
-        })
+        rows.append(
+            {
+                "model": name,
+                "seeds": len(rs),
+                "params": rs[0]["params"],
+                "loss_step0": stats([r["loss_step0"] for r in rs]),
+                "final_train_loss": stats([r["curve"][-1]["train_loss"] for r in rs]),
+                "valid_acc": stats([r["curve"][-1]["valid_acc"] for r in rs]),
+                "test_acc": stats([r["test_acc"] for r in rs]),
+                "images_per_second": stats([r["images_per_second"] for r in rs]),
+            }
+        )
     return rows
 
 
@@ -244,9 +273,11 @@ def format_table(rows: list[dict]) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         pm = lambda ms, scale=100.0: f"{ms[0] * scale:5.1f} ± {ms[1] * scale:4.1f}"  # noqa: E731
-        lines.append(f"{r['model']:<22} {r['params']:>7,} {r['seeds']:>5} {r['loss_step0'][0]:>8.2f} "
-                     f"{r['final_train_loss'][0]:>9.3f} {pm(r['valid_acc']):>12} {pm(r['test_acc']):>12} "
-                     f"{r['images_per_second'][0]:>7.1f}")
+        lines.append(
+            f"{r['model']:<22} {r['params']:>7,} {r['seeds']:>5} {r['loss_step0'][0]:>8.2f} "
+            f"{r['final_train_loss'][0]:>9.3f} {pm(r['valid_acc']):>12} {pm(r['test_acc']):>12} "
+            f"{r['images_per_second'][0]:>7.1f}"
+        )
     return "\n".join(lines)
 
 
@@ -295,8 +326,7 @@ def _parse_overrides(items: list[str]) -> dict:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.learning", description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="gsa-p4,gsa-z2,cnn,gcnn-p4",
-                   help=f"comma-separated, from: {', '.join(MODELS)}")
+    p.add_argument("--models", default="gsa-p4,gsa-z2,cnn,gcnn-p4", help=f"comma-separated, from: {', '.join(MODELS)}")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--images", type=int, default=3500, help="training images per run (default 3500: half an epoch)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -307,8 +337,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--valid-subset", type=int, default=500, help="validation images (default 500)")
     p.add_argument("--test-subset", type=int, default=2000, help="test images (default: all 2000)")
     p.add_argument("--data", choices=("rotated", "upright"), default="rotated")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="GSANetConfig override for the GSA models (repeatable; JSON values)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="GSANetConfig override for the GSA models (repeatable; JSON values)",
+    )
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default 1)")
     p.add_argument("--threads", type=int, default=None, help="threads per run (default: cores // jobs)")
     p.add_argument("--quick", action="store_true", help="tiny budget, for tests")
@@ -329,13 +364,25 @@ def main(argv: list[str] | None = None) -> int:
     models = args.models.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))
-    setup = Setup(images=args.images, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                  warmup=args.warmup, eval_every=args.eval_every, valid_subset=args.valid_subset,
-                  test_subset=args.test_subset, data=args.data, threads=threads,
-                  overrides=_parse_overrides(args.set))
+    setup = Setup(
+        images=args.images,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup=args.warmup,
+        eval_every=args.eval_every,
+        valid_subset=args.valid_subset,
+        test_subset=args.test_subset,
+        data=args.data,
+        threads=threads,
+        overrides=_parse_overrides(args.set),
+    )
     jobs = [(m, s) for s in seeds for m in models]
-    print(f"learning benchmark: {len(jobs)} runs ({', '.join(models)} x seeds {seeds}), {args.images:,} images "
-          f"each, {args.jobs} at a time with {threads} thread(s)", flush=True)
+    print(
+        f"learning benchmark: {len(jobs)} runs ({', '.join(models)} x seeds {seeds}), {args.images:,} images "
+        f"each, {args.jobs} at a time with {threads} thread(s)",
+        flush=True,
+    )
     results = []
     started = time.time()
 
@@ -347,10 +394,12 @@ def main(argv: list[str] | None = None) -> int:
         results.append(r)
         with partial.open("a") as fh:
             fh.write(json.dumps(r) + "\n")
-        print(f"  {r['model']:<22} seed {r['seed']}: test {r['test_acc'] * 100:5.1f} %  valid "
-              f"{r['curve'][-1]['valid_acc'] * 100:5.1f} %  loss@0 {r['loss_step0']:.2f}  "
-              f"{r['images_per_second']:.1f} img/s  ({len(results)}/{len(jobs)}, {time.time() - started:.0f} s)",
-              flush=True)
+        print(
+            f"  {r['model']:<22} seed {r['seed']}: test {r['test_acc'] * 100:5.1f} %  valid "
+            f"{r['curve'][-1]['valid_acc'] * 100:5.1f} %  loss@0 {r['loss_step0']:.2f}  "
+            f"{r['images_per_second']:.1f} img/s  ({len(results)}/{len(jobs)}, {time.time() - started:.0f} s)",
+            flush=True,
+        )
 
     if args.jobs > 1:
         import multiprocessing as mp
@@ -365,15 +414,25 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarize(results)
     print(format_table(rows))
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    report = {"benchmark": "learning", "command": "python -m benchmarks.learning " + " ".join(argv or sys.argv[1:]),
-              "date": stamp, "machine": machine(), "setup": dataclasses.asdict(setup), "jobs": args.jobs,
-              "models": {m: dataclasses.asdict(MODELS[m]) for m in models}, "summary": rows, "runs": results}
+    report = {
+        "benchmark": "learning",
+        "command": "python -m benchmarks.learning " + " ".join(argv or sys.argv[1:]),
+        "date": stamp,
+        "machine": machine(),
+        "setup": dataclasses.asdict(setup),
+        "jobs": args.jobs,
+        "models": {m: dataclasses.asdict(MODELS[m]) for m in models},
+        "summary": rows,
+        "runs": results,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / f"{args.tag}.json"
     json_path.write_text(json.dumps(report, indent=1) + "\n")
-    title = (f"rotmnist-mini ({args.data} training digits), {args.images:,} images, batch {args.batch_size}, "
-             f"Adam {args.lr:g} warm-up+cosine; {report['machine']['cpu']}, {args.jobs} run(s) at a time, "
-             f"{threads} thread(s) each")
+    title = (
+        f"rotmnist-mini ({args.data} training digits), {args.images:,} images, batch {args.batch_size}, "
+        f"Adam {args.lr:g} warm-up+cosine; {report['machine']['cpu']}, {args.jobs} run(s) at a time, "
+        f"{threads} thread(s) each"
+    )
     png = plot(results, args.out / f"{args.tag}.png", title)
     partial.unlink(missing_ok=True)  # the JSON holds every run now
     print(f"wrote {json_path} and {png}")

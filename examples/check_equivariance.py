@@ -45,8 +45,7 @@ def main(argv=None) -> None:
     channels, heads = (6, 1) if args.smoke else (8, 2)
     # (a new GSANet starts with a zero classifier, i.e. zero logits: draw a random one to check)
     net = gsa.models.create("rotmnist", group="p4", channels=channels, num_heads=heads, head_init="whitening")
-    show(f"rotmnist GSA-Net p4, {size}x{size} input (logits)",
-         gsa.check_equivariance(net, "p4", (2, 1, size, size)))
+    show(f"rotmnist GSA-Net p4, {size}x{size} input (logits)", gsa.check_equivariance(net, "p4", (2, 1, size, size)))
 
     # 3. p8: a 45-degree rotation of a pixel image needs interpolation, so it is only approximate
     #    (on a smooth input: a digit; on white noise the error would be of order 1)
@@ -63,8 +62,7 @@ def main(argv=None) -> None:
     # 5. input sizes matter: a max-pool that sees an odd size breaks exact invariance
     pcam = gsa.models.create("pcam", group="p4", channels=4, num_heads=1, head_init="whitening")
     for s in () if args.smoke else (56, 88, 96):
-        show(f"pcam GSA-Net p4 (channels 4), {s}x{s} input",
-             gsa.check_equivariance(pcam, "p4", (1, 3, s, s)))
+        show(f"pcam GSA-Net p4 (channels 4), {s}x{s} input", gsa.check_equivariance(pcam, "p4", (1, 3, s, s)))
 
     # 6. a trained model can be checked as well; here: after one optimiser step
     if args.smoke:
@@ -73,8 +71,7 @@ def main(argv=None) -> None:
     loss = net(torch.randn(2, 1, size, size)).logsumexp(1).mean()
     loss.backward()
     opt.step()
-    show("rotmnist GSA-Net p4 after a training step",
-         gsa.check_equivariance(net, "p4", (2, 1, size, size)))
+    show("rotmnist GSA-Net p4 after a training step", gsa.check_equivariance(net, "p4", (2, 1, size, size)))
 
 
 if __name__ == "__main__":

@@ -31,17 +31,17 @@ class TinyGSANet(nn.Module):
     def __init__(self, group: str = "p4", channels: int = 8, heads: int = 2, classes: int = 10):
         super().__init__()
         self.lift = LiftingSelfAttention(group, 1, channels, num_heads=heads, patch_size=5)
-        self.norm = LayerNorm(channels)                 # GroupNorm over (C, |H|, X, Y)
+        self.norm = LayerNorm(channels)  # GroupNorm over (C, |H|, X, Y)
         self.block1 = TransformerBlock(group, channels, channels, num_heads=heads, patch_size=5, crop=2)
         self.pool = nn.MaxPool3d(kernel_size=(1, 2, 2))  # space only; 24x24 -> 12x12 (even: exact)
         self.block2 = TransformerBlock(group, channels, channels, num_heads=heads, patch_size=5)
         self.head = nn.Conv3d(channels, classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = torch.nn.functional.silu(self.norm(self.lift(x)))    # (B, C, |H|, 28, 28)
-        f = self.pool(self.block1(f))                           # (B, C, |H|, 12, 12)
+        f = torch.nn.functional.silu(self.norm(self.lift(x)))  # (B, C, |H|, 28, 28)
+        f = self.pool(self.block1(f))  # (B, C, |H|, 12, 12)
         f = self.block2(f)
-        return self.head(f).mean(dim=(-2, -1)).amax(dim=-1)     # (B, classes)
+        return self.head(f).mean(dim=(-2, -1)).amax(dim=-1)  # (B, classes)
 
 
 def main(argv=None) -> None:
@@ -53,7 +53,7 @@ def main(argv=None) -> None:
     steps = args.steps or (1 if args.smoke else 150)
     batch, n_test = (4, 8) if args.smoke else (16, 300)
 
-    x_train, y_train = data.arrays("rotmnist-mini", "train")   # float32 (7000, 1, 28, 28) in [0, 1]
+    x_train, y_train = data.arrays("rotmnist-mini", "train")  # float32 (7000, 1, 28, 28) in [0, 1]
     x_test, y_test = data.arrays("rotmnist-mini", "test")
     info = data.info("rotmnist-mini")
     mean, std = info.mean[0], info.std[0]
@@ -76,10 +76,12 @@ def main(argv=None) -> None:
             print(f"step {step + 1}/{steps} loss {loss.item():.3f}")
     net.eval()
     with torch.no_grad():
-        pred = torch.cat([net(prep(x_test[i:min(i + 100, n_test)])).argmax(1) for i in range(0, n_test, 100)])
+        pred = torch.cat([net(prep(x_test[i : min(i + 100, n_test)])).argmax(1) for i in range(0, n_test, 100)])
     acc = (pred == y_test[:n_test]).float().mean().item()
-    print(f"trained {steps} steps of {batch} images in {time.time() - t0:.0f} s; "
-          f"test accuracy {100 * acc:.1f}% on {n_test} images")
+    print(
+        f"trained {steps} steps of {batch} images in {time.time() - t0:.0f} s; "
+        f"test accuracy {100 * acc:.1f}% on {n_test} images"
+    )
     errs = gsa.check_equivariance(net, "p4", (1, 1, 28, 28))
     print(f"invariance to 90-degree rotations: max relative logit error {max(errs.values()):.1e}")
 

@@ -33,12 +33,20 @@ class GroupMaxPool(nn.Module):
 def make_net(channels: int = 8) -> nn.Sequential:
     return nn.Sequential(
         gsa.nn.LiftingSelfAttention("p4", 1, channels, num_heads=2, patch_size=5),  # (B, 8, 4, 28, 28)
-        GroupMaxPool(),                                                            # (B, 8, 28, 28)
+        GroupMaxPool(),  # (B, 8, 28, 28)
         nn.BatchNorm2d(channels),
         nn.ReLU(),
-        nn.Conv2d(channels, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+        nn.Conv2d(channels, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
     )
 
 
@@ -73,8 +81,10 @@ def main(argv=None) -> None:
     net.eval()
     with torch.no_grad():
         acc = (net(x_test[:n_test]).argmax(1) == y_test[:n_test]).float().mean().item()
-    print(f"trained {steps} steps of {batch} in {time.time() - t0:.0f} s; test accuracy {100 * acc:.1f}% "
-          f"on {n_test} images (the CNN part is not rotation invariant)")
+    print(
+        f"trained {steps} steps of {batch} in {time.time() - t0:.0f} s; test accuracy {100 * acc:.1f}% "
+        f"on {n_test} images (the CNN part is not rotation invariant)"
+    )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ RTOL = 1e-5  # of the largest logit, for the CLI's model (its sum read-out gives
 _ONNX_MISSING = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
 _PARAMS = [
     pytest.param(f, marks=pytest.mark.skipif(bool(_ONNX_MISSING), reason=f"not installed: {', '.join(_ONNX_MISSING)}"))
-    if f == "onnx" else f
+    if f == "onnx"
+    else f
     for f in FORMATS
 ]
 
@@ -40,8 +41,9 @@ def _one_thread():
 
 def _tiny():
     torch.manual_seed(0)
-    return create("rotmnist", group="p4", patch_size=3, channels=6, num_heads=1, block_sizes=(1, 1), crop=0,
-                  head_init="whitening").eval()  # the default zero head would give all-zero logits
+    return create(
+        "rotmnist", group="p4", patch_size=3, channels=6, num_heads=1, block_sizes=(1, 1), crop=0, head_init="whitening"
+    ).eval()  # the default zero head would give all-zero logits
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +94,13 @@ def test_export_restores_the_layers_backend_and_the_training_mode(tmp_path):
     assert model.training
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"format": "tflite"}, "unknown export format 'tflite'; expected one of: onnx, pt2, torchscript"),
-    ({"format": "pt2", "example": torch.randn(1, 1, 28, 28)}, "needs a batch of at least 2"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"format": "tflite"}, "unknown export format 'tflite'; expected one of: onnx, pt2, torchscript"),
+        ({"format": "pt2", "example": torch.randn(1, 1, 28, 28)}, "needs a batch of at least 2"),
+    ],
+)
 def test_bad_requests_are_config_errors(tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         export(_tiny(), tmp_path / "m", **{"example": torch.randn(2, 1, 28, 28), **kwargs})
@@ -103,7 +108,9 @@ def test_bad_requests_are_config_errors(tmp_path, kwargs, message):
 
 def test_a_missing_exporter_package_is_named(tmp_path, monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("onnx") else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name.startswith("onnx") else real(name, *a)
+    )
     with pytest.raises(ConfigError, match=r"exporting to onnx needs the Python package\(s\) onnx, onnxscript, which"):
         export(_tiny(), tmp_path / "m.onnx", format="onnx", example=torch.randn(2, 1, 28, 28))
 
@@ -118,8 +125,11 @@ def run_dir(tmp_path_factory):
     from gsa.train.identity import identity_metadata
 
     d = tmp_path_factory.mktemp("run")
-    cfg = make_config("mini", out=str(d), model_args={"channels": 6, "num_heads": 1, "block_sizes": (1, 1), "crop": 0,
-                                                    "head_init": "whitening"})
+    cfg = make_config(
+        "mini",
+        out=str(d),
+        model_args={"channels": 6, "num_heads": 1, "block_sizes": (1, 1), "crop": 0, "head_init": "whitening"},
+    )
     torch.manual_seed(0)
     model = get_hooks().model_fn(cfg, get_hooks().info_fn(cfg.dataset)).eval()
     cfg.save(d)
@@ -144,10 +154,13 @@ def test_cli_export_writes_a_checked_file(run_dir, tmp_path, capsys):
     torch.testing.assert_close(load(out, format="torchscript")(x), expected, rtol=0, atol=tol)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--format", "onnx", "--batch-size", "1"], "argument --batch-size: expected an integer >= 2, got '1'"),
-    (["--format", "tflite"], "argument --format: invalid choice: 'tflite'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--format", "onnx", "--batch-size", "1"], "argument --batch-size: expected an integer >= 2, got '1'"),
+        (["--format", "tflite"], "argument --format: invalid choice: 'tflite'"),
+    ],
+)
 def test_cli_refuses_bad_flags_in_one_line(run_dir, capsys, args, message):
     with pytest.raises(SystemExit) as exc:
         main(["export", str(run_dir[0]), *args])
@@ -157,11 +170,15 @@ def test_cli_refuses_bad_flags_in_one_line(run_dir, capsys, args, message):
 
 def test_cli_missing_exporter_package_is_one_line(run_dir, tmp_path, capsys, monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("onnx") else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name.startswith("onnx") else real(name, *a)
+    )
     assert main(["export", str(run_dir[0]), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
-    assert err == "gsa: error: exporting to onnx needs the Python package(s) onnx, onnxscript, which are not " \
-                  "installed (pip install onnx onnxscript)\n"
+    assert (
+        err == "gsa: error: exporting to onnx needs the Python package(s) onnx, onnxscript, which are not "
+        "installed (pip install onnx onnxscript)\n"
+    )
     assert not (tmp_path / "m.onnx").exists()
 
 

@@ -56,10 +56,17 @@ def test_require_returns_the_module_and_reraises_other_import_errors(tmp_path, m
 def _run_without_extras(code: str, tmp_path) -> subprocess.CompletedProcess:
     script = tmp_path / "script.py"
     script.write_text(BLOCK + textwrap.dedent(code))
-    env = {"PYTHONPATH": str(SRC), "PATH": "", "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache"),
-           "GSA_NATIVE": "0", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path,
-                          timeout=300)
+    env = {
+        "PYTHONPATH": str(SRC),
+        "PATH": "",
+        "HOME": str(tmp_path),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "GSA_NATIVE": "0",
+        "OMP_NUM_THREADS": "1",
+    }
+    return subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
 
 
 @pytest.mark.slow
@@ -93,5 +100,7 @@ def test_the_core_imports_and_runs_without_the_extras(tmp_path):
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == ["(1, 10)", "(1, 4, 4, 5, 5)", "1 False"]
     err = res.stderr.strip().splitlines()
-    assert err == ['gsa: error: TensorBoard logging (--no-tensorboard turns it off) needs tensorboard, '
-                   'which is not installed: pip install "gsa-nets[train]"']
+    assert err == [
+        "gsa: error: TensorBoard logging (--no-tensorboard turns it off) needs tensorboard, "
+        'which is not installed: pip install "gsa-nets[train]"'
+    ]

@@ -1,8 +1,9 @@
 """pyproject.toml: a light core, the extras, one version, typed, licence metadata, a changelog."""
 
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 import gsa
 from gsa.extras import DISTRIBUTION, OPTIONAL

@@ -135,9 +135,9 @@ not those of `mnist_rotation_new`.
 
 | split | images | label counts 0..9 |
 | --- | --- | --- |
-| train | {SPLIT_SIZES['train']:,} | {counts['train']} |
-| valid | {SPLIT_SIZES['valid']:,} | {counts['valid']} |
-| test | {SPLIT_SIZES['test']:,} | {counts['test']} |
+| train | {SPLIT_SIZES["train"]:,} | {counts["train"]} |
+| valid | {SPLIT_SIZES["valid"]:,} | {counts["valid"]} |
+| test | {SPLIT_SIZES["test"]:,} | {counts["test"]} |
 
 Each source digit is in exactly one split (random, seeded; not stratified).
 
@@ -160,7 +160,7 @@ Training-split pixel mean {mean}, std {std} (pixels scaled to [0, 1]).
    original `t10k-images-idx3-ubyte.gz` (md5 `9fb629c4189551a2d022fa330f9573f3`) and
    `t10k-labels-idx1-ubyte.gz` (md5 `ec29112dd5afa0611ce80d1b7f02629c`). The script rebuilds the
    decompressed idx files from the arrays and checks them against the published md5 values:
-   images `{idx_md5['t10k-images-idx3-ubyte']}`, labels `{idx_md5['t10k-labels-idx1-ubyte']}`.
+   images `{idx_md5["t10k-images-idx3-ubyte"]}`, labels `{idx_md5["t10k-labels-idx1-ubyte"]}`.
 2. `rng = numpy.random.default_rng({SEED})`; angles `rng.uniform(0, 2π, 10000)` (one per source
    digit, in source order), then `rng.permutation(10000)` assigns the first 7,000 to train, the next
    1,000 to valid and the last 2,000 to test (each split kept in source order).

@@ -100,23 +100,42 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("model")
     g.add_argument("--preset", default=S, help="model preset of gsa.models (default: the recipe's)")
-    g.add_argument("--group", default=S,
-                   help="symmetry group: z2, p4, p8, p12, p16, mz2, p4m, p8m, or for any n >= 1 p{n} "
-                        "(n rotations; escnn's C{n}) and p{n}m (with mirrors; D{n}): p6, p6m, ...")
-    g.add_argument("--patch-size", type=_patch_size, default=S, metavar="K",
-                   help="local attention window KxK (odd), or 0/'global' for global attention")
+    g.add_argument(
+        "--group",
+        default=S,
+        help="symmetry group: z2, p4, p8, p12, p16, mz2, p4m, p8m, or for any n >= 1 p{n} "
+        "(n rotations; escnn's C{n}) and p{n}m (with mirrors; D{n}): p6, p6m, ...",
+    )
+    g.add_argument(
+        "--patch-size",
+        type=_patch_size,
+        default=S,
+        metavar="K",
+        help="local attention window KxK (odd), or 0/'global' for global attention",
+    )
     g.add_argument("--dropout", type=float, default=S, help="dropout (default: the preset's)")
     g.add_argument("--attention-dropout", type=float, default=S, help="attention/value dropout")
     g.add_argument("--norm", choices=NORMS, default=S, help="normalisation layers")
     g.add_argument("--activation", choices=ACTIVATIONS, default=S, help="activation function")
-    g.add_argument("--model-arg", dest="model_args", action="append", type=_key_value, default=S, metavar="KEY=VALUE",
-                   help="extra gsa.models.create() override, e.g. --model-arg num_heads=4 (repeatable)")
+    g.add_argument(
+        "--model-arg",
+        dest="model_args",
+        action="append",
+        type=_key_value,
+        default=S,
+        metavar="KEY=VALUE",
+        help="extra gsa.models.create() override, e.g. --model-arg num_heads=4 (repeatable)",
+    )
 
 
 def _add_hooks_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hooks", default=S, metavar="NAME",
-                   help="model/dataset hooks: an installed entry point of the 'gsa.hooks' group, or "
-                   "gsa.MODULE:ATTR (default: $GSA_HOOKS, else gsa's own models and datasets)")
+    p.add_argument(
+        "--hooks",
+        default=S,
+        metavar="NAME",
+        help="model/dataset hooks: an installed entry point of the 'gsa.hooks' group, or "
+        "gsa.MODULE:ATTR (default: $GSA_HOOKS, else gsa's own models and datasets)",
+    )
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -159,10 +178,14 @@ def _add_train_parser(sub) -> None:
     )
     t.add_argument("--recipe", default=S, help="mini (default), rotmnist, cifar10, pcam (paper App. F)")
     t.add_argument("--list-recipes", action="store_true", help="print the recipes and exit")
-    t.add_argument("--config", metavar="FILE", default=S,
-                   help="start from FILE (what --print-config prints, a run's config.json, or a run directory; "
-                   "JSON, or YAML when it ends in .yaml/.yml and PyYAML is installed); flags given beside it "
-                   "override it, --recipe included (that recipe fills the fields FILE leaves out)")
+    t.add_argument(
+        "--config",
+        metavar="FILE",
+        default=S,
+        help="start from FILE (what --print-config prints, a run's config.json, or a run directory; "
+        "JSON, or YAML when it ends in .yaml/.yml and PyYAML is installed); flags given beside it "
+        "override it, --recipe included (that recipe fills the fields FILE leaves out)",
+    )
     t.add_argument("--print-config", action="store_true", help="print the effective config as JSON and exit")
     _add_hooks_arg(t)
     _add_data_args(t)
@@ -182,36 +205,86 @@ def _add_optimisation_args(g) -> None:
     g.add_argument("--lr", type=float, default=S, help="learning rate")
     g.add_argument("--momentum", type=float, default=S, help="SGD momentum")
     g.add_argument("--weight-decay", type=float, default=S)
-    g.add_argument("--scheduler", choices=SCHEDULERS, default=S,
-                   help="per-step LR schedule; cosine decays to 0 over --epochs")
-    g.add_argument("--warmup-epochs", type=float, default=S, metavar="E",
-                   help="linear LR warm-up over the first E epochs (may be fractional; default: the recipe's)")
-    g.add_argument("--grad-clip", type=_optional_float, default=S, metavar="NORM",
-                   help="clip the gradient norm (after unscaling with fp16); 'none' disables")
-    g.add_argument("--precision", choices=PRECISIONS, default=S,
-                   help="autocast dtype; fp16 uses a GradScaler; logits and loss stay fp32")
-    g.add_argument("--max-steps", type=_non_negative_int, default=S,
-                   help="stop after this many optimizer steps (0: no cap; the LR schedule still follows --epochs)")
-    g.add_argument("--train-subset", type=_positive_int, default=S, metavar="N",
-                   help="train on the first N training images only (default: all)")
+    g.add_argument(
+        "--scheduler", choices=SCHEDULERS, default=S, help="per-step LR schedule; cosine decays to 0 over --epochs"
+    )
+    g.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=S,
+        metavar="E",
+        help="linear LR warm-up over the first E epochs (may be fractional; default: the recipe's)",
+    )
+    g.add_argument(
+        "--grad-clip",
+        type=_optional_float,
+        default=S,
+        metavar="NORM",
+        help="clip the gradient norm (after unscaling with fp16); 'none' disables",
+    )
+    g.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=S,
+        help="autocast dtype; fp16 uses a GradScaler; logits and loss stay fp32",
+    )
+    g.add_argument(
+        "--max-steps",
+        type=_non_negative_int,
+        default=S,
+        help="stop after this many optimizer steps (0: no cap; the LR schedule still follows --epochs)",
+    )
+    g.add_argument(
+        "--train-subset",
+        type=_positive_int,
+        default=S,
+        metavar="N",
+        help="train on the first N training images only (default: all)",
+    )
     g.add_argument("--seed", type=int, default=S)
-    g.add_argument("--deterministic", action="store_true", default=S,
-                   help="torch.use_deterministic_algorithms (warn only)")
+    g.add_argument(
+        "--deterministic", action="store_true", default=S, help="torch.use_deterministic_algorithms (warn only)"
+    )
 
 
 def _add_evaluation_args(g) -> None:
     """``gsa train``'s evaluation flags."""
     g.add_argument("--eval-batch-size", type=_positive_int, default=S, help="default: max(batch size, 100)")
-    g.add_argument("--eval-subset", type=_positive_int, default=S, metavar="N",
-                   help="evaluate valid/test on their first N images (default: all)")
-    g.add_argument("--max-eval-batches", type=_positive_int, default=S, metavar="K",
-                   help="evaluate at most K eval batches per split (default: no cap)")
-    g.add_argument("--rotation-step", type=float, default=S, metavar="DEG",
-                   help="angle step of the rotation curve rotation.png (default 15; 0 disables)")
-    g.add_argument("--rotation-subset", type=_positive_int, default=S, metavar="N",
-                   help="test images used for the rotation curve (default 500)")
-    g.add_argument("--invariance-subset", type=_non_negative_int, default=S, metavar="N",
-                   help="test images for the invariance check (the group's exact elements; default 32; 0 disables)")
+    g.add_argument(
+        "--eval-subset",
+        type=_positive_int,
+        default=S,
+        metavar="N",
+        help="evaluate valid/test on their first N images (default: all)",
+    )
+    g.add_argument(
+        "--max-eval-batches",
+        type=_positive_int,
+        default=S,
+        metavar="K",
+        help="evaluate at most K eval batches per split (default: no cap)",
+    )
+    g.add_argument(
+        "--rotation-step",
+        type=float,
+        default=S,
+        metavar="DEG",
+        help="angle step of the rotation curve rotation.png (default 15; 0 disables)",
+    )
+    g.add_argument(
+        "--rotation-subset",
+        type=_positive_int,
+        default=S,
+        metavar="N",
+        help="test images used for the rotation curve (default 500)",
+    )
+    g.add_argument(
+        "--invariance-subset",
+        type=_non_negative_int,
+        default=S,
+        metavar="N",
+        help="test images for the invariance check (the group's exact elements; default 32; 0 disables)",
+    )
 
 
 def _add_runtime_args(g) -> None:
@@ -220,19 +293,42 @@ def _add_runtime_args(g) -> None:
 
     g.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:N, mps")
     g.add_argument("--workers", type=_non_negative_int, default=S, help="DataLoader worker processes")
-    g.add_argument("--loader", choices=LOADERS, default=S,
-                   help="auto: small in-memory datasets are indexed as tensors, others use a DataLoader")
+    g.add_argument(
+        "--loader",
+        choices=LOADERS,
+        default=S,
+        help="auto: small in-memory datasets are indexed as tensors, others use a DataLoader",
+    )
     g.add_argument("--out", default=S, help="run directory (default: runs/<recipe>-<dataset>-<group>-<time>)")
-    g.add_argument("--resume", metavar="DIR", default=S,
-                   help="continue the run in DIR from last.state.pt (flags given override its config)")
-    g.add_argument("--progress", choices=PROGRESS_MODES, default=S,
-                   help="auto: tqdm bars on a terminal, plain log lines otherwise or when CI=true")
-    g.add_argument("--log-every", type=_non_negative_int, default=S, metavar="N",
-                   help="plain mode: a line every N steps (default: ~10 per epoch)")
-    g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=S,
-                   help="do not write TensorBoard events")
-    g.add_argument("--no-normalize", dest="normalize", action="store_false", default=S,
-                   help="feed [0, 1] images without per-channel normalisation")
+    g.add_argument(
+        "--resume",
+        metavar="DIR",
+        default=S,
+        help="continue the run in DIR from last.state.pt (flags given override its config)",
+    )
+    g.add_argument(
+        "--progress",
+        choices=PROGRESS_MODES,
+        default=S,
+        help="auto: tqdm bars on a terminal, plain log lines otherwise or when CI=true",
+    )
+    g.add_argument(
+        "--log-every",
+        type=_non_negative_int,
+        default=S,
+        metavar="N",
+        help="plain mode: a line every N steps (default: ~10 per epoch)",
+    )
+    g.add_argument(
+        "--no-tensorboard", dest="tensorboard", action="store_false", default=S, help="do not write TensorBoard events"
+    )
+    g.add_argument(
+        "--no-normalize",
+        dest="normalize",
+        action="store_false",
+        default=S,
+        help="feed [0, 1] images without per-channel normalisation",
+    )
 
 
 def _add_eval_parser(sub) -> None:
@@ -255,8 +351,9 @@ def _add_eval_parser(sub) -> None:
     e.add_argument("--device", default=None)
     e.add_argument("--precision", choices=PRECISIONS, default=None)
     e.add_argument("--data-dir", default=None)
-    e.add_argument("--rotations", action="store_true",
-                   help="also print accuracy per rotation angle and the invariance check")
+    e.add_argument(
+        "--rotations", action="store_true", help="also print accuracy per rotation angle and the invariance check"
+    )
     e.add_argument("--rotation-step", type=float, default=None, metavar="DEG")
     e.add_argument("--rotation-subset", type=_positive_int, default=None, metavar="N")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -278,8 +375,13 @@ def _add_export_parser(sub) -> None:
     x.add_argument("--format", required=True, choices=tuple(FORMATS), help="file format")
     x.add_argument("--out", default=None, metavar="FILE", help="output file (default: RUN/model.<suffix>)")
     x.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which weights of a run directory")
-    x.add_argument("--batch-size", type=_int_at_least(2, "an integer >= 2"), default=2, metavar="N",
-                   help="batch of the example input traced and checked (default 2; the file accepts any batch)")
+    x.add_argument(
+        "--batch-size",
+        type=_int_at_least(2, "an integer >= 2"),
+        default=2,
+        metavar="N",
+        help="batch of the example input traced and checked (default 2; the file accepts any batch)",
+    )
     _add_hooks_arg(x)
 
 
@@ -295,7 +397,9 @@ def _add_info_parser(sub) -> None:
     i.add_argument("--recipe", default=S, help="start from this recipe's model/dataset (default mini)")
     _add_data_args(i)
     _add_model_args(i)
-    i.add_argument("--image-size", type=_positive_int, default=None, metavar="N", help="square input size (default: the dataset's)")
+    i.add_argument(
+        "--image-size", type=_positive_int, default=None, metavar="N", help="square input size (default: the dataset's)"
+    )
     i.add_argument("--no-flops", action="store_true", help="skip the FLOPs count")
     i.add_argument("--json", action="store_true", help="print as JSON")
     _add_hooks_arg(i)
@@ -308,8 +412,7 @@ def _add_figures_parser(sub) -> None:
     f = sub.add_parser(
         "figures",
         help="regenerate the documentation figures (docs/figures/*.png)",
-        description="Regenerate lifting.png, steerability.png and rotation_accuracy.png "
-        "(same as python -m gsa.viz).",
+        description="Regenerate lifting.png, steerability.png and rotation_accuracy.png (same as python -m gsa.viz).",
     )
     _add_figure_arguments(f)
 
@@ -342,8 +445,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if hasattr(args, "recipe"):
             raise C.ConfigError("--recipe cannot be combined with --resume (the run keeps its recipe)")
         if hasattr(args, "config"):
-            raise C.ConfigError("--config cannot be combined with --resume (the run keeps its config.json; "
-                                "give changed settings as flags)")
+            raise C.ConfigError(
+                "--config cannot be combined with --resume (the run keeps its config.json; "
+                "give changed settings as flags)"
+            )
         if "out" in overrides and os.path.abspath(overrides["out"]) != os.path.abspath(resume_dir):
             raise C.ConfigError("--out and --resume name different directories; --resume continues in DIR")
         if not os.path.isdir(resume_dir):
@@ -352,7 +457,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = C.TrainConfig.from_dict({**saved.to_dict(), **overrides, "out": resume_dir}).validate()
         changed = check_settings(saved, cfg)  # refused changes fail here, before any data is loaded
         if changed and not args.print_config and _is_main_rank():
-            print("resuming with changed settings: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+            print(
+                "resuming with changed settings: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            )
     elif hasattr(args, "config"):
         cfg = C.config_from_file(args.config, getattr(args, "recipe", None), **overrides)
     else:
@@ -399,13 +506,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     model, cfg, spec = load_run_model(args.run, args.checkpoint)
     run_dir = args.run if os.path.isdir(args.run) else os.path.dirname(args.run)
     out = args.out or os.path.join(run_dir, "model" + FORMATS[args.format])
-    example = torch.randn(args.batch_size, spec.in_channels, *spec.image_size, generator=torch.Generator().manual_seed(0))
+    example = torch.randn(
+        args.batch_size, spec.in_channels, *spec.image_size, generator=torch.Generator().manual_seed(0)
+    )
     export(model, out, format=args.format, example=example)
     norm = "[0, 1] images"
     if cfg.normalize and spec.mean is not None:
         norm = f"images normalised with mean {list(spec.mean)} std {list(spec.std)}"
-    print(f"wrote {out} ({os.path.getsize(out)} bytes, {args.format}; input (B, {spec.in_channels}, "
-          f"{spec.image_size[0]}, {spec.image_size[1]}): {norm})")
+    print(
+        f"wrote {out} ({os.path.getsize(out)} bytes, {args.format}; input (B, {spec.in_channels}, "
+        f"{spec.image_size[0]}, {spec.image_size[1]}): {norm})"
+    )
     check = torch.randn(args.batch_size + 1, *example.shape[1:], generator=torch.Generator().manual_seed(1))
     try:
         diff = max_abs_difference(model, out, format=args.format, x=check)

@@ -18,8 +18,15 @@ nothing from gsa (every layer may raise these).
 
 from __future__ import annotations
 
-__all__ = ["GsaError", "ConfigError", "DataError", "CheckpointError", "NonFiniteLossError", "TrainingInterrupted",
-           "MissingDependencyError"]
+__all__ = [
+    "GsaError",
+    "ConfigError",
+    "DataError",
+    "CheckpointError",
+    "NonFiniteLossError",
+    "TrainingInterrupted",
+    "MissingDependencyError",
+]
 
 
 class GsaError(Exception):

@@ -41,8 +41,10 @@ def _check_format(format: str) -> None:
         raise ConfigError(f"unknown export format {format!r}; expected one of: {', '.join(FORMATS)}")
     missing = [m for m in _NEEDS.get(format, ()) if importlib.util.find_spec(m) is None]
     if missing:
-        raise ConfigError(f"exporting to {format} needs the Python package(s) {', '.join(missing)}, which are not "
-                          f"installed (pip install {' '.join(missing)})")
+        raise ConfigError(
+            f"exporting to {format} needs the Python package(s) {', '.join(missing)}, which are not "
+            f"installed (pip install {' '.join(missing)})"
+        )
 
 
 @contextlib.contextmanager
@@ -60,8 +62,9 @@ def attention_backend(model: nn.Module, backend: str):
             m.backend = b
 
 
-def export(model: nn.Module, path: str | Path, *, format: str, example: torch.Tensor,
-           backend: str = EXPORT_BACKEND) -> Path:
+def export(
+    model: nn.Module, path: str | Path, *, format: str, example: torch.Tensor, backend: str = EXPORT_BACKEND
+) -> Path:
     """Write ``model`` (in eval mode, attention on ``backend``) to ``path`` in ``format``; return the path.
 
     Args:
@@ -101,8 +104,17 @@ def _write_pt2(model: nn.Module, path: Path, example: torch.Tensor) -> None:
 
 
 def _write_onnx(model: nn.Module, path: Path, example: torch.Tensor) -> None:
-    torch.onnx.export(model, (example,), str(path), dynamo=True, dynamic_shapes=_batch_dim(), input_names=["x"],
-                      output_names=["logits"], external_data=False, verbose=False)
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        dynamo=True,
+        dynamic_shapes=_batch_dim(),
+        input_names=["x"],
+        output_names=["logits"],
+        external_data=False,
+        verbose=False,
+    )
 
 
 def _write_torchscript(model: nn.Module, path: Path, example: torch.Tensor) -> None:

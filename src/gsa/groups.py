@@ -293,16 +293,20 @@ def rotate_image(x: torch.Tensor, degrees, *, mode: str = "bilinear") -> torch.T
     a = torch.as_tensor(degrees, dtype=torch.float64).detach().to("cpu").reshape(-1)
     per_image = a.numel() != 1
     if per_image and (x.dim() < 3 or a.numel() != x.shape[0]):
-        raise ValueError(f"rotate_image: got {a.numel()} angles for images of shape {tuple(x.shape)}; "
-                         "give one angle, or one per entry of the first axis")
+        raise ValueError(
+            f"rotate_image: got {a.numel()} angles for images of shape {tuple(x.shape)}; "
+            "give one angle, or one per entry of the first axis"
+        )
     if not torch.isfinite(a).all():
         raise ValueError("rotate_image: angles must be finite")
     k = torch.round(a / 90.0)
     exact = (a - 90.0 * k).abs() <= QUARTER_TURN_ATOL_DEG
     k = k.to(torch.int64) % 4
     if per_image and x.shape[-2] != x.shape[-1] and bool((exact & (k % 2 == 1)).any()):
-        raise ValueError(f"rotate_image: a quarter turn of a non-square image {tuple(x.shape[-2:])} changes its "
-                         "shape; rotate such images one angle at a time")
+        raise ValueError(
+            f"rotate_image: a quarter turn of a non-square image {tuple(x.shape[-2:])} changes its "
+            "shape; rotate such images one angle at a time"
+        )
     if not per_image:
         if bool(exact[0]):
             return torch.rot90(x, int(k[0]), dims=(-2, -1))
@@ -359,9 +363,7 @@ def act_on_lifted(group: Group | str, e: int, x: torch.Tensor) -> torch.Tensor:
     """
     group = get(group)
     if x.dim() < 3 or x.shape[-3] != group.order:
-        raise ValueError(
-            f"expected a lifted map (..., |H|={group.order}, X, Y), got shape {tuple(x.shape)}"
-        )
+        raise ValueError(f"expected a lifted map (..., |H|={group.order}, X, Y), got shape {tuple(x.shape)}")
     inv = group.inverse(e)
     perm = group.cayley[inv].to(x.device)  # perm[h] = e⁻¹ h
     return act_on_image(group, e, x.index_select(-3, perm))

@@ -26,8 +26,16 @@ from typing import Optional
 
 import platformdirs
 
-__all__ = ["NotPrivate", "cache_root", "kernel_dir", "data_dir", "private_dir", "why_not_private", "stamp_key",
-           "KEY_NAME"]
+__all__ = [
+    "NotPrivate",
+    "cache_root",
+    "kernel_dir",
+    "data_dir",
+    "private_dir",
+    "why_not_private",
+    "stamp_key",
+    "KEY_NAME",
+]
 
 #: file name of the stamp key inside :func:`cache_root`
 KEY_NAME = "stamp.key"

@@ -39,8 +39,14 @@ def test_original_algorithm_matches_dense_oracle(lifting, g, ps):
 def test_quick_benchmark_writes_table_and_json(tmp_path):
     out = tmp_path / "bench.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    p = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--device", "cpu", "--threads", "1",
-                        "--out", str(out)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    p = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--device", "cpu", "--threads", "1", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     assert "| workload |" in p.stdout
     data = json.loads(out.read_text())

@@ -38,8 +38,10 @@ def test_plain_cnn_is_not_rotation_invariant():
 def test_baselines_have_about_the_gsa_parameter_count():
     from benchmarks.learning import build
 
-    counts = {name: sum(p.numel() for p in build(name, MODELS[name], {}).parameters()) for name in
-              ("gsa-p4", "cnn", "gcnn-p4")}
+    counts = {
+        name: sum(p.numel() for p in build(name, MODELS[name], {}).parameters())
+        for name in ("gsa-p4", "cnn", "gcnn-p4")
+    }
     assert max(counts.values()) < 1.1 * min(counts.values()), counts
 
 
@@ -51,8 +53,17 @@ def test_lr_factor_warms_up_then_decays_to_zero():
 
 
 def test_summary_reports_mean_and_spread_over_seeds():
-    runs = [{"model": "m", "params": 1, "loss_step0": 2.0 + s, "test_acc": 0.5 + 0.1 * s, "images_per_second": 1.0,
-             "curve": [{"train_loss": 1.0, "valid_acc": 0.4}]} for s in range(3)]
+    runs = [
+        {
+            "model": "m",
+            "params": 1,
+            "loss_step0": 2.0 + s,
+            "test_acc": 0.5 + 0.1 * s,
+            "images_per_second": 1.0,
+            "curve": [{"train_loss": 1.0, "valid_acc": 0.4}],
+        }
+        for s in range(3)
+    ]
     (row,) = summarize(runs)
     assert row["seeds"] == 3
     assert row["test_acc"][0] == pytest.approx(0.6) and row["test_acc"][1] == pytest.approx(0.1)
@@ -60,9 +71,25 @@ def test_summary_reports_mean_and_spread_over_seeds():
 
 def test_quick_learning_benchmark_writes_table_json_and_png(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    p = subprocess.run([sys.executable, "-m", "benchmarks.learning", "--quick", "--models", "gsa-p4,gcnn-p4",
-                        "--threads", "1", "--out", str(tmp_path)],
-                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.learning",
+            "--quick",
+            "--models",
+            "gsa-p4,gcnn-p4",
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     assert "test %" in p.stdout and "gcnn-p4" in p.stdout
     data = json.loads((tmp_path / "learning.json").read_text())
@@ -78,8 +105,14 @@ def test_quick_learning_benchmark_writes_table_json_and_png(tmp_path):
 
 def test_unknown_model_is_a_clear_error(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    p = subprocess.run([sys.executable, "-m", "benchmarks.learning", "--models", "resnet", "--out", str(tmp_path)],
-                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "benchmarks.learning", "--models", "resnet", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
     assert p.returncode == 2 and "unknown model(s) resnet" in p.stderr
 
 

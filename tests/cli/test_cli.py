@@ -12,8 +12,25 @@ import pytest
 from gsa.cli import main
 from gsa.train.hooks import Hooks, use_hooks
 
-SMALL = ["--dataset", "toy", "--epochs", "2", "--batch-size", "16", "--lr", "0.01", "--progress", "none",
-         "--no-tensorboard", "--rotation-step", "90", "--rotation-subset", "16", "--invariance-subset", "8"]
+SMALL = [
+    "--dataset",
+    "toy",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "16",
+    "--lr",
+    "0.01",
+    "--progress",
+    "none",
+    "--no-tensorboard",
+    "--rotation-step",
+    "90",
+    "--rotation-subset",
+    "16",
+    "--invariance-subset",
+    "8",
+]
 
 
 @pytest.fixture
@@ -67,8 +84,9 @@ def test_corrupt_checkpoint_subprocess_has_no_traceback(run_dir):
     best = run_dir / "best.safetensors"
     best.write_bytes(best.read_bytes()[:100])
     env = {**os.environ, "GSA_HOOKS": "gsa.train.testing:toy_hooks"}
-    proc = subprocess.run([sys.executable, "-m", "gsa", "eval", str(run_dir)], capture_output=True, text=True, env=env,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gsa", "eval", str(run_dir)], capture_output=True, text=True, env=env, timeout=120
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "best.safetensors" in proc.stderr and "Traceback" not in proc.stderr
@@ -113,7 +131,9 @@ def test_resume_cli_refuses_a_changed_optimizer_and_honours_more_epochs(tmp_path
     assert main(["train", "--resume", str(out), "--optimizer", "sgd"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith("gsa: error: cannot resume with changed settings: --optimizer recorded 'adam', requested 'sgd'")
+    assert err.startswith(
+        "gsa: error: cannot resume with changed settings: --optimizer recorded 'adam', requested 'sgd'"
+    )
     assert main(["train", "--resume", str(out), "--max-steps", "0", "--epochs", "3"]) == 0
     assert "epochs 2 -> 3" in capsys.readouterr().out
     assert json.loads((out / "report.json").read_text())["steps"] == 18
@@ -152,10 +172,23 @@ def test_bad_input_exits_with_one_line(args, code, message, capsys, toy_env):
 
 @pytest.mark.parametrize(
     "flag, value",
-    [("--lr", "nan"), ("--lr", "inf"), ("--lr", "0"), ("--weight-decay", "nan"), ("--weight-decay", "-1"),
-     ("--momentum", "-5"), ("--momentum", "nan"), ("--momentum", "1"), ("--rotation-step", "nan"),
-     ("--rotation-step", "361"), ("--warmup-epochs", "nan"), ("--grad-clip", "nan"), ("--grad-clip", "inf"),
-     ("--attention-dropout", "nan"), ("--dropout", "1")],
+    [
+        ("--lr", "nan"),
+        ("--lr", "inf"),
+        ("--lr", "0"),
+        ("--weight-decay", "nan"),
+        ("--weight-decay", "-1"),
+        ("--momentum", "-5"),
+        ("--momentum", "nan"),
+        ("--momentum", "1"),
+        ("--rotation-step", "nan"),
+        ("--rotation-step", "361"),
+        ("--warmup-epochs", "nan"),
+        ("--grad-clip", "nan"),
+        ("--grad-clip", "inf"),
+        ("--attention-dropout", "nan"),
+        ("--dropout", "1"),
+    ],
 )
 def test_numeric_options_refuse_non_finite_and_out_of_range_values(flag, value, capsys, toy_env):
     """Every numeric training option: a one-line error before anything runs, never a traceback."""
@@ -200,13 +233,33 @@ def test_default_train_is_the_mini_recipe_on_rotmnist_mini(capsys):
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["recipe"] == "mini" and cfg["dataset"] == "rotmnist-mini" and cfg["group"] == "p4"
     assert cfg["patch_size"] == 3 and cfg["optimizer"] == "adam" and cfg["lr"] == 5e-3
-    assert cfg["model_args"] == {"channels": 24, "num_heads": 2, "lifting_heads": 8, "readout": "sum"} and cfg["train_subset"] == 7000
+    assert (
+        cfg["model_args"] == {"channels": 24, "num_heads": 2, "lifting_heads": 8, "readout": "sum"}
+        and cfg["train_subset"] == 7000
+    )
     assert cfg["warmup_epochs"] == 0.05 and cfg["scheduler"] == "cosine"
 
 
 def test_flags_override_recipe(capsys):
-    assert main(["train", "--recipe", "cifar10", "--patch-size", "global", "--lr", "0.2", "--grad-clip", "none",
-                 "--model-arg", "num_heads=4", "--print-config"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--recipe",
+                "cifar10",
+                "--patch-size",
+                "global",
+                "--lr",
+                "0.2",
+                "--grad-clip",
+                "none",
+                "--model-arg",
+                "num_heads=4",
+                "--print-config",
+            ]
+        )
+        == 0
+    )
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["patch_size"] is None and cfg["lr"] == 0.2 and cfg["optimizer"] == "sgd" and cfg["batch_size"] == 24
     assert cfg["model_args"] == {"num_heads": 4} and cfg["grad_clip"] is None
@@ -219,7 +272,10 @@ def test_config_of_a_finished_run_reproduces_it(run_dir, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == saved
     # its "out" is the finished run: refused, as a new run there always is
     assert main(["train", "--config", str(run_dir / "config.json")]) == 2
-    assert capsys.readouterr().err == f"gsa: error: {run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out\n"
+    assert (
+        capsys.readouterr().err
+        == f"gsa: error: {run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out\n"
+    )
     again = tmp_path / "again"
     assert main(["train", "--config", str(run_dir), "--out", str(again)]) == 0  # a run directory works too
     assert json.loads((again / "config.json").read_text()) == {**saved, "out": str(again)}
@@ -227,8 +283,23 @@ def test_config_of_a_finished_run_reproduces_it(run_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("fmt", ["json", "yaml"])
 def test_print_config_is_a_fixed_point_of_config(fmt, tmp_path, capsys):
-    flags = ["--recipe", "cifar10", "--patch-size", "global", "--lr", "1e-5", "--grad-clip", "0.5", "--max-steps", "9",
-             "--model-arg", "num_heads=4", "--no-tensorboard", "--deterministic", "--print-config"]
+    flags = [
+        "--recipe",
+        "cifar10",
+        "--patch-size",
+        "global",
+        "--lr",
+        "1e-5",
+        "--grad-clip",
+        "0.5",
+        "--max-steps",
+        "9",
+        "--model-arg",
+        "num_heads=4",
+        "--no-tensorboard",
+        "--deterministic",
+        "--print-config",
+    ]
     assert main(["train", *flags]) == 0
     printed = capsys.readouterr().out
     path = tmp_path / f"exp.{fmt}"
@@ -243,10 +314,37 @@ def test_print_config_is_a_fixed_point_of_config(fmt, tmp_path, capsys):
 
 def test_flags_beat_the_config_file(tmp_path, capsys):
     path = tmp_path / "exp.json"
-    path.write_text(json.dumps({"recipe": "cifar10", "epochs": 3, "lr": 0.1, "grad_clip": 1.0, "max_steps": 20,
-                                "model_args": {"num_heads": 4, "channels": 8}}))
-    assert main(["train", "--config", str(path), "--lr", "0.2", "--grad-clip", "none", "--max-steps", "0",
-                 "--model-arg", "channels=16", "--print-config"]) == 0
+    path.write_text(
+        json.dumps(
+            {
+                "recipe": "cifar10",
+                "epochs": 3,
+                "lr": 0.1,
+                "grad_clip": 1.0,
+                "max_steps": 20,
+                "model_args": {"num_heads": 4, "channels": 8},
+            }
+        )
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(path),
+                "--lr",
+                "0.2",
+                "--grad-clip",
+                "none",
+                "--max-steps",
+                "0",
+                "--model-arg",
+                "channels=16",
+                "--print-config",
+            ]
+        )
+        == 0
+    )
     cfg = json.loads(capsys.readouterr().out)
     assert (cfg["recipe"], cfg["optimizer"], cfg["epochs"], cfg["lr"]) == ("cifar10", "sgd", 3, 0.2)
     assert cfg["grad_clip"] is None and cfg["max_steps"] is None
@@ -331,8 +429,14 @@ def test_hooks_from_the_current_directory_are_refused(tmp_path):
         "import pathlib\npathlib.Path('imported').write_text('x')\nfrom gsa.train.testing import toy_hooks as hooks\n"
     )
     env = {**os.environ, "GSA_HOOKS": "planted:hooks"}
-    proc = subprocess.run([sys.executable, "-m", "gsa", "info", "--dataset", "toy", "--no-flops"], cwd=tmp_path,
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gsa", "info", "--dataset", "toy", "--no-flops"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2 and not (tmp_path / "imported").exists()
     err = proc.stderr.strip()
     assert err.splitlines() == [err] and err.startswith("gsa: error: GSA_HOOKS 'planted:hooks': no such hooks")
@@ -341,17 +445,27 @@ def test_hooks_from_the_current_directory_are_refused(tmp_path):
 
 def test_python_m_gsa_does_not_import_from_the_current_directory(tmp_path, hooks_plugin):
     """A plugin's module shadowed by a file of the same name in the directory gsa is started from."""
-    site = hooks_plugin(modules={"gsa_plugin_mod": "from gsa.train.testing import toy_hooks as hooks\n"},
-                        shadowed="gsa_plugin_mod:hooks")
+    site = hooks_plugin(
+        modules={"gsa_plugin_mod": "from gsa.train.testing import toy_hooks as hooks\n"},
+        shadowed="gsa_plugin_mod:hooks",
+    )
     work = tmp_path / "work"
     work.mkdir()
     (work / "gsa_plugin_mod.py").write_text("import pathlib\npathlib.Path('imported').write_text('x')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
     env.pop("GSA_HOOKS", None)
-    proc = subprocess.run([sys.executable, "-m", "gsa", "info", "--dataset", "toy", "--no-flops", "--hooks", "shadowed"],
-                          cwd=work, capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gsa", "info", "--dataset", "toy", "--no-flops", "--hooks", "shadowed"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert not (work / "imported").exists() and "ToyNet" in proc.stdout
+
+
 def test_out_that_is_a_file_is_one_line(tmp_path, capsys, toy_env):
     afile = tmp_path / "afile"
     afile.write_text("notes")
@@ -382,11 +496,13 @@ def read_only_dir(tmp_path):
 def test_out_in_a_read_only_directory_is_one_line(read_only_dir, capsys, toy_env):
     ro = read_only_dir
     assert main(["train", *SMALL, "--out", str(ro / "run")]) == 2
-    assert capsys.readouterr().err == (f"gsa: error: cannot create the run directory {ro / 'run'} (Permission denied); "
-                                       "choose another --out\n")
+    assert capsys.readouterr().err == (
+        f"gsa: error: cannot create the run directory {ro / 'run'} (Permission denied); choose another --out\n"
+    )
     assert main(["train", *SMALL, "--out", str(ro)]) == 2
-    assert capsys.readouterr().err == (f"gsa: error: cannot write to the run directory {ro} (Permission denied); "
-                                       "choose another --out\n")
+    assert capsys.readouterr().err == (
+        f"gsa: error: cannot write to the run directory {ro} (Permission denied); choose another --out\n"
+    )
 
 
 def test_out_on_a_full_disk_is_one_line(tmp_path, capsys, toy_env, monkeypatch):
@@ -397,8 +513,9 @@ def test_out_on_a_full_disk_is_one_line(tmp_path, capsys, toy_env, monkeypatch):
     out = tmp_path / "run"
     assert main(["train", *SMALL, "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert err == (f"gsa: error: cannot write config.json in {out} (No space left on device); "
-                   "no checkpoint was written yet\n")
+    assert err == (
+        f"gsa: error: cannot write config.json in {out} (No space left on device); no checkpoint was written yet\n"
+    )
     assert sorted(p.name for p in out.iterdir()) == []  # no temporary file, and the lock is gone
 
 
@@ -410,9 +527,11 @@ def test_out_holding_another_runs_files_is_refused(run_dir, capsys):
     capsys.readouterr()
     assert main(["train", *SMALL, "--out", str(run_dir)]) == 2
     err = capsys.readouterr().err
-    assert err == (f"gsa: error: {run_dir} holds another run's files (config.json, best.safetensors, metrics.csv, "
-                   "report.json, rotation.png) but no checkpoint to resume; choose another --out (or move those "
-                   "files away)\n")
+    assert err == (
+        f"gsa: error: {run_dir} holds another run's files (config.json, best.safetensors, metrics.csv, "
+        "report.json, rotation.png) but no checkpoint to resume; choose another --out (or move those "
+        "files away)\n"
+    )
     assert (run_dir / "best.safetensors").read_bytes() == best
 
 
@@ -427,8 +546,13 @@ def test_two_concurrent_runs_in_one_directory(tmp_path):
 
     out = tmp_path / "run"
     src = str(Path(gsa.__file__).resolve().parents[1])
-    env = {**os.environ, "GSA_HOOKS": "gsa.train.testing:toy_hooks", "OMP_NUM_THREADS": "1", "CI": "true",
-           "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
+    env = {
+        **os.environ,
+        "GSA_HOOKS": "gsa.train.testing:toy_hooks",
+        "OMP_NUM_THREADS": "1",
+        "CI": "true",
+        "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p),
+    }
     cmd = [sys.executable, "-m", "gsa", "train", *SMALL, "--epochs", "100000", "--device", "cpu", "--out", str(out)]
     logs = [tmp_path / f"err{i}.txt" for i in range(2)]
     files = [open(log, "w") for log in logs]

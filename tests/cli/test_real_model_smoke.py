@@ -14,9 +14,36 @@ pytest.importorskip("gsa.data")
 def test_real_model_train_eval_smoke(tmp_path, capsys):
     out = tmp_path / "run"
     # the smallest budget that still exercises every stage: 1 step, 4 eval images, 2 angles, 1 invariance image
-    args = ["train", "--recipe", "rotmnist", "--dataset", "rotmnist-mini", "--group", "p4", "--epochs", "1", "--max-steps", "1",
-            "--batch-size", "2", "--eval-subset", "4", "--rotation-step", "180", "--rotation-subset", "2",
-            "--invariance-subset", "1", "--progress", "plain", "--no-tensorboard", "--device", "cpu", "--out", str(out)]
+    args = [
+        "train",
+        "--recipe",
+        "rotmnist",
+        "--dataset",
+        "rotmnist-mini",
+        "--group",
+        "p4",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--eval-subset",
+        "4",
+        "--rotation-step",
+        "180",
+        "--rotation-subset",
+        "2",
+        "--invariance-subset",
+        "1",
+        "--progress",
+        "plain",
+        "--no-tensorboard",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     log = capsys.readouterr().out
     assert "44,428 params" in log and "test accuracy" in log

@@ -129,8 +129,13 @@ def test_bad_npz_is_a_one_line_error(case, tmp_path, capsys):
 def test_empty_npz_in_a_real_process_has_no_traceback(tmp_path):
     path = tmp_path / "empty.npz"
     path.write_bytes(b"")
-    proc = subprocess.run([sys.executable, "-m", "gsa", "info", "--dataset", f"npz:{path}", "--no-flops"],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "GSA_DEBUG": ""})
+    proc = subprocess.run(
+        [sys.executable, "-m", "gsa", "info", "--dataset", f"npz:{path}", "--no-flops"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "GSA_DEBUG": ""},
+    )
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "Traceback" not in proc.stderr
     assert str(path) in proc.stderr

@@ -27,7 +27,7 @@ def test_cifar_from_tarball(cifar_tar):
     assert x[0, 0, 0] == 1.0  # a 255 pixel is exactly 1.0
     # valid is the last tenth of the training batches, in file order (fixed, not random)
     vx, vy = data.arrays("cifar10", "valid", data_dir=d)
-    np.testing.assert_array_equal(vy.numpy(), cifar_tar["train_y"][-(n_all // 10):])
+    np.testing.assert_array_equal(vy.numpy(), cifar_tar["train_y"][-(n_all // 10) :])
     assert torch.equal(vx[-1], torch.from_numpy(cifar_tar["train_x"][-1].reshape(3, 32, 32)).float() / 255)
     np.testing.assert_array_equal(test.labels.numpy(), cifar_tar["test_y"])
     # splits are disjoint rows of the training file
@@ -70,6 +70,7 @@ def test_cifar_corrupt_and_truncated(cifar_tar, md5):
 
 def test_cifar_refuses_non_numpy_pickles(tmp_path, patch_checksums, cifar_builder, md5):
     md5_of = md5
+
     class Evil:
         def __reduce__(self):
             return (print, ("pwned",))

@@ -91,8 +91,15 @@ def test_npz_split_keys_and_scaling(tmp_path):
     x = rng.integers(0, 256, size=(10, 7, 7), dtype=np.uint8)
     x[:, 3, 3] = 255
     path = tmp_path / "d.npz"
-    np.savez(path, x_train=x[:6], y_train=np.arange(6) % 3, x_valid=x[6:8], y_valid=[0, 1],
-             x_test=x[8:], y_test=np.array([[2], [1]]))
+    np.savez(
+        path,
+        x_train=x[:6],
+        y_train=np.arange(6) % 3,
+        x_valid=x[6:8],
+        y_valid=[0, 1],
+        x_test=x[8:],
+        y_test=np.array([[2], [1]]),
+    )
     ds = data.get_dataset(f"npz:{path}", "train")
     img, y = ds[1]
     assert img.shape == (1, 7, 7) and img[0, 3, 3] == 1.0 and y == 1  # 255 -> 1.0, never wraps to 0

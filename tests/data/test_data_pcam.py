@@ -124,8 +124,13 @@ def test_pcam_forged_stamp_cannot_vouch_for_a_corrupt_h5(pcam_h5):
     raw[-1] ^= 0xFF
     y.write_bytes(bytes(raw))
     os.utime(y, ns=(st.st_atime_ns, st.st_mtime_ns))
-    forged = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "md5": [hashlib.md5(raw).hexdigest()],
-              "sha1": [], "expected_size": None}
+    forged = {
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "md5": [hashlib.md5(raw).hexdigest()],
+        "sha1": [],
+        "expected_size": None,
+    }
     (d / ".gsa-verified.json").write_text(json.dumps({y.name: forged}))
     with pytest.raises(DataError, match="corrupt") as e:
         data.get_dataset("pcam", "test", data_dir=d)

@@ -1,10 +1,10 @@
 import hashlib
-import logging
-import warnings
 import importlib.util
 import io
+import logging
 import math
 import os
+import warnings
 import zipfile
 from importlib import resources
 from pathlib import Path

@@ -99,8 +99,16 @@ def _plant(path, data, md5, how, tmp_path, monkeypatch):
         entry = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "md5": [md5], "sha1": [], "expected_size": None}
         (path.parent / STAMP_NAME).write_text(json.dumps({path.name: entry}))
     elif how == "guessed mac":
-        entry = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino,
-                 "md5": [md5], "sha1": [], "expected_size": None, "mac": "0" * 64}
+        entry = {
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "ctime_ns": st.st_ctime_ns,
+            "inode": st.st_ino,
+            "md5": [md5],
+            "sha1": [],
+            "expected_size": None,
+            "mac": "0" * 64,
+        }
         (path.parent / STAMP_NAME).write_text(json.dumps({path.name: entry}))
     elif how == "signed by another user":  # a genuine stamp made with someone else's key
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "other-user"))
@@ -162,8 +170,13 @@ def test_download_writes_verified_file(tmp_path, monkeypatch):
     data = b"payload" * 5000
     seen = _serve(monkeypatch, data)
     dest = tmp_path / "sub" / "thing.zip"
-    out = download_file("http://example.invalid/thing.zip", dest, md5=hashlib.md5(data).hexdigest(),
-                        sha1=hashlib.sha1(data).hexdigest(), size=len(data))
+    out = download_file(
+        "http://example.invalid/thing.zip",
+        dest,
+        md5=hashlib.md5(data).hexdigest(),
+        sha1=hashlib.sha1(data).hexdigest(),
+        size=len(data),
+    )
     assert out == dest and dest.read_bytes() == data
     assert seen == ["http://example.invalid/thing.zip"]
     assert [p.name for p in dest.parent.iterdir()] == ["thing.zip"]  # no temp file left

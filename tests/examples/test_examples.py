@@ -26,10 +26,19 @@ def test_every_example_is_tested():
 
 @pytest.mark.parametrize("script", sorted(EXPECTED))
 def test_example_smoke(script, tmp_path):
-    env = {**os.environ, "GSA_SMOKE": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": os.environ.get("GSA_TEST_THREADS", "2")}
+    env = {
+        **os.environ,
+        "GSA_SMOKE": "1",
+        "MPLBACKEND": "Agg",
+        "OMP_NUM_THREADS": os.environ.get("GSA_TEST_THREADS", "2"),
+    }
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / script), "--smoke"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert EXPECTED[script] in proc.stdout, proc.stdout
@@ -39,4 +48,3 @@ def test_example_smoke(script, tmp_path):
             if "max error" in line:
                 err = float(line.split("max error")[1].split()[0])
                 assert (err > 0.1) if "not equivariant" in line else (err < 1e-10), line
-

@@ -1,4 +1,3 @@
-
 import pytest
 import torch
 
@@ -10,17 +9,40 @@ ALL = groups.names()
 
 def test_names_and_aliases():
     assert ALL == ["z2", "p4", "p8", "p12", "p16", "mz2", "p4m", "p8m"]
-    for paper, ours in [("Z2", "z2"), ("R4", "p4"), ("r8", "p8"), ("R12", "p12"), ("R16", "p16"),
-                        ("Z2M", "mz2"), ("R4M", "p4m"), ("r8m", "p8m"), ("P4", "p4")]:
+    for paper, ours in [
+        ("Z2", "z2"),
+        ("R4", "p4"),
+        ("r8", "p8"),
+        ("R12", "p12"),
+        ("R16", "p16"),
+        ("Z2M", "mz2"),
+        ("R4M", "p4m"),
+        ("r8m", "p8m"),
+        ("P4", "p4"),
+    ]:
         assert groups.get(paper) is groups.get(ours)
     assert [groups.get(n).order for n in ALL] == [1, 4, 8, 12, 16, 2, 8, 16]
 
 
 def test_any_order_by_pattern_and_escnn_names():
-    for spelling, name, order in [("p6", "p6", 6), ("C6", "p6", 6), ("P6M", "p6m", 12), ("D6", "p6m", 12),
-                                  ("r6", "p6", 6), ("R6M", "p6m", 12), ("se2(6)", "p6", 6), ("e2(6)", "p6m", 12),
-                                  ("p3", "p3", 3), ("d5", "p5m", 10), ("p2", "p2", 2), ("p1", "z2", 1),
-                                  ("C1", "z2", 1), ("p1m", "mz2", 2), ("D1", "mz2", 2), ("z2m", "mz2", 2)]:
+    for spelling, name, order in [
+        ("p6", "p6", 6),
+        ("C6", "p6", 6),
+        ("P6M", "p6m", 12),
+        ("D6", "p6m", 12),
+        ("r6", "p6", 6),
+        ("R6M", "p6m", 12),
+        ("se2(6)", "p6", 6),
+        ("e2(6)", "p6m", 12),
+        ("p3", "p3", 3),
+        ("d5", "p5m", 10),
+        ("p2", "p2", 2),
+        ("p1", "z2", 1),
+        ("C1", "z2", 1),
+        ("p1m", "mz2", 2),
+        ("D1", "mz2", 2),
+        ("z2m", "mz2", 2),
+    ]:
         g = groups.get(spelling)
         assert (g.name, g.order) == (name, order), spelling
         assert g is groups.get(name)  # one object per group, whatever the spelling
@@ -32,8 +54,10 @@ def test_any_order_by_pattern_and_escnn_names():
 def test_unknown_group_is_one_line_listing_names_and_patterns(bad):
     with pytest.raises(ValueError) as e:
         groups.get(bad)
-    assert str(e.value) == (f"unknown group {bad!r}; expected one of: z2, p4, p8, p12, p16, mz2, p4m, p8m, "
-                            "p{n}, p{n}m, C{n}, D{n} (any n >= 1)")
+    assert str(e.value) == (
+        f"unknown group {bad!r}; expected one of: z2, p4, p8, p12, p16, mz2, p4m, p8m, "
+        "p{n}, p{n}m, C{n}, D{n} (any n >= 1)"
+    )
     with pytest.raises(TypeError):
         groups.get(4)
     with pytest.raises(ValueError, match="rotations >= 1"):
@@ -64,8 +88,12 @@ def test_cayley_table_matches_the_action_on_vectors(name):
     v = torch.randn(6, 2, dtype=torch.float64)
     for a in range(G.order):
         for b in range(G.order):
-            torch.testing.assert_close(G.act_on_vectors(a, G.act_on_vectors(b, v)),
-                                       G.act_on_vectors(int(G.cayley[a, b]), v), rtol=0, atol=1e-13)
+            torch.testing.assert_close(
+                G.act_on_vectors(a, G.act_on_vectors(b, v)),
+                G.act_on_vectors(int(G.cayley[a, b]), v),
+                rtol=0,
+                atol=1e-13,
+            )
 
 
 @pytest.mark.parametrize("name,steps", [("p2", 1), ("p6", 3), ("p10m", 5), ("p6", 0), ("p12", 9)])

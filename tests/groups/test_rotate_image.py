@@ -1,6 +1,5 @@
 """``gsa.groups.rotate_image``: the one image rotation (degrees, counter-clockwise as displayed)."""
 
-
 import pytest
 import torch
 

@@ -100,7 +100,9 @@ def test_save_pretrained_round_trips_bit_for_bit(run, tmp_path):
 
 
 def test_a_fresh_network_round_trips_with_its_dropouts_and_no_normalisation(tmp_path):
-    net = gsa.models.create("cifar10", group="p4", channels=6, num_heads=2, block_sizes=(1, 1, 1))  # dropout after pools
+    net = gsa.models.create(
+        "cifar10", group="p4", channels=6, num_heads=2, block_sizes=(1, 1, 1)
+    )  # dropout after pools
     back = GSANet.from_pretrained(net.save_pretrained(tmp_path))
     assert back.config == net.config and back.pretrained_cfg["mean"] is None
     x = torch.rand(2, 3, 8, 8)

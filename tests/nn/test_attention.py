@@ -11,8 +11,6 @@ def _pair(layer_cls, g, ps, cin=3, cout=6, **kw):
     return layer_cls(g, cin, cout, num_heads=2, patch_size=ps, **kw).double()
 
 
-
-
 @pytest.mark.parametrize("cls", [LiftingSelfAttention, GroupSelfAttention])
 @pytest.mark.parametrize("g", ["z2", "p4", "p8m"])
 @pytest.mark.parametrize("ps", [1, 3, 5, None])
@@ -169,7 +167,9 @@ def test_capped_window_equals_the_full_window(cls, layer_input, monkeypatch):
 def test_mixed_dtype_input_is_a_clear_type_error():
     layer = GroupSelfAttention("p4", 4, 6, num_heads=2, patch_size=3)
     x = torch.randn(1, 4, 4, 5, 5)
-    with pytest.raises(TypeError, match=r"expects torch.float32 input \(the dtype of its parameters\), got torch.bfloat16"):
+    with pytest.raises(
+        TypeError, match=r"expects torch.float32 input \(the dtype of its parameters\), got torch.bfloat16"
+    ):
         layer(x.to(torch.bfloat16))
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts mixed inputs itself
         assert layer(x.to(torch.bfloat16)).shape == (1, 6, 4, 5, 5)

@@ -47,8 +47,9 @@ def counting():
 def test_a_registered_backend_is_selected_by_name_in_the_op_and_the_layers(counting):
     call = _call()
     assert backends.select("counting", call) is counting
-    out = group_attention(call.q, call.k, call.v, call.table, group_scores=call.group_scores, patch_size=3,
-                          backend="counting")
+    out = group_attention(
+        call.q, call.k, call.v, call.table, group_scores=call.group_scores, patch_size=3, backend="counting"
+    )
     torch.testing.assert_close(out, reference.attend(call))
     layer = GroupSelfAttention("p4", 3, 6, num_heads=2, patch_size=3, backend="counting").double()
     layer(torch.randn(1, 3, 4, 5, 5, dtype=torch.float64))

@@ -43,14 +43,23 @@ def test_constant_sample_passes_no_gradient_to_its_input_only():
     assert xb.grad[1].abs().max() > 100  # the exact derivative there: 1/sqrt(eps) times g
     assert torch.count_nonzero(xa.grad[1:]) == 0
     assert torch.allclose(xa.grad[0], xb.grad[0], atol=1e-6)
-    assert torch.allclose(ours.bias.grad, ref.bias.grad) and torch.allclose(ours.weight.grad, ref.weight.grad, atol=1e-5)
+    assert torch.allclose(ours.bias.grad, ref.bias.grad) and torch.allclose(
+        ours.weight.grad, ref.weight.grad, atol=1e-5
+    )
 
 
 def test_blank_image_gives_finite_gradients_in_a_whole_network():
     # 21 stacked norms at zero variance multiplied the gradient by 316**21 (overflow -> NaN) before
     torch.manual_seed(0)
-    net = gsa.models.create("rotmnist", channels=8, num_heads=2, patch_size=3, head_init="whitening",
-                            attention_dropout=0.0, value_dropout=0.0)
+    net = gsa.models.create(
+        "rotmnist",
+        channels=8,
+        num_heads=2,
+        patch_size=3,
+        head_init="whitening",
+        attention_dropout=0.0,
+        value_dropout=0.0,
+    )
     x = torch.randn(3, 1, 28, 28)
     x[0] = 0.0
     loss = torch.nn.functional.cross_entropy(net(x), torch.tensor([0, 1, 2]))

@@ -1,6 +1,5 @@
 """Every layer commutes with the group action: exact elements, every group, local and global."""
 
-
 import pytest
 import torch
 

@@ -9,14 +9,11 @@ import contextlib
 import pytest
 import torch
 
-from gsa.nn import GroupSelfAttention, LiftingSelfAttention
-from gsa.nn import masks
+from gsa.nn import GroupSelfAttention, LiftingSelfAttention, masks
 
 
 def _layer(cls, g, ps, cin=3, cout=6, heads=2, **kw):
     return cls(g, cin, cout, num_heads=heads, patch_size=ps, **kw).double()
-
-
 
 
 def _grads(layer, x, w, **kw):
@@ -45,8 +42,9 @@ def test_hand_written_backward_matches_differentiable_path_and_oracle(cls, g, ps
             torch.testing.assert_close(a, c, rtol=1e-9, atol=1e-11)
 
 
-@pytest.mark.parametrize("cls,g,ps", [(LiftingSelfAttention, "p4", 3), (GroupSelfAttention, "p4m", 3),
-                                      (GroupSelfAttention, "p4", None)])
+@pytest.mark.parametrize(
+    "cls,g,ps", [(LiftingSelfAttention, "p4", 3), (GroupSelfAttention, "p4m", 3), (GroupSelfAttention, "p4", None)]
+)
 @pytest.mark.parametrize("dropout", [0.0, 0.4])
 def test_gradcheck_with_and_without_attention_dropout(cls, g, ps, dropout, layer_input):
     """gradcheck in float64 on tiny inputs. With dropout each call re-seeds the global generator, so
@@ -112,7 +110,7 @@ def test_pytorch_path_gradcheck_with_dropout(hashed, layer_input):
         torch.manual_seed(1234)
         return layer(inp)
 
-    with native.disabled(), (masks.hash_masks() if hashed else contextlib.nullcontext()):
+    with native.disabled(), masks.hash_masks() if hashed else contextlib.nullcontext():
         assert torch.autograd.gradcheck(f, (x,), eps=1e-6, atol=1e-7, rtol=1e-5)
 
 

@@ -76,8 +76,9 @@ def test_pytorch_backend_gradcheck_with_several_classes():
     tensors = [t for t in inputs[:5] if t is not None]
 
     def f(q, k, v, table, gs):
-        return group_attention(q, k, v, table, group_scores=gs, classes=inputs[5], patch_size=3,
-                               backend="pytorch", chunk_elements=64)
+        return group_attention(
+            q, k, v, table, group_scores=gs, classes=inputs[5], patch_size=3, backend="pytorch", chunk_elements=64
+        )
 
     assert torch.autograd.gradcheck(f, tensors, eps=1e-6, atol=1e-7, rtol=1e-5)
 

@@ -202,8 +202,10 @@ def test_builds_and_reuses_are_logged_to_the_gsa_logger(cache_copy, caplog):
         lib.unlink()
         native._build()
     said = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
-    assert said == [("gsa", "DEBUG", f"native kernels: using {lib}"),
-                    ("gsa", "INFO", f"native kernels: compiling _kernels.cpp into {cache} (once per compiler and CPU)")]
+    assert said == [
+        ("gsa", "DEBUG", f"native kernels: using {lib}"),
+        ("gsa", "INFO", f"native kernels: compiling _kernels.cpp into {cache} (once per compiler and CPU)"),
+    ]
 
 
 @pytest.mark.parametrize("plant", ["text", "changed bytes", "no record", "group-writable"])
@@ -248,17 +250,22 @@ def test_planted_library_constructor_never_runs(built_cache, tmp_path, where):
     cache, name = built_cache
     evil_src = tmp_path / "evil.cpp"
     marker = tmp_path / "constructor-ran"
-    evil_src.write_text(textwrap.dedent(f"""
+    evil_src.write_text(
+        textwrap.dedent(f"""
         #include <cstdio>
         __attribute__((constructor)) static void planted() {{
             if (FILE* f = std::fopen("{marker}", "w")) std::fclose(f);
         }}
         extern "C" int gsa_abi_version() {{ return {native._ABI}; }}
-    """))
+    """)
+    )
     planted = tmp_path / "cache"
     shutil.copytree(cache, planted)
-    subprocess.run([os.environ.get("CXX", "c++"), "-shared", "-fPIC", str(evil_src), "-o", str(planted / name)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [os.environ.get("CXX", "c++"), "-shared", "-fPIC", str(evil_src), "-o", str(planted / name)],
+        check=True,
+        capture_output=True,
+    )
     if where.startswith("world-writable"):
         (planted / (name + ".sha256")).write_text(_sha(planted / name) + "\n")
         planted.chmod(0o777)
@@ -286,7 +293,9 @@ def test_concurrent_builds_compile_once(tmp_path):
         "print(len(n), path)\n"
     )
     env = {**os.environ, "GSA_CACHE_DIR": str(tmp_path / "cache")}
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300)[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert min(int(o[0]) for o in outs) == 0  # the second waited for the first's build and reused it

@@ -26,6 +26,7 @@ def test_operator_gradients_match_the_reference(g, ps, dropout):
     layer = GroupSelfAttention(g, 3, 6, num_heads=2, patch_size=ps, attention_dropout=dropout).double()
     x = torch.randn(2, 3, layer.group.order, 5, 4, dtype=torch.float64, requires_grad=True)
     if dropout:  # the operator's own dropout: gradcheck with a fixed per-call seed
+
         def f(inp):
             torch.manual_seed(5)
             return layer(inp, backend="native")

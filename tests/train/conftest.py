@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from gsa.train import checkpoint as ckpt
-
 from gsa.train.hooks import use_hooks
 from gsa.train.testing import toy_hooks
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
+from gsa.errors import ConfigError, DataError
 from gsa.train import build
 from gsa.train import checkpoint as ckpt
 from gsa.train.build import build_model, claim_run_dir, default_run_dir, load_data, to_device_if_small
 from gsa.train.distributed import DistInfo
-from gsa.errors import ConfigError, DataError
 from gsa.train.rundir import RunLock
 from gsa.train.testing import toy_config
 
@@ -53,8 +53,11 @@ def test_claim_run_dir_refuses_another_runs_files(tmp_path):
     assert claim_run_dir(toy_config(run), False, ONE) == run  # an empty directory is fine
     (run / "config.json").write_text("{}")
     (run / ckpt.BEST).write_bytes(b"weights")
-    with pytest.raises(ConfigError, match=rf"{run} holds another run's files \(config.json, best.safetensors\) but "
-                                          r"no checkpoint to resume; choose another --out"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"{run} holds another run's files \(config.json, best.safetensors\) but "
+        r"no checkpoint to resume; choose another --out",
+    ):
         claim_run_dir(toy_config(run), False, ONE)
 
 
@@ -91,8 +94,15 @@ def test_default_run_dir_names_the_run():
     assert path.parent.name == "runs" and path.name.startswith(f"{cfg.recipe}-toy-{cfg.group}-")
 
 
-@pytest.mark.parametrize("spec, part", [("folder:/a/b", "folder-b"), ("folder:/a/b/", "folder-b"),
-                                        ("npz:x.npz", "npz-x"), ("npz:C:\\my data\\set.v2.npz", "npz-set.v2")])
+@pytest.mark.parametrize(
+    "spec, part",
+    [
+        ("folder:/a/b", "folder-b"),
+        ("folder:/a/b/", "folder-b"),
+        ("npz:x.npz", "npz-x"),
+        ("npz:C:\\my data\\set.v2.npz", "npz-set.v2"),
+    ],
+)
 def test_default_run_dir_is_one_safe_name_for_any_dataset_spec(tmp_path, monkeypatch, spec, part):
     monkeypatch.chdir(tmp_path)
     cfg = dataclasses.replace(toy_config("x"), dataset=spec, out=None)

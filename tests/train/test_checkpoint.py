@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from gsa.train import checkpoint as ckpt
 from gsa.errors import CheckpointError
+from gsa.train import checkpoint as ckpt
 
 
 def _model(seed=0):
@@ -211,8 +211,13 @@ def test_a_real_exit_in_save_last_leaves_a_resumable_pair(tmp_path, stop_before,
     """A process that really exits (os._exit) before the switch, or between the two renames after it."""
     src = str(Path(ckpt.__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", _EXIT_SCRIPT, str(tmp_path), stop_before, str(Path(__file__).parent)],
-                          env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _EXIT_SCRIPT, str(tmp_path), stop_before, str(Path(__file__).parent)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 9, proc.stderr
     assert _resumable_step(tmp_path) == step
     removed = ckpt.clean_run_dir(tmp_path)
@@ -258,11 +263,23 @@ def test_corrupt_or_missing_files_of_the_pair_name_the_file(tmp_path):
 
 def test_clean_run_dir_removes_only_our_temporaries(tmp_path):
     _save_generation(tmp_path, 1)
-    ours = [".last.safetensors.k3_9abcd.tmp", ".last.state.pt.0123abcd.tmp", ".last.json.zzzzzzzz.tmp",
-            ".best.safetensors.abcdefgh.tmp", ".config.json.abcdefgh.tmp", ".last.next.safetensors.abcdefgh.tmp",
-            ckpt.NEXT[ckpt.LAST]]  # last.next.*: an incomplete pair (last.json does not name it)
-    others = ["notes.tmp", ".notes.txt.abcdefgh.tmp", ".last.safetensors.tmp", ".last.safetensors.ABCDEFGH.tmp",
-              "last.safetensors.abcdefgh.tmp", "metrics.csv"]
+    ours = [
+        ".last.safetensors.k3_9abcd.tmp",
+        ".last.state.pt.0123abcd.tmp",
+        ".last.json.zzzzzzzz.tmp",
+        ".best.safetensors.abcdefgh.tmp",
+        ".config.json.abcdefgh.tmp",
+        ".last.next.safetensors.abcdefgh.tmp",
+        ckpt.NEXT[ckpt.LAST],
+    ]  # last.next.*: an incomplete pair (last.json does not name it)
+    others = [
+        "notes.tmp",
+        ".notes.txt.abcdefgh.tmp",
+        ".last.safetensors.tmp",
+        ".last.safetensors.ABCDEFGH.tmp",
+        "last.safetensors.abcdefgh.tmp",
+        "metrics.csv",
+    ]
     for name in ours + others:
         (tmp_path / name).write_bytes(b"partial")
     assert sorted(ckpt.clean_run_dir(tmp_path, also=["config.json"])) == sorted(ours)

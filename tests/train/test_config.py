@@ -4,16 +4,30 @@ from pathlib import Path
 
 import pytest
 
-from gsa.train.config import RECIPES, TrainConfig, config_diff, config_from_file, get_recipe, make_config
 from gsa.errors import ConfigError
+from gsa.train.config import RECIPES, TrainConfig, config_diff, config_from_file, get_recipe, make_config
 
 
 def test_paper_recipes_match_appendix_f():
     r = get_recipe("rotmnist")
-    assert (r.optimizer, r.lr, r.weight_decay, r.batch_size, r.epochs, r.attention_dropout) == ("adam", 1e-3, 1e-4, 8, 300, 0.1)
+    assert (r.optimizer, r.lr, r.weight_decay, r.batch_size, r.epochs, r.attention_dropout) == (
+        "adam",
+        1e-3,
+        1e-4,
+        8,
+        300,
+        0.1,
+    )
     c = get_recipe("cifar10")
     assert (c.optimizer, c.momentum, c.scheduler, c.lr, c.batch_size, c.epochs, c.weight_decay) == (
-        "sgd", 0.9, "cosine", 0.01, 24, 350, 1e-4)
+        "sgd",
+        0.9,
+        "cosine",
+        0.01,
+        24,
+        350,
+        1e-4,
+    )
     p = get_recipe("pcam")
     assert (p.optimizer, p.scheduler, p.lr, p.batch_size, p.epochs) == ("sgd", "cosine", 0.01, 8, 100)
     m = get_recipe("mini")
@@ -24,8 +38,19 @@ def test_paper_recipes_match_appendix_f():
 
 def test_model_args_merge_recipe_and_overrides():
     cfg = make_config("mini", model_args={"num_heads": 2, "whitening_scale": 1.0})
-    assert cfg.model_args == {"channels": 24, "num_heads": 2, "lifting_heads": 8, "readout": "sum", "whitening_scale": 1.0}
-    assert get_recipe("mini").model_args == {"channels": 24, "num_heads": 2, "lifting_heads": 8, "readout": "sum"}  # not mutated
+    assert cfg.model_args == {
+        "channels": 24,
+        "num_heads": 2,
+        "lifting_heads": 8,
+        "readout": "sum",
+        "whitening_scale": 1.0,
+    }
+    assert get_recipe("mini").model_args == {
+        "channels": 24,
+        "num_heads": 2,
+        "lifting_heads": 8,
+        "readout": "sum",
+    }  # not mutated
     assert make_config("rotmnist").model_args == {}
 
 
@@ -107,9 +132,17 @@ def test_global_attention_is_none_and_old_configs_spelling_zero_still_load():
 
 @pytest.mark.parametrize(
     "field, value, kind",
-    [("lr", "abc", "a number"), ("epochs", [1], "an integer"), ("epochs", 2.5, "an integer"),
-     ("workers", "2", "an integer"), ("normalize", "yes", "true or false"), ("dataset", 5, "a string"),
-     ("eval_batch_size", "big", "an integer or null"), ("model_args", [1], "a mapping"), ("seed", True, "an integer")],
+    [
+        ("lr", "abc", "a number"),
+        ("epochs", [1], "an integer"),
+        ("epochs", 2.5, "an integer"),
+        ("workers", "2", "an integer"),
+        ("normalize", "yes", "true or false"),
+        ("dataset", 5, "a string"),
+        ("eval_batch_size", "big", "an integer or null"),
+        ("model_args", [1], "a mapping"),
+        ("seed", True, "an integer"),
+    ],
 )
 def test_load_refuses_a_wrong_type_naming_the_field(tmp_path, field, value, kind):
     cfg = make_config("mini").to_dict()
@@ -119,6 +152,8 @@ def test_load_refuses_a_wrong_type_naming_the_field(tmp_path, field, value, kind
         TrainConfig.load(tmp_path)
     cfg[field] = make_config("mini").to_dict()[field]
     assert TrainConfig.from_dict(cfg) == make_config("mini")
+
+
 # ---------------------------------------------------------------------- configuration files
 def test_config_file_round_trips_a_saved_config(tmp_path):
     cfg = make_config("cifar10", patch_size=None, grad_clip=1.0, max_steps=7, model_args={"num_heads": 3}, seed=4)
@@ -129,8 +164,9 @@ def test_config_file_round_trips_a_saved_config(tmp_path):
 
 def test_config_file_gaps_come_from_its_recipe_and_recipe_argument_replaces_it(tmp_path):
     path = tmp_path / "exp.json"
-    path.write_text(json.dumps({"recipe": "cifar10", "epochs": 3, "attention_dropout": None,
-                                "model_args": {"num_heads": 4}}))
+    path.write_text(
+        json.dumps({"recipe": "cifar10", "epochs": 3, "attention_dropout": None, "model_args": {"num_heads": 4}})
+    )
     cfg = config_from_file(path)
     assert (cfg.recipe, cfg.optimizer, cfg.batch_size, cfg.epochs) == ("cifar10", "sgd", 24, 3)
     assert cfg.model_args == {"num_heads": 4} and cfg.attention_dropout is None
@@ -152,8 +188,10 @@ def test_config_file_overrides_win_none_included(tmp_path):
 def test_yaml_config_file(tmp_path):
     pytest.importorskip("yaml")
     path = tmp_path / "exp.yaml"
-    path.write_text("recipe: cifar10\nlr: 1e-5\nweight_decay: 5.0e-4\ngrad_clip: null\ndeterministic: true\n"
-                    "model_args:\n  num_heads: 4\n")
+    path.write_text(
+        "recipe: cifar10\nlr: 1e-5\nweight_decay: 5.0e-4\ngrad_clip: null\ndeterministic: true\n"
+        "model_args:\n  num_heads: 4\n"
+    )
     cfg = config_from_file(path)
     assert cfg.lr == 1e-5 and isinstance(cfg.lr, float) and cfg.weight_decay == 5e-4  # 1e-5: a float, as in JSON
     assert cfg.recipe == "cifar10" and cfg.deterministic is True and cfg.model_args == {"num_heads": 4}
@@ -171,7 +209,11 @@ def test_yaml_without_pyyaml_says_how_to_install_it(tmp_path, monkeypatch):
     "name, text, message",
     [
         ("a.json", '{"bach_size": 3}', "a.json: unknown key 'bach_size' (did you mean 'batch_size'?)"),
-        ("a.json", '{"batch-size": 3, "zzz": 1}', "a.json: unknown keys 'batch-size' (did you mean 'batch_size'?), 'zzz'"),
+        (
+            "a.json",
+            '{"batch-size": 3, "zzz": 1}',
+            "a.json: unknown keys 'batch-size' (did you mean 'batch_size'?), 'zzz'",
+        ),
         ("a.json", '{"epochs": "3"}', "a.json: config field 'epochs' must be an integer, got '3'"),
         ("a.json", '{"lr": true}', "a.json: config field 'lr' must be a number, got True"),
         ("a.json", '{"download": "yes"}', "a.json: config field 'download' must be true or false, got 'yes'"),
@@ -181,7 +223,11 @@ def test_yaml_without_pyyaml_says_how_to_install_it(tmp_path, monkeypatch):
         ("a.json", '{"recipe": "nope"}', "a.json: unknown recipe 'nope'; choose one of"),
         ("a.json", '{"epochs": 3,', "a.json: not valid JSON (Expecting property name"),
         ("a.json", "[1, 2]", "a.json: expected a mapping of configuration fields, got list"),
-        ("a.yaml", "epochs: [3\nlr: 2\n", "a.yaml: not valid YAML (expected ',' or ']', but got ':' at line 2, column 3)"),
+        (
+            "a.yaml",
+            "epochs: [3\nlr: 2\n",
+            "a.yaml: not valid YAML (expected ',' or ']', but got ':' at line 2, column 3)",
+        ),
         ("a.yaml", "", "a.yaml: expected a mapping of configuration fields, got NoneType"),
     ],
 )

@@ -8,10 +8,10 @@ import sys
 import pytest
 import torch
 
+from gsa.errors import ConfigError
 from gsa.train import checkpoint as ckpt
 from gsa.train.distributed import per_process_batch
 from gsa.train.engine import train
-from gsa.errors import ConfigError
 from gsa.train.testing import toy_config
 
 # no batch norm, no dropout; SGD so that sum-order round-off is not amplified by Adam's normalisation
@@ -19,8 +19,24 @@ SETTINGS = dict(epochs=2, batch_size=16, optimizer="sgd", lr=0.05, scheduler="co
 
 
 def _cli_args(out):
-    args = ["train", "--dataset", "toy", "--device", "cpu", "--out", str(out), "--progress", "plain", "--no-tensorboard",
-            "--rotation-step", "90", "--rotation-subset", "16", "--invariance-subset", "8"]
+    args = [
+        "train",
+        "--dataset",
+        "toy",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--progress",
+        "plain",
+        "--no-tensorboard",
+        "--rotation-step",
+        "90",
+        "--rotation-subset",
+        "16",
+        "--invariance-subset",
+        "8",
+    ]
     for k, v in SETTINGS.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
     return args
@@ -32,8 +48,17 @@ def test_two_processes_match_one(tmp_path, toy):
 
     out = tmp_path / "two"
     env = {**os.environ, "GSA_HOOKS": "gsa.train.testing:toy_hooks", "OMP_NUM_THREADS": "1", "CI": "true"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "gsa",
-           *_cli_args(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "gsa",
+        *_cli_args(out),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout and "batch 16, 6 steps/epoch" in proc.stdout

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from gsa.errors import ConfigError
 from gsa.train.device import resolve_device
 from gsa.train.distributed import DistInfo
-from gsa.errors import ConfigError
 
 
 def test_cpu_and_auto():
@@ -30,9 +30,15 @@ def test_cuda_with_ddp_uses_the_local_rank():
     assert resolve_device("cuda", DistInfo(rank=0, local_rank=0, world_size=2)) == torch.device("cuda", 0)
 
 
-@pytest.mark.parametrize("cuda, mps, world, expected", [
-    (True, True, 1, "cuda"), (False, True, 1, "mps"), (False, False, 1, "cpu"), (False, True, 2, "cpu"),
-])
+@pytest.mark.parametrize(
+    "cuda, mps, world, expected",
+    [
+        (True, True, 1, "cuda"),
+        (False, True, 1, "mps"),
+        (False, False, 1, "cpu"),
+        (False, True, 2, "cpu"),
+    ],
+)
 def test_auto_picks_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, world, expected):
     """MPS only for one process: DDP has no MPS backend (gloo on the CPU instead)."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)

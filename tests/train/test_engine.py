@@ -7,10 +7,10 @@ import signal
 import pytest
 import torch
 
+from gsa.errors import ConfigError, NonFiniteLossError, TrainingInterrupted
 from gsa.train import checkpoint as ckpt
 from gsa.train.config import TrainConfig
 from gsa.train.engine import train
-from gsa.errors import ConfigError, NonFiniteLossError, TrainingInterrupted
 from gsa.train.metrics import read_csv
 from gsa.train.testing import ToyConfig, ToyNet, toy_config, toy_hooks
 
@@ -52,16 +52,36 @@ def _tripwire_hooks(at, action, dropout=0.0):
 def test_short_run_writes_everything(tmp_path, toy):
     out = tmp_path / "run"
     report = train(toy_config(out, tensorboard=True))
-    for name in ("config.json", "best.safetensors", "last.safetensors", "last.state.pt", "metrics.csv",
-                 "report.json", "rotation.png"):
+    for name in (
+        "config.json",
+        "best.safetensors",
+        "last.safetensors",
+        "last.state.pt",
+        "metrics.csv",
+        "report.json",
+        "rotation.png",
+    ):
         assert (out / name).is_file(), name
     assert any((out / "tb").iterdir())
     rows = read_csv(out / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2] and int(rows[-1]["step"]) == 12
     saved = json.loads((out / "report.json").read_text())
     assert saved["test_accuracy"] == report["test_accuracy"]
-    for key in ("test_accuracy", "test_loss", "best_valid_accuracy", "best_epoch", "seconds_per_epoch", "images_per_s",
-                "peak_memory_bytes", "device_name", "torch_version", "param_count", "group", "preset", "git_commit"):
+    for key in (
+        "test_accuracy",
+        "test_loss",
+        "best_valid_accuracy",
+        "best_epoch",
+        "seconds_per_epoch",
+        "images_per_s",
+        "peak_memory_bytes",
+        "device_name",
+        "torch_version",
+        "param_count",
+        "group",
+        "preset",
+        "git_commit",
+    ):
         assert key in saved, key
     assert saved["test_images"] == 48 and saved["steps"] == 12 and saved["stopped"] == "completed"
     assert saved["rotation"]["angles_deg"] == [0.0, 90.0, 180.0, 270.0]
@@ -88,8 +108,9 @@ def test_test_split_is_used_once_with_best_valid_weights(tmp_path, toy):
 
 
 def test_max_steps_caps_and_evaluation_limits(tmp_path, toy):
-    report = train(toy_config(tmp_path / "r", epochs=5, max_steps=4, eval_subset=20, max_eval_batches=1,
-                              eval_batch_size=8))
+    report = train(
+        toy_config(tmp_path / "r", epochs=5, max_steps=4, eval_subset=20, max_eval_batches=1, eval_batch_size=8)
+    )
     assert report["steps"] == 4 and report["stopped"] == "max_steps"
     assert report["test_images"] == 8  # min(20, 1 batch x 8)
     assert report["seconds_per_epoch_extrapolated"]
@@ -111,7 +132,10 @@ def test_signal_saves_and_resume_is_exact(tmp_path, sig):
 
     run = tmp_path / "run"
     with use_hooks(_tripwire_hooks(at=8, action=send_signal)):
-        with pytest.raises(TrainingInterrupted, match=rf"interrupted \({sig.name}\) during training at step 8; checkpoint saved .*--resume"):
+        with pytest.raises(
+            TrainingInterrupted,
+            match=rf"interrupted \({sig.name}\) during training at step 8; checkpoint saved .*--resume",
+        ):
             train(toy_config(run, **kw))
     assert ckpt.load_state(run / ckpt.STATE)["step"] == 8
     with use_hooks(toy_hooks()):

@@ -33,12 +33,15 @@ def test_any_other_module_is_refused_without_importing_it(tmp_path, monkeypatch,
     assert "planted_hooks_mod" not in sys.modules
 
 
-@pytest.mark.parametrize("name,message", [
-    ("gsa.train.testing:no_such_hooks", "cannot load the hooks"),
-    ("gsa.no_such_module", "cannot load the hooks"),
-    ("gsa.train.testing:TOY_SIZES", "did not give a gsa.train.Hooks"),
-    ("broken", "cannot load the hooks"),
-])
+@pytest.mark.parametrize(
+    "name,message",
+    [
+        ("gsa.train.testing:no_such_hooks", "cannot load the hooks"),
+        ("gsa.no_such_module", "cannot load the hooks"),
+        ("gsa.train.testing:TOY_SIZES", "did not give a gsa.train.Hooks"),
+        ("broken", "cannot load the hooks"),
+    ],
+)
 def test_hooks_that_cannot_be_loaded_give_one_line(hooks_plugin, name, message):
     hooks_plugin(broken="no_such_plugin_module:hooks")
     with pytest.raises(ConfigError, match=message) as e:
@@ -46,8 +49,10 @@ def test_hooks_that_cannot_be_loaded_give_one_line(hooks_plugin, name, message):
     assert "\n" not in str(e.value) and str(e.value).startswith(f"--hooks {name!r}")
 
 
-@pytest.mark.parametrize("field, value", [("num_classes", 1), ("num_classes", 0), ("in_channels", 0),
-                                          ("num_classes", 2.0), ("in_channels", True)])
+@pytest.mark.parametrize(
+    "field, value",
+    [("num_classes", 1), ("num_classes", 0), ("in_channels", 0), ("num_classes", 2.0), ("in_channels", True)],
+)
 def test_data_spec_refuses_impossible_sizes(field, value):
     kw = dict(name="d", in_channels=1, num_classes=3, image_size=(8, 8))
     kw[field] = value

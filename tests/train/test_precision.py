@@ -2,11 +2,11 @@ import pytest
 import torch
 from torch import nn
 
-from gsa.train.config import make_config
 from gsa.errors import ConfigError
+from gsa.train.config import make_config
 from gsa.train.optim import build_optimizer, build_scheduler
-from gsa.train.steps import compute_loss
 from gsa.train.precision import Precision
+from gsa.train.steps import compute_loss
 
 CPU = torch.device("cpu")
 

@@ -13,35 +13,85 @@ from gsa.train.config import make_config
 from gsa.train.metrics import Meter
 
 REPORT_KEYS = [
-    "test_accuracy", "test_loss", "test_images",
-    "best_valid_accuracy", "best_epoch", "best_step", "epochs_completed", "steps", "steps_per_epoch", "stopped",
+    "test_accuracy",
+    "test_loss",
+    "test_images",
+    "best_valid_accuracy",
+    "best_epoch",
+    "best_step",
+    "epochs_completed",
+    "steps",
+    "steps_per_epoch",
+    "stopped",
     "amp_skipped_steps",
-    "seconds_per_epoch", "seconds_per_epoch_extrapolated", "train_seconds", "images_per_s",
-    "peak_memory_bytes", "peak_memory_kind", "device", "device_name", "world_size", "precision", "torch_version",
-    "param_count", "preset", "group", "patch_size", "dataset", "recipe", "eval",
-    "rotation", "invariance", "git_commit", "finished_at",
+    "seconds_per_epoch",
+    "seconds_per_epoch_extrapolated",
+    "train_seconds",
+    "images_per_s",
+    "peak_memory_bytes",
+    "peak_memory_kind",
+    "device",
+    "device_name",
+    "world_size",
+    "precision",
+    "torch_version",
+    "param_count",
+    "preset",
+    "group",
+    "patch_size",
+    "dataset",
+    "recipe",
+    "eval",
+    "rotation",
+    "invariance",
+    "git_commit",
+    "finished_at",
 ]
 
 
 def _position(**changes):
-    pos = dict(epoch=2, batch=0, step=12, best_acc=0.75, best_epoch=2, best_step=12, skipped_steps=1,
-               train_seconds=3.0, train_images=192.0, epoch_seconds=[1.0, 2.0], meter={}, epoch_elapsed=0.0)
+    pos = dict(
+        epoch=2,
+        batch=0,
+        step=12,
+        best_acc=0.75,
+        best_epoch=2,
+        best_step=12,
+        skipped_steps=1,
+        train_seconds=3.0,
+        train_images=192.0,
+        epoch_seconds=[1.0, 2.0],
+        meter={},
+        epoch_elapsed=0.0,
+    )
     pos.update(changes)
     return pos
 
 
 def test_summarize_progress_maps_missing_best_to_none():
     out = R.summarize_progress(_position(), 6, "completed")
-    assert out == {"best_valid_accuracy": 0.75, "best_epoch": 2, "best_step": 12, "epochs_completed": 2, "steps": 12,
-                   "steps_per_epoch": 6, "stopped": "completed", "amp_skipped_steps": 1}
+    assert out == {
+        "best_valid_accuracy": 0.75,
+        "best_epoch": 2,
+        "best_step": 12,
+        "epochs_completed": 2,
+        "steps": 12,
+        "steps_per_epoch": 6,
+        "stopped": "completed",
+        "amp_skipped_steps": 1,
+    }
     none = R.summarize_progress(_position(best_acc=-1.0, best_epoch=-1, best_step=-1), 6, "max_steps")
     assert none["best_valid_accuracy"] is None and none["best_epoch"] is None and none["best_step"] is None
 
 
 def test_summarize_timing_means_full_epochs_else_extrapolates():
     full = R.summarize_timing(_position(), 6)
-    assert full == {"seconds_per_epoch": 1.5, "seconds_per_epoch_extrapolated": False, "train_seconds": 3.0,
-                    "images_per_s": 64.0}
+    assert full == {
+        "seconds_per_epoch": 1.5,
+        "seconds_per_epoch_extrapolated": False,
+        "train_seconds": 3.0,
+        "images_per_s": 64.0,
+    }
     partial = R.summarize_timing(_position(epoch_seconds=[], step=4, train_seconds=2.0), 6)
     assert partial["seconds_per_epoch"] == pytest.approx(3.0) and partial["seconds_per_epoch_extrapolated"]
     nothing = R.summarize_timing(_position(epoch_seconds=[], step=0, train_seconds=0.0), 6)
@@ -62,42 +112,60 @@ def test_build_report_keeps_the_key_order_of_report_json():
     )
     assert list(report) == REPORT_KEYS
     assert report["test_accuracy"] == 0.75 and report["test_loss"] == 0.5 and report["test_images"] == 8
-    assert report["eval"] == {"split": "test", "limit": None, "batch_size": cfg.effective_eval_batch_size(),
-                              "checkpoint": "best.safetensors"}
+    assert report["eval"] == {
+        "split": "test",
+        "limit": None,
+        "batch_size": cfg.effective_eval_batch_size(),
+        "checkpoint": "best.safetensors",
+    }
     assert report["device"] == "cpu" and report["torch_version"] == torch.__version__
 
 
 def test_report_lines():
-    report = {"test_accuracy": 0.5, "test_loss": 0.69315, "test_images": 48, "best_epoch": 3,
-              "best_valid_accuracy": 0.625, "invariance": {}}
+    report = {
+        "test_accuracy": 0.5,
+        "test_loss": 0.69315,
+        "test_images": 48,
+        "best_epoch": 3,
+        "best_valid_accuracy": 0.625,
+        "invariance": {},
+    }
     assert R.report_lines(report) == [
         "test accuracy 50.00% (loss 0.6932, 48 images) with the best-on-valid weights from epoch 3 (valid 62.50%)"
     ]
     inv = {"max_abs_logit_change": 1e-7, "max_rel_logit_change": 2e-7, "prediction_agreement": 1.0}
     lines = R.report_lines(dict(report, best_epoch=None, best_valid_accuracy=None, invariance=inv))
     assert lines[0].endswith("weights from n/a")
-    assert lines[1] == ("invariance check: max |logit change| under 90-degree rotations 1.00e-07 "
-                        "(relative 2.00e-07, predictions agree 100.0%)")
+    assert lines[1] == (
+        "invariance check: max |logit change| under 90-degree rotations 1.00e-07 "
+        "(relative 2.00e-07, predictions agree 100.0%)"
+    )
 
 
 def test_labels_and_rotation_summary():
     cfg = dataclasses.replace(make_config("mini"), patch_size=None)
     assert R.patch_label(None) == "global" and R.patch_label(5) == "5x5"
     assert R.rotation_title(cfg, 16) == f"{cfg.preset} GSA-Net, group {cfg.group}, global (n=16)"
-    assert R.summarize_rotation([0.0, 90.0], [0.5, 0.25], 16) == {"angles_deg": [0.0, 90.0], "accuracy": [0.5, 0.25],
-                                                                   "images": 16}
+    assert R.summarize_rotation([0.0, 90.0], [0.5, 0.25], 16) == {
+        "angles_deg": [0.0, 90.0],
+        "accuracy": [0.5, 0.25],
+        "images": 16,
+    }
 
 
-@pytest.mark.parametrize("group,elements,words", [
-    ("p4", [1, 2, 3], "90-degree rotations"),
-    ("p8m", [2, 4, 6, 8, 10, 12, 14], "90-degree rotations and mirrors"),
-    ("p6", [3], "180-degree rotation"),
-    ("D6", [3, 6, 9], "180-degree rotation and mirrors"),
-    ("p3m", [3], "the mirror"),
-    ("mz2", [1], "the mirror"),
-    ("z2", [1, 2, 3], "90-degree rotations (not in z2)"),
-    ("p5", [1, 2, 3], "90-degree rotations (not in p5)"),
-])
+@pytest.mark.parametrize(
+    "group,elements,words",
+    [
+        ("p4", [1, 2, 3], "90-degree rotations"),
+        ("p8m", [2, 4, 6, 8, 10, 12, 14], "90-degree rotations and mirrors"),
+        ("p6", [3], "180-degree rotation"),
+        ("D6", [3, 6, 9], "180-degree rotation and mirrors"),
+        ("p3m", [3], "the mirror"),
+        ("mz2", [1], "the mirror"),
+        ("z2", [1, 2, 3], "90-degree rotations (not in z2)"),
+        ("p5", [1, 2, 3], "90-degree rotations (not in p5)"),
+    ],
+)
 def test_invariance_transforms_are_the_groups_exact_elements(group, elements, words):
     g, got, said = R.invariance_transforms(group)
     assert (got, said) == (elements, words)

@@ -31,7 +31,7 @@ def test_every_config_field_has_a_rule():
 
 def test_the_docs_table_names_every_setting_a_flag_can_change():
     text = DOCS.read_text(encoding="utf-8")
-    section = text[text.index("### Resuming with changed settings"):text.index("## `gsa eval`")]
+    section = text[text.index("### Resuming with changed settings") : text.index("## `gsa eval`")]
     flags = {"normalize": "--no-normalize", "tensorboard": "--no-tensorboard", "model_args": "--model-arg"}
     for name in set(RULES) - {"recipe", "out", "extra"}:
         flag = flags.get(name, "--" + name.replace("_", "-"))
@@ -64,7 +64,10 @@ def test_unchanged_and_honoured_settings_pass_and_are_returned():
         ({"seed": 1}, "--seed recorded 0, requested 1"),
         ({"train_subset": 50}, "--train-subset recorded 7000, requested 50"),
         ({"dataset": "rotmnist-mini"}, "--dataset recorded 'toy', requested 'rotmnist-mini'"),
-        ({"model_args": {"channels": 16, "num_heads": 2, "lifting_heads": 8}}, "--model-arg channels recorded 24, requested 16"),
+        (
+            {"model_args": {"channels": 16, "num_heads": 2, "lifting_heads": 8}},
+            "--model-arg channels recorded 24, requested 16",
+        ),
         ({"eval_subset": 10}, "--eval-subset change the validation images from all to 10"),
     ],
 )
@@ -169,8 +172,10 @@ def test_resume_honours_a_new_lr_and_weight_decay(tmp_path, toy):
 
 @pytest.mark.parametrize(
     "change, message",
-    [({"optimizer": "sgd"}, "--optimizer recorded 'adam', requested 'sgd'"),
-     ({"batch_size": 8}, "--batch-size recorded 16, requested 8")],
+    [
+        ({"optimizer": "sgd"}, "--optimizer recorded 'adam', requested 'sgd'"),
+        ({"batch_size": 8}, "--batch-size recorded 16, requested 8"),
+    ],
 )
 def test_resume_refuses_a_new_optimizer_or_batch_size_mid_epoch(tmp_path, toy, change, message):
     run = tmp_path / "run"

@@ -60,8 +60,10 @@ def test_the_lock_is_exclusive_and_names_its_holder(tmp_path):
     other = RunLock()
     with pytest.raises(ConfigError) as info:
         other.acquire(tmp_path)
-    assert str(info.value) == (f"{tmp_path} is in use by another gsa run (pid {os.getpid()} on "
-                               f"{socket.gethostname()}); wait for it to finish or choose another --out")
+    assert str(info.value) == (
+        f"{tmp_path} is in use by another gsa run (pid {os.getpid()} on "
+        f"{socket.gethostname()}); wait for it to finish or choose another --out"
+    )
     assert not other.held
     held.release()
     held.release()  # idempotent

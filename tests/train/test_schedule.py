@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from gsa.train.config import make_config
 from gsa.errors import ConfigError
+from gsa.train.config import make_config
 from gsa.train.optim import build_optimizer, build_scheduler
 from gsa.train.schedule import LRSchedule
 

@@ -13,8 +13,18 @@ def test_position_round_trips_through_its_saved_dict():
     pos = Position(epoch=1, batch=3, step=9, best_acc=0.5, epoch_seconds=[1.5], meter={"count": 48.0})
     saved = dataclasses.asdict(pos)
     assert list(saved) == [
-        "epoch", "batch", "step", "best_acc", "best_epoch", "best_step", "skipped_steps", "train_seconds",
-        "train_images", "epoch_seconds", "meter", "epoch_elapsed",
+        "epoch",
+        "batch",
+        "step",
+        "best_acc",
+        "best_epoch",
+        "best_step",
+        "skipped_steps",
+        "train_seconds",
+        "train_images",
+        "epoch_seconds",
+        "meter",
+        "epoch_elapsed",
     ]  # the checkpoint format
     assert Position.from_dict(saved) == pos
 
@@ -27,13 +37,22 @@ def test_position_from_dict_ignores_unknown_keys_and_defaults_missing_ones():
 def test_weights_metadata():
     cfg = toy_config("x")
     meta = weights_metadata(cfg, Position(epoch=1, step=7), valid_acc="0.500000")
-    assert meta == {"step": 7, "epoch": 1, "preset": cfg.preset, "group": cfg.group, "patch_size": cfg.patch_size,
-                    "dataset": "toy", "model_settings": json.dumps(settings_record(cfg), sort_keys=True),
-                    "valid_acc": "0.500000"}
+    assert meta == {
+        "step": 7,
+        "epoch": 1,
+        "preset": cfg.preset,
+        "group": cfg.group,
+        "patch_size": cfg.patch_size,
+        "dataset": "toy",
+        "model_settings": json.dumps(settings_record(cfg), sort_keys=True),
+        "valid_acc": "0.500000",
+    }
 
 
 def test_weights_metadata_records_the_network_of_a_gsanet():
-    cfg = toy_config("x", group="p8", patch_size=None, model_args={"channels": 6, "num_heads": 1, "block_sizes": (1,), "crop": 0})
+    cfg = toy_config(
+        "x", group="p8", patch_size=None, model_args={"channels": 6, "num_heads": 1, "block_sizes": (1,), "crop": 0}
+    )
     net = gsa.models.create(cfg.preset, group=cfg.group, patch_size=cfg.patch_size, **cfg.model_args)
     record = json.loads(weights_metadata(cfg, Position(), net)["network"])
     assert (record["group"], record["patch_size"], record["channels"], record["block_sizes"]) == ("p8", None, 6, [1])

@@ -60,6 +60,12 @@ def test_evaluate_can_be_cut_short():
         calls.append(1)
         return len(calls) > 1
 
-    meter, stopped = evaluate(nn.Linear(4, 3), _batches(), prepare=lambda x: x, precision=Precision("fp32", CPU),
-                              device=CPU, should_stop=should_stop)
+    meter, stopped = evaluate(
+        nn.Linear(4, 3),
+        _batches(),
+        prepare=lambda x: x,
+        precision=Precision("fp32", CPU),
+        device=CPU,
+        should_stop=should_stop,
+    )
     assert stopped and meter.count == 5

@@ -14,9 +14,9 @@ import sys
 import pytest
 import torch
 
+from gsa.errors import CheckpointError, ConfigError, DataError, MissingDependencyError
 from gsa.train import checkpoint as ckpt
 from gsa.train.engine import train
-from gsa.errors import CheckpointError, ConfigError, DataError, MissingDependencyError
 from gsa.train.metrics import read_csv
 from gsa.train.rundir import LOCK_FILE
 from gsa.train.state import Position
@@ -124,8 +124,13 @@ def test_a_kill_at_any_step_of_save_last_resumes_to_one_pair(tmp_path, toy, kill
 
 def test_start_and_resume_remove_what_an_interrupted_save_left(tmp_path, toy):
     run = tmp_path / "run"
-    stale = [".last.state.pt.abcd1234.tmp", ".last.safetensors.x_y12345.tmp", ".config.json.abcdefgh.tmp",
-             ".report.json.abcdefgh.tmp", "last.next.safetensors"]
+    stale = [
+        ".last.state.pt.abcd1234.tmp",
+        ".last.safetensors.x_y12345.tmp",
+        ".config.json.abcdefgh.tmp",
+        ".report.json.abcdefgh.tmp",
+        "last.next.safetensors",
+    ]
     kept = ["notes.txt", ".notes.txt.abcdefgh.tmp", "big.tmp"]
     run.mkdir()
     for name in stale + kept:
@@ -155,7 +160,9 @@ def test_a_flipped_bit_in_the_training_state_stops_the_resume(tmp_path, toy):
     data[at + 2] ^= 0x04  # one bit of an Adam moment
     (run / ckpt.STATE).write_bytes(bytes(data))
     t.close()
-    with pytest.raises(CheckpointError, match=r"last\.state\.pt: corrupt \(SHA-256 differs from the one in last\.json\)"):
+    with pytest.raises(
+        CheckpointError, match=r"last\.state\.pt: corrupt \(SHA-256 differs from the one in last\.json\)"
+    ):
         Trainer(t.cfg, resume=True).restore()
 
 
@@ -219,8 +226,10 @@ def test_a_full_disk_keeps_the_last_checkpoint(tmp_path, toy, monkeypatch, where
         full.append(True)
     epoch = t.train_epoch()
     valid = t.validate(epoch)
-    message = (rf"^cannot write .+ in {re.escape(str(run))} \(No space left on device\); the last checkpoint is "
-               rf"kept; once fixed, continue with: gsa train --resume {re.escape(str(run))}$")
+    message = (
+        rf"^cannot write .+ in {re.escape(str(run))} \(No space left on device\); the last checkpoint is "
+        rf"kept; once fixed, continue with: gsa train --resume {re.escape(str(run))}$"
+    )
     with pytest.raises(CheckpointError, match=message):
         t.end_epoch(epoch, valid)
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]

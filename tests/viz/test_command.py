@@ -15,7 +15,11 @@ def test_quick_figures(tmp_path):
     out = tmp_path / "figs"
     proc = subprocess.run(
         [sys.executable, "-m", "gsa.viz", "--quick", "--out", str(out), "--progress", "none"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path, env={"MPLBACKEND": "Agg", **__import__("os").environ},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={"MPLBACKEND": "Agg", **__import__("os").environ},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for name in NAMES:

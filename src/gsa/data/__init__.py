@@ -17,10 +17,10 @@ against published checksums, and problems raise :class:`DataError` with a one-li
 message saying what to do.
 """
 
+from ..errors import DataError
 from .base import SPLITS, ArrayDataset, DatasetInfo, channel_stats, default_data_dir
 from .checksums import verify_file
 from .download import download_file
-from ..errors import DataError
 from .registry import CUSTOM_FORMS, arrays, get_dataset, in_memory, info, list_datasets
 
 __all__ = [

@@ -166,8 +166,9 @@ def _missing_runs(present: np.ndarray, num_classes: int) -> list[tuple[int, int]
     return [(a + 1, b - 1) for a, b in zip(bounds, bounds[1:]) if b - a > 1]
 
 
-def check_labels(what: str, labels: Mapping[str, np.ndarray], num_classes: int,
-                 class_names: Sequence[str] | None = None) -> None:
+def check_labels(
+    what: str, labels: Mapping[str, np.ndarray], num_classes: int, class_names: Sequence[str] | None = None
+) -> None:
     """Refuse labels that would silently train the wrong model, with a one-line :class:`DataError`.
 
     ``labels`` maps each split to its integer labels. Every split must hold at least one image, every

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataError
 from .base import ArrayDataset, DatasetInfo, candidate_dirs
 from .checksums import checksums, verify_file_cached
 from .download import download_file
-from ..errors import DataError
 
 __all__ = ["CIFAR10_INFO", "CIFAR10_URL", "cifar10_arrays", "load_cifar10"]
 
@@ -188,6 +188,4 @@ def _cifar10_cached(key: tuple[str, ...], download: bool) -> dict[str, np.ndarra
 def load_cifar10(split: str, *, data_dir=None, download: bool = False, transform=None) -> ArrayDataset:
     """CIFAR-10 ``split`` as an :class:`ArrayDataset` of (3, 32, 32) images."""
     arrays = cifar10_arrays(data_dir, download)
-    return ArrayDataset(
-        arrays[f"{split}_x"], arrays[f"{split}_y"], info=CIFAR10_INFO, split=split, transform=transform
-    )
+    return ArrayDataset(arrays[f"{split}_x"], arrays[f"{split}_y"], info=CIFAR10_INFO, split=split, transform=transform)

@@ -43,9 +43,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .base import ArrayDataset, DatasetInfo, channel_stats, check_labels, check_stats, seeded_split
 from ..errors import DataError
 from ..extras import require
+from .base import ArrayDataset, DatasetInfo, channel_stats, check_labels, check_stats, seeded_split
 
 __all__ = ["IMAGE_EXTENSIONS", "FolderDataset", "load_folder", "folder_info", "load_npz", "npz_info"]
 
@@ -116,9 +116,7 @@ def _scan_folder(root_str: str, mtime_ns: int) -> dict:
         with _open_image(p, tag) as im:
             mode, size = _MODE_CONVERT.get(im.mode, im.mode), im.size
         if mode not in _MODE_CHANNELS:
-            raise DataError(
-                f"{tag}: image {p} has unsupported mode {mode}; convert images to L (gray), RGB or RGBA"
-            )
+            raise DataError(f"{tag}: image {p} has unsupported mode {mode}; convert images to L (gray), RGB or RGBA")
         if ref is None:
             ref = (p, mode, size)
         elif (mode, size) != ref[1:]:
@@ -143,8 +141,9 @@ def _scan_folder(root_str: str, mtime_ns: int) -> dict:
         keep, hold = np.sort(perm[n_valid:]), np.sort(perm[:n_valid])
         files["valid"] = ([paths[i] for i in hold], [labels[i] for i in hold])
         files["train"] = ([paths[i] for i in keep], [labels[i] for i in keep])
-    check_labels(tag, {s: np.asarray(files[s][1], dtype=np.int64) for s in ("train", "valid", "test")}, len(classes),
-                 classes)
+    check_labels(
+        tag, {s: np.asarray(files[s][1], dtype=np.int64) for s in ("train", "valid", "test")}, len(classes), classes
+    )
     return {"classes": tuple(classes), "files": files, "mode": ref[1], "size": ref[2]}
 
 
@@ -180,8 +179,9 @@ def _decode(path: Path, mode: str) -> torch.Tensor:
                 im = im.convert(mode)
             arr = np.asarray(im, dtype=np.uint8)
         except (OSError, SyntaxError, ValueError, zlib.error) as exc:  # e.g. "image file is truncated"
-            raise DataError(f"cannot decode image {path} ({exc}); the file is truncated or corrupt: remove or "
-                            "replace it") from None
+            raise DataError(
+                f"cannot decode image {path} ({exc}); the file is truncated or corrupt: remove or replace it"
+            ) from None
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()  # (C, H, W) uint8
@@ -267,16 +267,16 @@ def _to_nchw(x: np.ndarray, tag: str, key: str) -> np.ndarray:
             return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
         if x.shape[1] <= 4:
             return x
-    raise DataError(
-        f"{tag}: {key} has shape {x.shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W) with C <= 4"
-    )
+    raise DataError(f"{tag}: {key} has shape {x.shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W) with C <= 4")
 
 
 def _images(x: np.ndarray, tag: str, key: str) -> np.ndarray:
     """Validate/convert to (N, C, H, W) uint8 (kept as bytes) or float32 in [0, 1]."""
     x = _to_nchw(x, tag, key)
     if 0 in x.shape[1:]:
-        raise DataError(f"{tag}: {key} holds images of shape {x.shape[1:]} (C, H, W); images need a channel and a pixel")
+        raise DataError(
+            f"{tag}: {key} holds images of shape {x.shape[1:]} (C, H, W); images need a channel and a pixel"
+        )
     if x.dtype == np.uint8:
         return x
     if np.issubdtype(x.dtype, np.floating):
@@ -327,8 +327,9 @@ def _npz_members(path: Path, tag: str) -> tuple[dict[str, np.ndarray], list[str]
             try:
                 members[key] = z[key]
             except _NPZ_READ_ERRORS as exc:
-                raise DataError(f"{tag}: cannot read array {key!r} ({_why(exc)}); is the file truncated or "
-                                f"corrupt? {_NPZ_HINT}") from None
+                raise DataError(
+                    f"{tag}: cannot read array {key!r} ({_why(exc)}); is the file truncated or corrupt? {_NPZ_HINT}"
+                ) from None
         return members, list(z.files)
 
 

@@ -70,9 +70,10 @@ def download_file(
             header = getattr(response, "headers", None)
             length = header.get("Content-Length") if header is not None else None
             total = int(length) if length and str(length).isdigit() else size
-            with os.fdopen(fd, "wb") as out, tqdm(
-                total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}"
-            ) as bar:
+            with (
+                os.fdopen(fd, "wb") as out,
+                tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}") as bar,
+            ):
                 fd = -1
                 while True:
                     chunk = response.read(_CHUNK)
@@ -90,9 +91,7 @@ def download_file(
             if close is not None:
                 close()
         if size is not None and got != size:
-            raise DataError(
-                f"{dest}: download from {url} is truncated: expected {size:,} bytes, got {got:,}; {manual}"
-            )
+            raise DataError(f"{dest}: download from {url} is truncated: expected {size:,} bytes, got {got:,}; {manual}")
         for algo, exp in (("md5", md5s), ("sha1", sha1s)):
             found = hashers[algo].hexdigest()
             if exp and found not in exp:

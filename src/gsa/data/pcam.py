@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import DataError
+from ..extras import require
 from .base import DatasetInfo, candidate_dirs
 from .checksums import _valid_stamp, checksums, mark_verified, verify_file_cached
 from .download import download_file
-from ..errors import DataError
-from ..extras import require
 
 __all__ = ["PCAM_INFO", "PCAM_URL", "PCamDataset", "pcam_files", "load_pcam"]
 
@@ -91,9 +91,11 @@ def _decompress(gz_path: Path, h5_path: Path) -> None:
     tmp = h5_path.with_name(f".{h5_path.name}.{os.getpid()}.part")
     md5 = hashlib.md5()
     try:
-        with gzip.open(gz_path, "rb") as src, open(tmp, "wb") as dst, tqdm(
-            total=gz_path.stat().st_size, unit="B", unit_scale=True, desc=f"decompressing {gz_path.name}"
-        ) as bar:
+        with (
+            gzip.open(gz_path, "rb") as src,
+            open(tmp, "wb") as dst,
+            tqdm(total=gz_path.stat().st_size, unit="B", unit_scale=True, desc=f"decompressing {gz_path.name}") as bar,
+        ):
             raw = src.fileobj  # the underlying compressed file, for progress
             last = 0
             while True:
@@ -209,7 +211,9 @@ class PCamDataset(Dataset):
                     )
                 n = x.shape[0]
         except (OSError, KeyError) as exc:
-            raise DataError(f"{self.x_path.parent}: unreadable PCam h5 file ({exc}); delete it and download it again") from exc
+            raise DataError(
+                f"{self.x_path.parent}: unreadable PCam h5 file ({exc}); delete it and download it again"
+            ) from exc
         if n != labels.shape[0]:
             raise DataError(f"{self.x_path}: {n} images but {labels.shape[0]} labels in {self.y_path.name}")
         if labels.size and (labels.min() < 0 or labels.max() > 1):

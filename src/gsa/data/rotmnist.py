@@ -39,11 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataError
 from . import _rotmnist_mini_meta as mini_meta
 from .base import ArrayDataset, DatasetInfo, candidate_dirs
 from .checksums import checksums, verify_file_cached
 from .download import download_file
-from ..errors import DataError
 
 _log = logging.getLogger("gsa")
 

@@ -240,8 +240,10 @@ class GSANet(nn.Module):
         """Lifted features before the read-out: ``(B, C, |H|, X', Y')``."""
         if x.dim() == 4 and min(x.shape[-2:]) < self._min_size:
             m = self._min_size
-            raise ValueError(f"GSANet needs images of at least {m}x{m} pixels (its crops and 2x2 max-pools), "
-                             f"got {x.shape[-2]}x{x.shape[-1]}")
+            raise ValueError(
+                f"GSANet needs images of at least {m}x{m} pixels (its crops and 2x2 max-pools), "
+                f"got {x.shape[-2]}x{x.shape[-1]}"
+            )
         x = self.input_dropout(x)
         x = self.lifting_act(self.lifting_norm(self.lifting(x)))
         return self.blocks(x)
@@ -277,8 +279,9 @@ class GSANet(nn.Module):
         """Replace the classifier by a new one with ``num_classes`` outputs (on the old one's device
         and dtype, initialised per ``head_init``); ``config`` and ``pretrained_cfg`` follow."""
         old = self.head
-        self.head = nn.Conv3d(old.in_channels, num_classes, kernel_size=1, bias=False,
-                              device=old.weight.device, dtype=old.weight.dtype)
+        self.head = nn.Conv3d(
+            old.in_channels, num_classes, kernel_size=1, bias=False, device=old.weight.device, dtype=old.weight.dtype
+        )
         _init_weight(self.head, self.config.whitening_scale)
         if self.config.head_init == "zero":
             nn.init.zeros_(self.head.weight)
@@ -296,8 +299,10 @@ class GSANet(nn.Module):
         x = x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x.to(torch.float32)
         x = x.unsqueeze(0) if x.dim() == 3 else x
         if x.dim() != 4 or x.shape[1] != self.config.in_channels:
-            raise ValueError(f"expected images (B, {self.config.in_channels}, H, W) or ({self.config.in_channels}, H, W), "
-                             f"got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"expected images (B, {self.config.in_channels}, H, W) or ({self.config.in_channels}, H, W), "
+                f"got shape {tuple(x.shape)}"
+            )
         device = self.head.weight.device
         x = x.to(device)
         mean, std = self.pretrained_cfg.get("mean"), self.pretrained_cfg.get("std")

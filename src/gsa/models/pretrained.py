@@ -37,8 +37,14 @@ def _tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def model_records(config: GSANetConfig, *, mean: Optional[Sequence[float]], std: Optional[Sequence[float]],
-                  input_size: Optional[Sequence[int]], dataset: Optional[str] = None) -> dict[str, str]:
+def model_records(
+    config: GSANetConfig,
+    *,
+    mean: Optional[Sequence[float]],
+    std: Optional[Sequence[float]],
+    input_size: Optional[Sequence[int]],
+    dataset: Optional[str] = None,
+) -> dict[str, str]:
     """The weight-file metadata entries that let :func:`load` rebuild a network from the file alone:
     ``model_config`` (the full ``config``) and ``input`` (``mean`` / ``std`` of the per-channel
     normalisation of ``[0, 1]`` images, ``None`` for none; ``input_size`` ``(C, H, W)``; ``dataset``)."""
@@ -48,7 +54,10 @@ def model_records(config: GSANetConfig, *, mean: Optional[Sequence[float]], std:
         "input_size": [int(v) for v in input_size] if input_size is not None else None,
         "dataset": dataset,
     }
-    return {MODEL_CONFIG_KEY: json.dumps(config.to_dict(), sort_keys=True), INPUT_KEY: json.dumps(record, sort_keys=True)}
+    return {
+        MODEL_CONFIG_KEY: json.dumps(config.to_dict(), sort_keys=True),
+        INPUT_KEY: json.dumps(record, sort_keys=True),
+    }
 
 
 def _pretrained_cfg(config: GSANetConfig, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -99,8 +108,10 @@ def load(path: str | os.PathLike, *, which: str = "best", map_location: Any = "c
     tensors, meta = read_weights(file)
     config, record = read_record(meta, MODEL_CONFIG_KEY, file), read_record(meta, INPUT_KEY, file)
     if config is None or record is None:
-        raise CheckpointError(f"{file}: no record of the network and its input normalisation (written by an older "
-                              "gsa or for another model); build the model and use gsa.train.checkpoint.load_weights")
+        raise CheckpointError(
+            f"{file}: no record of the network and its input normalisation (written by an older "
+            "gsa or for another model); build the model and use gsa.train.checkpoint.load_weights"
+        )
     net = _build(config, file)
     net.pretrained_cfg = _pretrained_cfg(net.config, record)
     return _finish(net, tensors, file, map_location)
@@ -112,8 +123,13 @@ def save_pretrained(net: GSANet, directory: str | os.PathLike) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     pcfg = net.pretrained_cfg
-    meta = model_records(net.config, mean=pcfg.get("mean"), std=pcfg.get("std"), input_size=pcfg.get("input_size"),
-                         dataset=pcfg.get("dataset"))
+    meta = model_records(
+        net.config,
+        mean=pcfg.get("mean"),
+        std=pcfg.get("std"),
+        input_size=pcfg.get("input_size"),
+        dataset=pcfg.get("dataset"),
+    )
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in net.state_dict().items()}
     (directory / WEIGHTS_NAME).write_bytes(encode_weights(tensors, meta))
     doc = {"model_type": "gsanet", "config": net.config.to_dict(), "pretrained_cfg": pcfg}
@@ -128,8 +144,10 @@ def _local_folder(name_or_path: str | os.PathLike) -> Path:
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise CheckpointError(f"{name_or_path}: no such folder; without huggingface_hub only local folders are "
-                              "supported (pip install huggingface_hub to download from the hub)") from None
+        raise CheckpointError(
+            f"{name_or_path}: no such folder; without huggingface_hub only local folders are "
+            "supported (pip install huggingface_hub to download from the hub)"
+        ) from None
     return Path(snapshot_download(repo_id=str(name_or_path), allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]))
 
 

@@ -30,9 +30,24 @@ import torch
 from ..errors import CheckpointError
 
 __all__ = [
-    "BEST", "LAST", "STATE", "MANIFEST", "NEXT", "FORMAT", "MANIFEST_FORMAT", "MODEL_CONFIG_KEY", "INPUT_KEY",
-    "tensors_digest", "encode_weights", "read_weights", "read_record", "resolve_weights", "LastPair", "find_last",
-    "file_sha256", "read_manifest",
+    "BEST",
+    "LAST",
+    "STATE",
+    "MANIFEST",
+    "NEXT",
+    "FORMAT",
+    "MANIFEST_FORMAT",
+    "MODEL_CONFIG_KEY",
+    "INPUT_KEY",
+    "tensors_digest",
+    "encode_weights",
+    "read_weights",
+    "read_record",
+    "resolve_weights",
+    "LastPair",
+    "find_last",
+    "file_sha256",
+    "read_manifest",
 ]
 
 BEST = "best.safetensors"
@@ -148,8 +163,9 @@ def find_last(run_dir: str | os.PathLike) -> Optional[LastPair]:
         pair = LastPair(run_dir / LAST, run_dir / STATE)
         return pair if pair.weights.is_file() and pair.state.is_file() else None
     files = manifest["files"]
-    return LastPair(_current(run_dir, LAST, files[LAST]), _current(run_dir, STATE, files[STATE]), files[STATE],
-                    manifest["step"])
+    return LastPair(
+        _current(run_dir, LAST, files[LAST]), _current(run_dir, STATE, files[STATE]), files[STATE], manifest["step"]
+    )
 
 
 def _current(run_dir: Path, name: str, sha256: str) -> Path:

@@ -136,12 +136,15 @@ class _GroupAttention(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"{type(self).__name__} expects a floating-point input, got {x.dtype}")
         if 0 in x.shape[-2:]:
-            raise ValueError(f"{type(self).__name__} expects an image of at least 1x1 pixels {want}, got shape "
-                             f"{tuple(x.shape)}")
+            raise ValueError(
+                f"{type(self).__name__} expects an image of at least 1x1 pixels {want}, got shape {tuple(x.shape)}"
+            )
         w = self.query.weight.dtype
         if x.dtype != w and not _backends.compiling() and not _autocast_on(x.device.type):
-            raise TypeError(f"{type(self).__name__} expects {w} input (the dtype of its parameters), got {x.dtype}; "
-                            f"convert the input (x.to({w})) or the layer (.to({x.dtype})), or run under torch.autocast")
+            raise TypeError(
+                f"{type(self).__name__} expects {w} input (the dtype of its parameters), got {x.dtype}; "
+                f"convert the input (x.to({w})) or the layer (.to({x.dtype})), or run under torch.autocast"
+            )
 
     def _project(self, x: torch.Tensor):
         """``x`` → channels-last ``q, k, v`` of shape ``(B, n, X, Y, G, d)``."""
@@ -198,10 +201,17 @@ class _GroupAttention(nn.Module):
         q = q * (1.0 / math.sqrt(self.in_channels))
         q, k, v = (t.reshape(B * n, *t.shape[2:]) for t in (q, k, v))
         o = group_attention(
-            q, k, v, self.positional_table(X, Y, q.device, q.dtype),
-            group_scores=self._group_scores(q), classes=self._output_classes(q.device),
-            patch_size=self.window(X, Y), dropout=self.attention_dropout.p if self.training else 0.0,
-            backend=backend, chunk_elements=self.chunk_elements, recompute=self.recompute,
+            q,
+            k,
+            v,
+            self.positional_table(X, Y, q.device, q.dtype),
+            group_scores=self._group_scores(q),
+            classes=self._output_classes(q.device),
+            patch_size=self.window(X, Y),
+            dropout=self.attention_dropout.p if self.training else 0.0,
+            backend=backend,
+            chunk_elements=self.chunk_elements,
+            recompute=self.recompute,
         )
         return self._finish(o.view(B, n, *o.shape[1:]), x)
 

@@ -135,9 +135,7 @@ class TransformerBlock(nn.Module):
             coordinate_init=coordinate_init,
         )
         self.pre = nn.Sequential(make_norm(norm, in_channels), make_activation(activation))
-        self.post = nn.Sequential(
-            make_norm(norm, out_channels), make_activation(activation), nn.Dropout(value_dropout)
-        )
+        self.post = nn.Sequential(make_norm(norm, out_channels), make_activation(activation), nn.Dropout(value_dropout))
         self.shortcut = _pointwise(in_channels, out_channels) if in_channels != out_channels else nn.Identity()
         self.crop = Crop(crop)
         hidden = out_channels // 2

@@ -72,24 +72,40 @@ def _empty_result(call) -> torch.Tensor:
 def _call(q, k, v, table, group_scores, classes, patch_size, dropout, chunk_elements, recompute):
     """Validated :class:`~gsa.nn.backends.AttentionCall`."""
     if q.dim() != 5 or k.dim() != 5 or v.dim() != 5:
-        raise ValueError(f"q, k, v must be (B, X, Y, G, channels), got {tuple(q.shape)}, {tuple(k.shape)}, "
-                         f"{tuple(v.shape)}")
+        raise ValueError(
+            f"q, k, v must be (B, X, Y, G, channels), got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
     if k.shape[:4] != v.shape[:4] or q.shape[:3] != k.shape[:3] or q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}: batch, pixels and "
-                         "q/k channels must agree, k and v must share the key group axis")
+        raise ValueError(
+            f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}: batch, pixels and "
+            "q/k channels must agree, k and v must share the key group axis"
+        )
     nb = _backends.neighbourhood(patch_size)
     X, Y = q.shape[1], q.shape[2]
     R = (2 * X - 1) * (2 * Y - 1) if patch_size is None else patch_size**2
     if table.dim() != 3 or table.shape[1] != R or table.shape[-1] > q.shape[-1]:
-        raise ValueError(f"table must be (|H|, R={R}, p) for {nb!r} on {X}x{Y} with p <= {q.shape[-1]}, "
-                         f"got {tuple(table.shape)}")
+        raise ValueError(
+            f"table must be (|H|, R={R}, p) for {nb!r} on {X}x{Y} with p <= {q.shape[-1]}, got {tuple(table.shape)}"
+        )
     if group_scores is not None:
         want = (*q.shape[:4], k.shape[3])
         got = (*group_scores.shape[:4], group_scores.shape[-1])
         if group_scores.dim() != 6 or got != want:
-            raise ValueError(f"group_scores must be (B, X, Y, Gq, U, Gk) = {want[:4]} + (U, {want[4]}), "
-                             f"got {tuple(group_scores.shape)}")
+            raise ValueError(
+                f"group_scores must be (B, X, Y, Gq, U, Gk) = {want[:4]} + (U, {want[4]}), "
+                f"got {tuple(group_scores.shape)}"
+            )
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-    return _backends.AttentionCall(q, k, v, table, group_scores, classes, patch_size, float(dropout),
-                                   chunk_elements or _DEFAULT_CHUNK_ELEMENTS, recompute)
+    return _backends.AttentionCall(
+        q,
+        k,
+        v,
+        table,
+        group_scores,
+        classes,
+        patch_size,
+        float(dropout),
+        chunk_elements or _DEFAULT_CHUNK_ELEMENTS,
+        recompute,
+    )

@@ -103,8 +103,9 @@ def hash_masks():
         _hash_masks["on"] -= 1
 
 
-def dropout_keep_mask(shape, p: float, generator: torch.Generator, device, dtype=torch.float32,
-                      out: torch.Tensor | None = None) -> torch.Tensor:
+def dropout_keep_mask(
+    shape, p: float, generator: torch.Generator, device, dtype=torch.float32, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """Float mask of 0/1, 1 with probability ``1 − p`` (``p`` rounded to a multiple of 2⁻¹⁶).
 
     Four 16-bit uniforms per 64-bit draw, thresholded arithmetically: on CPU several times cheaper

@@ -43,7 +43,18 @@ from .. import userdirs
 
 _log = logging.getLogger("gsa")
 
-__all__ = ["library", "available", "usable", "why_not", "status", "disabled", "probabilities", "weights", "backward", "fold_add"]
+__all__ = [
+    "library",
+    "available",
+    "usable",
+    "why_not",
+    "status",
+    "disabled",
+    "probabilities",
+    "weights",
+    "backward",
+    "fold_add",
+]
 
 _SOURCE = Path(__file__).with_name("_kernels.cpp")
 _ABI = 4
@@ -75,9 +86,12 @@ def _private_cache() -> Path:
     except OSError as exc:
         reason = exc if isinstance(exc, userdirs.NotPrivate) else f"cannot create {cache} ({exc})"
         _state["scratch"] = scratch = Path(tempfile.mkdtemp(prefix="gsa-kernels-"))
-        warnings.warn(f"gsa: native kernel cache refused: {reason}; building in {scratch} instead "
-                      "(make the cache private, e.g. chmod 700, or set GSA_CACHE_DIR to a directory of your own)",
-                      RuntimeWarning, stacklevel=4)
+        warnings.warn(
+            f"gsa: native kernel cache refused: {reason}; building in {scratch} instead "
+            "(make the cache private, e.g. chmod 700, or set GSA_CACHE_DIR to a directory of your own)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
         return scratch
 
 
@@ -186,13 +200,100 @@ def _build() -> Path:
 
 def _declare(lib) -> None:
     lib.gsa_abi_version.restype = _i
-    lib.gsa_probs.argtypes = [_i, _l, _i, _i64p, _vp, _i64p, _i64p, _vp, _vp, _i64p, _i64p, _vp, _i64p, _i64p,
-                              _vp, _i, _vp, _i64p, _i64p, _i64p, _i, _i, _i, _i, _i, _i, _vp, _vp, _i]
-    lib.gsa_weights.argtypes = [_i, _l, _i, _i64p, _vp, _vp, _i64p, _i, _i, _i, _i, _i, _i, _u, _u, _u, _i, _d,
-                                _vp, _i64p, _i64p, _i]
-    lib.gsa_backward.argtypes = [_i, _l, _i, _i64p, _vp, _vp, _i64p, _i, _i, _i, _i, _i, _i, _u, _u, _u, _i, _d,
-                                 _vp, _i64p, _i64p, _vp, _i64p, _i64p, _vp, _vp, _i64p, _i64p, _vp, _i, _vp, _vp,
-                                 _vp, _i64p, _i64p, _vp, _i]
+    lib.gsa_probs.argtypes = [
+        _i,
+        _l,
+        _i,
+        _i64p,
+        _vp,
+        _i64p,
+        _i64p,
+        _vp,
+        _vp,
+        _i64p,
+        _i64p,
+        _vp,
+        _i64p,
+        _i64p,
+        _vp,
+        _i,
+        _vp,
+        _i64p,
+        _i64p,
+        _i64p,
+        _i,
+        _i,
+        _i,
+        _i,
+        _i,
+        _i,
+        _vp,
+        _vp,
+        _i,
+    ]
+    lib.gsa_weights.argtypes = [
+        _i,
+        _l,
+        _i,
+        _i64p,
+        _vp,
+        _vp,
+        _i64p,
+        _i,
+        _i,
+        _i,
+        _i,
+        _i,
+        _i,
+        _u,
+        _u,
+        _u,
+        _i,
+        _d,
+        _vp,
+        _i64p,
+        _i64p,
+        _i,
+    ]
+    lib.gsa_backward.argtypes = [
+        _i,
+        _l,
+        _i,
+        _i64p,
+        _vp,
+        _vp,
+        _i64p,
+        _i,
+        _i,
+        _i,
+        _i,
+        _i,
+        _i,
+        _u,
+        _u,
+        _u,
+        _i,
+        _d,
+        _vp,
+        _i64p,
+        _i64p,
+        _vp,
+        _i64p,
+        _i64p,
+        _vp,
+        _vp,
+        _i64p,
+        _i64p,
+        _vp,
+        _i,
+        _vp,
+        _vp,
+        _vp,
+        _i64p,
+        _i64p,
+        _vp,
+        _i,
+    ]
     lib.gsa_fold_add.argtypes = [_i, _vp, _i64p, _l, _l, _l, _l, _l, _l, _l, _l, _l, _vp, _i64p, _i]
     for f in (lib.gsa_probs, lib.gsa_weights, lib.gsa_backward, lib.gsa_fold_add):
         f.restype = None
@@ -334,10 +435,37 @@ def probabilities(C, Gt, P, mb, u_of_h, H: int, scratch=None, qp=None, tabT=None
         mps, mis = _split(mb, pix)
     else:
         mps, mis = _arr([]), _arr([])
-    library().gsa_probs(_code(C), npix, len(pix), _arr(pix), _ptr(C), cps, cis, _ptr(Gt), _ptr(P), pps, pis,
-                        _ptr(qp if P is None else None), qps, qis, _ptr(tabT if P is None else None), np_,
-                        _ptr(mb), mps, mis, _classes(u_of_h, U), Gq, U, Gk, H, Kx, Ky, _ptr(E), _ptr(Pn),
-                        _threads())
+    library().gsa_probs(
+        _code(C),
+        npix,
+        len(pix),
+        _arr(pix),
+        _ptr(C),
+        cps,
+        cis,
+        _ptr(Gt),
+        _ptr(P),
+        pps,
+        pis,
+        _ptr(qp if P is None else None),
+        qps,
+        qis,
+        _ptr(tabT if P is None else None),
+        np_,
+        _ptr(mb),
+        mps,
+        mis,
+        _classes(u_of_h, U),
+        Gq,
+        U,
+        Gk,
+        H,
+        Kx,
+        Ky,
+        _ptr(E),
+        _ptr(Pn),
+        _threads(),
+    )
     return E, Pn
 
 
@@ -350,13 +478,48 @@ def weights(Pn, E, W, u_of_h, drop: tuple[int, int, int, int], scale: float) -> 
     npix = Pn.numel() // (Gq * H * Kx * Ky)
     wps, wis = _split(W, pix)
     thr, k0, k1, on = drop
-    library().gsa_weights(_code(Pn), npix, len(pix), _arr(pix), _ptr(Pn), _ptr(E), _classes(u_of_h, U), Gq, U,
-                          Gk, H, Kx, Ky,
-                          thr, k0, k1, on, scale, _ptr(W), wps, wis, _threads())
+    library().gsa_weights(
+        _code(Pn),
+        npix,
+        len(pix),
+        _arr(pix),
+        _ptr(Pn),
+        _ptr(E),
+        _classes(u_of_h, U),
+        Gq,
+        U,
+        Gk,
+        H,
+        Kx,
+        Ky,
+        thr,
+        k0,
+        k1,
+        on,
+        scale,
+        _ptr(W),
+        wps,
+        wis,
+        _threads(),
+    )
 
 
-def backward(Pn, E, dW, W, dC, dGt, u_of_h, drop: tuple[int, int, int, int], scale: float, dP=None, qp=None,
-             tabT=None, dqp=None, dtabT=None) -> None:
+def backward(
+    Pn,
+    E,
+    dW,
+    W,
+    dC,
+    dGt,
+    u_of_h,
+    drop: tuple[int, int, int, int],
+    scale: float,
+    dP=None,
+    qp=None,
+    tabT=None,
+    dqp=None,
+    dtabT=None,
+) -> None:
     """Backward of the weights and both softmaxes of one chunk (see ``gsa_backward`` in ``_kernels.cpp``).
 
     In: ``Pn``, ``E`` (contiguous, from :func:`probabilities`), ``dW (*PIX, H, Gk, Kx, Ky)`` any strides.
@@ -374,15 +537,65 @@ def backward(Pn, E, dW, W, dC, dGt, u_of_h, drop: tuple[int, int, int, int], sca
     qps, qis = _split(qp, pix) if dP is None else (_arr([]), _arr([]))
     np_ = 0 if dP is not None else qp.shape[-1]
     thr, k0, k1, on = drop
-    library().gsa_backward(_code(Pn), npix, len(pix), _arr(pix), _ptr(Pn), _ptr(E), _classes(u_of_h, U), Gq, U,
-                           Gk, H, Kx, Ky, thr, k0, k1, on, scale, _ptr(dW), dwps, dwis, _ptr(W), wps, wis, _ptr(dP),
-                           _ptr(qp if dP is None else None), qps, qis, _ptr(tabT if dP is None else None), np_,
-                           _ptr(dqp), _ptr(dtabT), _ptr(dC), dcps, dcis, _ptr(dGt), _threads())
+    library().gsa_backward(
+        _code(Pn),
+        npix,
+        len(pix),
+        _arr(pix),
+        _ptr(Pn),
+        _ptr(E),
+        _classes(u_of_h, U),
+        Gq,
+        U,
+        Gk,
+        H,
+        Kx,
+        Ky,
+        thr,
+        k0,
+        k1,
+        on,
+        scale,
+        _ptr(dW),
+        dwps,
+        dwis,
+        _ptr(W),
+        wps,
+        wis,
+        _ptr(dP),
+        _ptr(qp if dP is None else None),
+        qps,
+        qis,
+        _ptr(tabT if dP is None else None),
+        np_,
+        _ptr(dqp),
+        _ptr(dtabT),
+        _ptr(dC),
+        dcps,
+        dcis,
+        _ptr(dGt),
+        _threads(),
+    )
 
 
 def fold_add(tiles, dst, nx: int, ny: int, G: int, Wx: int, Wy: int, Tx: int, Ty: int) -> None:
     """``dst (Bc, rows, cols, G, c)`` (any strides) ``+=`` the overlapping key tiles
     ``(Bc·nx·ny, Wx·Wy·G, c)`` (rows ``(wx, wy, a_k)``, any strides; tile ``(ix, iy)`` starts at row ``ix·Tx``, column ``iy·Ty``)."""
     Bc, c = dst.shape[0], dst.shape[-1]
-    library().gsa_fold_add(_code(dst), _ptr(tiles), _arr(tiles.stride()), Bc, nx, ny, G, Wx, Wy, c, Tx, Ty,
-                           _ptr(dst), _arr(dst.stride()), _threads())
+    library().gsa_fold_add(
+        _code(dst),
+        _ptr(tiles),
+        _arr(tiles.stride()),
+        Bc,
+        nx,
+        ny,
+        G,
+        Wx,
+        Wy,
+        c,
+        Tx,
+        Ty,
+        _ptr(dst),
+        _arr(dst.stride()),
+        _threads(),
+    )

@@ -95,9 +95,7 @@ class Local(Neighbourhood):
     def pair_mask(self, X: int, Y: int, device=None) -> torch.Tensor:
         rows = torch.arange(X, device=device).repeat_interleave(Y)
         cols = torch.arange(Y, device=device).repeat(X)
-        return ((rows[None, :] - rows[:, None]).abs() <= self.r) & (
-            (cols[None, :] - cols[:, None]).abs() <= self.r
-        )
+        return ((rows[None, :] - rows[:, None]).abs() <= self.r) & ((cols[None, :] - cols[:, None]).abs() <= self.r)
 
     def tiles(self, X: int, Y: int, Gq: int, Gk: int, H: int) -> tuple[int, int]:
         """Query tile ``(Tx, Ty)``: big enough for efficient matrix products, small enough that
@@ -249,8 +247,11 @@ class LocalPlan:
         """A zero tile ``(Bc·nx·ny, Tx·Ty·R, Wx·Wy·Gk)`` and its band view ``(Bc, nx, ny, Tx, Ty, R, Gk, k, k)``
         for kernels that write the band in place (only band entries are ever written: the rest stays 0)."""
         size, stride, full = self._band(R, Gk, Bc)
-        buf = torch.zeros(full, dtype=dtype, device=device) if scratch is None else scratch.get(
-            name, full, dtype, device, zero=True)
+        buf = (
+            torch.zeros(full, dtype=dtype, device=device)
+            if scratch is None
+            else scratch.get(name, full, dtype, device, zero=True)
+        )
         return buf, buf.as_strided(size, stride)
 
     def aggregate_band(self, band: torch.Tensor, vt: torch.Tensor) -> torch.Tensor:
@@ -417,8 +418,9 @@ class GlobalPlan:
         s_q = H * s_h
         s_y = Gq * s_q
         s_x = Y * s_y
-        full.as_strided((Bc, xc, Y, Gq, H, X, Y), (xc * s_x, s_x - Dy, s_y - 1, s_q, s_h, Dy, 1),
-                        (xc - 1) * Dy + (Y - 1)).copy_(dP)
+        full.as_strided(
+            (Bc, xc, Y, Gq, H, X, Y), (xc * s_x, s_x - Dy, s_y - 1, s_q, s_h, Dy, 1), (xc - 1) * Dy + (Y - 1)
+        ).copy_(dP)
         dqp = bmm_narrow(full, tab.reshape(H * Dx * Dy, p))
         dtab_c = bmm_narrow(full.view(-1, H * Dx * Dy).t(), qp.reshape(-1, p))
         dtable = table.new_zeros(H, 2 * X - 1, Dy, p)

@@ -11,9 +11,9 @@ Main entry points::
 exposes its phases (``restore``, ``fit``, ``validate``, ``save_last``, ``test``, ``final_report``).
 """
 
+from ..errors import CheckpointError, ConfigError, GsaError, NonFiniteLossError, TrainingInterrupted
 from .config import RECIPES, Recipe, TrainConfig, config_from_file, get_recipe, list_recipes, make_config
 from .engine import train
-from ..errors import CheckpointError, ConfigError, GsaError, NonFiniteLossError, TrainingInterrupted
 from .evaluate import evaluate_run
 from .hooks import DataSpec, Hooks, get_hooks, load_hooks, set_hooks, use_hooks
 from .info import count_flops, model_info

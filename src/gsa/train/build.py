@@ -10,11 +10,11 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
+from ..errors import ConfigError, DataError
 from . import checkpoint as ckpt
 from . import distributed as D
 from . import rundir
 from .config import TrainConfig
-from ..errors import ConfigError, DataError
 from .hooks import DataSpec, Hooks
 from .loaders import materialize
 
@@ -51,13 +51,17 @@ def claim_run_dir(cfg: TrainConfig, resume: bool, dist: D.DistInfo, lock: Option
         run_dir = rundir.claim(run_dir, lock, fresh=not cfg.out, resume=resume, dist=dist)
     if resume:
         if not ckpt.has_last(run_dir):
-            raise ConfigError(f"--resume {run_dir}: no checkpoint to resume from ({ckpt.MANIFEST} / {ckpt.STATE} / "
-                              f"{ckpt.LAST} missing)")
+            raise ConfigError(
+                f"--resume {run_dir}: no checkpoint to resume from ({ckpt.MANIFEST} / {ckpt.STATE} / "
+                f"{ckpt.LAST} missing)"
+            )
     elif any((run_dir / name).exists() for name in (ckpt.MANIFEST, ckpt.STATE, ckpt.LAST)):
         raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
     elif found := rundir.other_run_files(run_dir):
-        raise ConfigError(f"{run_dir} holds another run's files ({', '.join(found)}) but no checkpoint to resume; "
-                          "choose another --out (or move those files away)")
+        raise ConfigError(
+            f"{run_dir} holds another run's files ({', '.join(found)}) but no checkpoint to resume; "
+            "choose another --out (or move those files away)"
+        )
     return run_dir
 
 
@@ -89,8 +93,10 @@ def check_label_range(labels: torch.Tensor, spec: DataSpec, split: str) -> None:
     lo, hi = int(labels.min()), int(labels.max())
     if lo < 0 or hi >= spec.num_classes:
         bad = lo if lo < 0 else hi
-        raise DataError(f"dataset {spec.name!r}: the {split} split has label {bad}, outside the "
-                        f"{spec.num_classes} classes 0..{spec.num_classes - 1} of its description")
+        raise DataError(
+            f"dataset {spec.name!r}: the {split} split has label {bad}, outside the "
+            f"{spec.num_classes} classes 0..{spec.num_classes - 1} of its description"
+        )
 
 
 def build_model(cfg: TrainConfig, spec: DataSpec, hooks: Hooks, device: torch.device) -> nn.Module:

@@ -52,17 +52,47 @@ import torch
 
 from ..errors import CheckpointError
 from ..models.weightfile import (
-    BEST, FORMAT, LAST, MANIFEST, MANIFEST_FORMAT, NEXT, STATE, LastPair, encode_weights, find_last, read_weights,
+    BEST,
+    FORMAT,
+    LAST,
+    MANIFEST,
+    MANIFEST_FORMAT,
+    NEXT,
+    STATE,
+    LastPair,
+    encode_weights,
+    find_last,
+    read_weights,
     resolve_weights,
 )
 from ..models.weightfile import file_sha256 as _file_sha256
 from ..models.weightfile import read_manifest as _read_manifest
 
 __all__ = [
-    "BEST", "LAST", "STATE", "MANIFEST", "NEXT", "FORMAT", "MANIFEST_FORMAT",
-    "atomic_write_bytes", "state_dict_tensors", "unwrap", "weights_bytes", "save_weights", "read_weights", "load_weights",
-    "state_bytes", "save_state", "load_state", "resolve_weights",
-    "LastPair", "has_last", "find_last", "save_last", "finish_last", "clean_run_dir",
+    "BEST",
+    "LAST",
+    "STATE",
+    "MANIFEST",
+    "NEXT",
+    "FORMAT",
+    "MANIFEST_FORMAT",
+    "atomic_write_bytes",
+    "state_dict_tensors",
+    "unwrap",
+    "weights_bytes",
+    "save_weights",
+    "read_weights",
+    "load_weights",
+    "state_bytes",
+    "save_state",
+    "load_state",
+    "resolve_weights",
+    "LastPair",
+    "has_last",
+    "find_last",
+    "save_last",
+    "finish_last",
+    "clean_run_dir",
 ]
 
 _TEMP = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")  # tempfile.mkstemp's names in atomic_write_bytes
@@ -191,8 +221,9 @@ def has_last(run_dir: str | os.PathLike) -> bool:
     return (run_dir / MANIFEST).is_file() or ((run_dir / LAST).is_file() and (run_dir / STATE).is_file())
 
 
-def save_last(run_dir: str | os.PathLike, model: torch.nn.Module, metadata: Mapping[str, Any],
-              state: Mapping[str, Any]) -> None:
+def save_last(
+    run_dir: str | os.PathLike, model: torch.nn.Module, metadata: Mapping[str, Any], state: Mapping[str, Any]
+) -> None:
     """Write the last pair: ``model``'s weights (with ``metadata``) and the training ``state`` (with
     its ``"step"``), switched in by one atomic replace of ``last.json`` (steps in the module docstring)."""
     run_dir = Path(run_dir)
@@ -200,8 +231,11 @@ def save_last(run_dir: str | os.PathLike, model: torch.nn.Module, metadata: Mapp
     blobs = {LAST: weights_bytes(model, metadata), STATE: state_bytes(state)}
     for name, data in blobs.items():
         atomic_write_bytes(run_dir / NEXT[name], data)
-    manifest = {"format": MANIFEST_FORMAT, "step": int(state["step"]),
-                "files": {name: hashlib.sha256(data).hexdigest() for name, data in blobs.items()}}
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "step": int(state["step"]),
+        "files": {name: hashlib.sha256(data).hexdigest() for name, data in blobs.items()},
+    }
     atomic_write_bytes(run_dir / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())  # the switch
     finish_last(run_dir)
 

@@ -258,12 +258,20 @@ class TrainConfig:
         if self.patch_size == 0 and not isinstance(self.patch_size, bool):
             self.patch_size = None  # config files written before gsa 0.2 spelt global attention 0
         if self.patch_size is not None and (
-            isinstance(self.patch_size, bool) or not isinstance(self.patch_size, int) or self.patch_size < 1
+            isinstance(self.patch_size, bool)
+            or not isinstance(self.patch_size, int)
+            or self.patch_size < 1
             or self.patch_size % 2 == 0
         ):
             raise ConfigError(f"--patch-size must be odd (or 'global'), got {self.patch_size!r}")
         _in_range("lr", self.lr, low=0.0, low_open=True)
-        _in_range("warmup-epochs", self.warmup_epochs, low=0.0, high=float(self.epochs), what=f"in [0, --epochs={self.epochs}]")
+        _in_range(
+            "warmup-epochs",
+            self.warmup_epochs,
+            low=0.0,
+            high=float(self.epochs),
+            what=f"in [0, --epochs={self.epochs}]",
+        )
         _in_range("weight-decay", self.weight_decay, low=0.0)
         _in_range("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
         _in_range("grad-clip", self.grad_clip, low=0.0, low_open=True, optional=True)
@@ -357,8 +365,17 @@ def _check_types(values: dict[str, Any], where: str = "") -> None:
             raise ConfigError(f"{where}config field {name!r} must be {_kind_name(hints[name])}, got {value!r}")
 
 
-def _in_range(flag: str, value: Any, *, low: float | None = None, high: float | None = None, low_open: bool = False,
-              high_open: bool = False, optional: bool = False, what: str | None = None) -> None:
+def _in_range(
+    flag: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    optional: bool = False,
+    what: str | None = None,
+) -> None:
     """Raise :class:`ConfigError` unless ``value`` is a finite real number in the interval (None if ``optional``)."""
     if value is None and optional:
         return
@@ -377,6 +394,8 @@ def _in_range(flag: str, value: Any, *, low: float | None = None, high: float | 
 
 _RECIPE_ONLY = {"name", "description"}
 _NONE_IS_A_VALUE = {"patch_size"}  # None = global attention, not "keep the recipe's value"
+
+
 def _check_known(names: list[str], what: str) -> None:
     """Raise :class:`ConfigError` naming each of ``names`` that is no TrainConfig field (and the
     closest field name, when one is close)."""

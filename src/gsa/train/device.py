@@ -6,8 +6,8 @@ from typing import Optional
 
 import torch
 
-from .distributed import DistInfo
 from ..errors import ConfigError
+from .distributed import DistInfo
 
 __all__ = ["resolve_device"]
 

@@ -73,8 +73,7 @@ def per_process_batch(global_batch: int, world_size: int, what: str = "--batch-s
     """Global batch / world size; error if it does not divide."""
     if global_batch % world_size:
         raise ConfigError(
-            f"{what} {global_batch} is not divisible by the world size {world_size}; "
-            f"use a multiple of {world_size}"
+            f"{what} {global_batch} is not divisible by the world size {world_size}; use a multiple of {world_size}"
         )
     return global_batch // world_size
 

@@ -17,10 +17,10 @@ from typing import Any, Optional, TextIO
 import torch
 
 from . import distributed as D
+from .build import build_model, default_run_dir, load_data
 from .config import TrainConfig
 from .device import resolve_device
 from .hooks import Hooks, get_hooks
-from .build import build_model, default_run_dir, load_data
 from .trainer import Trainer
 
 __all__ = ["train", "Trainer", "build_model", "default_run_dir", "load_data"]

@@ -6,11 +6,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Optional
 
+from ..errors import ConfigError
 from . import checkpoint as ckpt
 from . import reporting as R
 from .config import CONFIG_FILE, TrainConfig
 from .device import resolve_device
-from ..errors import ConfigError
 from .hooks import Hooks, get_hooks
 from .loaders import EvalBatches, eval_limit, materialize, take
 from .precision import Precision
@@ -125,7 +125,9 @@ def evaluate_run(
         angles = R.rotation_angles(step or 15.0)
         n = rotation_subset or cfg.rotation_subset
         imgs, labels = take(ds, tensors, n)
-        accs = R.rotation_curve(model, imgs, labels, angles, rotate=hooks.rotate_fn, prepare=prepare, batch_size=bs, device=dev)
+        accs = R.rotation_curve(
+            model, imgs, labels, angles, rotate=hooks.rotate_fn, prepare=prepare, batch_size=bs, device=dev
+        )
         result["rotation"] = {"angles_deg": angles, "accuracy": accs, "images": len(imgs)}
         inv_imgs, _ = take(ds, tensors, max(1, cfg.invariance_subset))
         result["invariance"] = R.invariance_check(

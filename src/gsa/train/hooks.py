@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch import nn
 
-from .config import TrainConfig
 from ..errors import ConfigError
+from .config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,10 @@ class DataSpec:
         for field, low in (("in_channels", 1), ("num_classes", 2)):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"dataset {self.name!r}: {field} must be an integer >= {low}, got {value!r}"
-                                  + (" (a classifier needs at least 2 classes)" if field == "num_classes" else ""))
+                raise ConfigError(
+                    f"dataset {self.name!r}: {field} must be an integer >= {low}, got {value!r}"
+                    + (" (a classifier needs at least 2 classes)" if field == "num_classes" else "")
+                )
 
 
 ModelFn = Callable[[TrainConfig, DataSpec], nn.Module]
@@ -152,8 +154,10 @@ def check_image_size(model: nn.Module, size: tuple[int, int], source: str) -> No
         return
     m = least()
     if min(size) < m:
-        raise ConfigError(f"the model needs images of at least {m}x{m} pixels (its crops and 2x2 max-pools); "
-                          f"{source} {size[0]}x{size[1]} images")
+        raise ConfigError(
+            f"the model needs images of at least {m}x{m} pixels (its crops and 2x2 max-pools); "
+            f"{source} {size[0]}x{size[1]} images"
+        )
 
 
 def default_rotate(images: torch.Tensor, degrees: float) -> torch.Tensor:

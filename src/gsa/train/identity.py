@@ -28,18 +28,34 @@ from ..errors import CheckpointError
 from ..models.weightfile import read_record
 from .config import TrainConfig
 
-__all__ = ["NETWORK_KEY", "SETTINGS_KEY", "NOT_DEFINING", "network_record", "settings_record", "identity_metadata",
-           "check_identity"]
+__all__ = [
+    "NETWORK_KEY",
+    "SETTINGS_KEY",
+    "NOT_DEFINING",
+    "network_record",
+    "settings_record",
+    "identity_metadata",
+    "check_identity",
+]
 
 NETWORK_KEY = "network"
 SETTINGS_KEY = "model_settings"
 #: GSANetConfig fields (and ``--model-arg`` keys) that leave the meaning of the weights unchanged:
 #: dropout probabilities, the attention kernels, and choices that only set the initial weights.
 #: (A dropout after pooling adds a layer when switched on; the strict key check sees that.)
-NOT_DEFINING = frozenset({
-    "input_dropout", "dropout_after_pool", "attention_dropout", "value_dropout", "backend", "whitening_scale",
-    "coordinate_init", "head_init", "extra",
-})
+NOT_DEFINING = frozenset(
+    {
+        "input_dropout",
+        "dropout_after_pool",
+        "attention_dropout",
+        "value_dropout",
+        "backend",
+        "whitening_scale",
+        "coordinate_init",
+        "head_init",
+        "extra",
+    }
+)
 _LEGACY_KEYS = ("preset", "group", "patch_size")  # plain entries of files written before the records
 
 
@@ -74,14 +90,16 @@ def network_record(model: nn.Module) -> Optional[dict[str, Any]]:
 
 def settings_record(cfg: TrainConfig) -> dict[str, Any]:
     """The model-defining fields of a run's config (``model_args`` without the :data:`NOT_DEFINING` keys)."""
-    return _plain({
-        "preset": cfg.preset,
-        "group": _canonical_group(cfg.group),
-        "patch_size": cfg.patch_size,
-        "norm": cfg.norm,
-        "activation": cfg.activation,
-        "model_args": {k: v for k, v in sorted(cfg.model_args.items()) if k not in NOT_DEFINING},
-    })
+    return _plain(
+        {
+            "preset": cfg.preset,
+            "group": _canonical_group(cfg.group),
+            "patch_size": cfg.patch_size,
+            "norm": cfg.norm,
+            "activation": cfg.activation,
+            "model_args": {k: v for k, v in sorted(cfg.model_args.items()) if k not in NOT_DEFINING},
+        }
+    )
 
 
 def identity_metadata(model: Optional[nn.Module], cfg: TrainConfig) -> dict[str, str]:
@@ -120,8 +138,9 @@ def _compare(meta: Mapping[str, str], model: nn.Module, cfg: Optional[TrainConfi
     return _differences(legacy, {k: str(current[k]) for k in legacy})
 
 
-def check_identity(meta: Mapping[str, str], model: nn.Module, cfg: Optional[TrainConfig] = None,
-                   path: Any = "weights") -> None:
+def check_identity(
+    meta: Mapping[str, str], model: nn.Module, cfg: Optional[TrainConfig] = None, path: Any = "weights"
+) -> None:
     """Raise :class:`CheckpointError` naming the differing fields when the weight file's metadata ``meta``
     records another network than ``model`` (built from ``cfg``, when given); files without a record pass."""
     differences = _compare(meta, model, cfg, path)

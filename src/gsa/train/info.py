@@ -58,7 +58,9 @@ def model_info(
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     layers = []
     for name, child in model.named_children():
-        layers.append({"name": name, "type": type(child).__name__, "params": sum(p.numel() for p in child.parameters())})
+        layers.append(
+            {"name": name, "type": type(child).__name__, "params": sum(p.numel() for p in child.parameters())}
+        )
     info: dict[str, Any] = {
         "model": type(model).__name__,
         "preset": cfg.preset,

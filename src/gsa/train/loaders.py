@@ -41,7 +41,12 @@ def _as_tensor_pair(dataset: Any) -> Optional[tuple[torch.Tensor, torch.Tensor]]
             return x, y
     for xi, yi in (("images", "labels"), ("data", "targets"), ("x", "y")):
         x, y = getattr(dataset, xi, None), getattr(dataset, yi, None)
-        if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.dim() == 4 and len(x) == len(y) == len(dataset):
+        if (
+            isinstance(x, torch.Tensor)
+            and isinstance(y, torch.Tensor)
+            and x.dim() == 4
+            and len(x) == len(y) == len(dataset)
+        ):
             if x.dtype.is_floating_point and getattr(dataset, "transform", None) is None:
                 return x, y
     return None
@@ -219,7 +224,9 @@ def eval_limit(eval_subset: Optional[int], max_eval_batches: Optional[int], batc
     return min(limits) if limits else None
 
 
-def take(dataset: Any, tensors: Optional[tuple[torch.Tensor, torch.Tensor]], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def take(
+    dataset: Any, tensors: Optional[tuple[torch.Tensor, torch.Tensor]], n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n`` items as tensors (for rotation curves and invariance checks)."""
     if tensors is not None:
         return tensors[0][:n], tensors[1][:n]

@@ -12,8 +12,8 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from .distributed import DistInfo, all_reduce_sum
 from ..extras import require
+from .distributed import DistInfo, all_reduce_sum
 
 CSV_FILE = "metrics.csv"
 CSV_COLUMNS = (
@@ -81,7 +81,7 @@ class CsvLog:
         with open(self.path, "ab", buffering=0) as fh:  # unbuffered: nothing is left to flush on close
             try:
                 while data:
-                    data = data[fh.write(data):]
+                    data = data[fh.write(data) :]
                 os.fsync(fh.fileno())
             except OSError:
                 fh.truncate(size)  # no half row for the next append to continue

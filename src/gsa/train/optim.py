@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import TrainConfig
 from ..errors import ConfigError
+from .config import TrainConfig
 from .schedule import LRSchedule
 
 __all__ = ["build_optimizer", "build_scheduler", "make_schedule"]
@@ -33,7 +33,9 @@ def make_schedule(cfg: TrainConfig, steps_per_epoch: int) -> LRSchedule:
     return LRSchedule(cfg.scheduler, cfg.epochs * steps_per_epoch, warmup)
 
 
-def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-step LR scheduler following :func:`make_schedule`.
 
     ``--max-steps`` only caps the run; it does not change the schedule, so a capped run

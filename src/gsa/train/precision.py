@@ -34,8 +34,12 @@ def check_for_training(mode: str, device: torch.device) -> None:
     """Warn about settings that train badly: fp16 autocast on the CPU (measured about 7x slower than fp32 on a
     small GSA-Net, and the GradScaler skipped every step of a short run while it backed off)."""
     if mode == "fp16" and device.type == "cpu":
-        warnings.warn("gsa: --precision fp16 on the CPU is slower than fp32 there and its grad scaler may skip the "
-                      "first steps; prefer fp32 or bf16", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            "gsa: --precision fp16 on the CPU is slower than fp32 there and its grad scaler may skip the "
+            "first steps; prefer fp32 or bf16",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 class Precision:

@@ -29,7 +29,9 @@ class Progress:
     the one-line messages passed to :meth:`log`.
     """
 
-    def __init__(self, mode: str = "auto", *, enabled: bool = True, log_every: int = 0, stream: Optional[TextIO] = None) -> None:
+    def __init__(
+        self, mode: str = "auto", *, enabled: bool = True, log_every: int = 0, stream: Optional[TextIO] = None
+    ) -> None:
         self.stream = stream or sys.stdout
         self.enabled = enabled
         self.mode = mode
@@ -49,7 +51,9 @@ class Progress:
         if self.bars:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, initial=initial, desc=desc, file=self.stream, dynamic_ncols=True, leave=False, unit="step")
+            self._bar = tqdm(
+                total=total, initial=initial, desc=desc, file=self.stream, dynamic_ncols=True, leave=False, unit="step"
+            )
 
     def update(self, step_in_epoch: int, global_step: int, loss: float, acc: float, images_per_s: float) -> None:
         if self._bar is not None:

@@ -22,10 +22,10 @@ import torch
 
 from .. import groups as _groups
 from ..equivariance import exact_elements
+from ..extras import require
 from .checkpoint import BEST, atomic_write_bytes
 from .config import TrainConfig
 from .metrics import Meter
-from ..extras import require
 
 REPORT_FILE = "report.json"
 ROTATION_FILE = "rotation.png"
@@ -76,7 +76,11 @@ def git_commit() -> Optional[str]:
         return None
     try:
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         dirty = ""
@@ -332,7 +336,12 @@ def summarize_run(cfg: TrainConfig, param_count: int, eval_limit: Optional[int])
         "patch_size": cfg.patch_size,
         "dataset": cfg.dataset,
         "recipe": cfg.recipe,
-        "eval": {"split": "test", "limit": eval_limit, "batch_size": cfg.effective_eval_batch_size(), "checkpoint": BEST},
+        "eval": {
+            "split": "test",
+            "limit": eval_limit,
+            "batch_size": cfg.effective_eval_batch_size(),
+            "checkpoint": BEST,
+        },
     }
 
 

@@ -33,8 +33,16 @@ from .loaders import eval_limit
 from .optim import make_schedule
 from .state import Position
 
-__all__ = ["HONOURED", "REFUSED", "IRRELEVANT", "Rule", "RULES", "MODEL_ARGS_HONOURED", "check_settings",
-           "apply_settings"]
+__all__ = [
+    "HONOURED",
+    "REFUSED",
+    "IRRELEVANT",
+    "Rule",
+    "RULES",
+    "MODEL_ARGS_HONOURED",
+    "check_settings",
+    "apply_settings",
+]
 
 #: The three kinds of rule (see the module docstring).
 HONOURED, REFUSED, IRRELEVANT = "honoured", "refused", "irrelevant"
@@ -63,8 +71,10 @@ def _irrelevant(why: str) -> Rule:
 
 _NETWORK = "the weights belong to the recorded network"
 _BATCHES = "the position in the epoch and the learning-rate schedule are counted in the recorded run's batches"
-_VALIDATION = ("honoured while the validation images stay the same; refused when they change, since the best "
-               "epoch is chosen by comparing validation accuracies on the same images")
+_VALIDATION = (
+    "honoured while the validation images stay the same; refused when they change, since the best "
+    "epoch is chosen by comparing validation accuracies on the same images"
+)
 _NEXT_STEP = "applies from the resumed step on"
 
 #: The rule for each TrainConfig field (a test checks that every field has one).
@@ -82,8 +92,9 @@ RULES: dict[str, Rule] = {
     "norm": _refused(_NETWORK),
     "activation": _refused(_NETWORK),
     "model_args": _refused(_NETWORK + " (keys that change no weights, e.g. value_dropout or backend, are honoured)"),
-    "epochs": _honoured("the learning-rate schedule's horizon becomes the new total; fewer epochs than the run "
-                        "has started are refused"),
+    "epochs": _honoured(
+        "the learning-rate schedule's horizon becomes the new total; fewer epochs than the run has started are refused"
+    ),
     "batch_size": _refused(_BATCHES),
     "optimizer": _refused("the optimizer's state (moments, momentum buffers) cannot carry over to another optimizer"),
     "lr": _honoured("the schedule scales the new base learning rate from the resumed step on"),
@@ -94,8 +105,10 @@ RULES: dict[str, Rule] = {
     "grad_clip": _honoured(_NEXT_STEP),
     "precision": _honoured(_NEXT_STEP + "; switching to fp16 starts a fresh grad scaler"),
     "max_steps": _honoured("caps the run; the learning-rate schedule does not depend on it"),
-    "train_subset": _refused("the order of the training images, the position in the epoch and the learning-rate "
-                             "schedule are counted over the recorded training images"),
+    "train_subset": _refused(
+        "the order of the training images, the position in the epoch and the learning-rate "
+        "schedule are counted over the recorded training images"
+    ),
     "seed": _refused("every epoch's image order and the restored random streams come from the recorded seed"),
     "deterministic": _honoured(_NEXT_STEP),
     "eval_batch_size": Rule(HONOURED, _VALIDATION),
@@ -139,8 +152,9 @@ def _validation_limit(cfg: TrainConfig) -> Optional[int]:
     return eval_limit(cfg.eval_subset, cfg.max_eval_batches, cfg.effective_eval_batch_size())
 
 
-def _refusals(old: TrainConfig, new: TrainConfig, changed: dict[str, tuple[Any, Any]],
-              position: Optional[Position]) -> list[str]:
+def _refusals(
+    old: TrainConfig, new: TrainConfig, changed: dict[str, tuple[Any, Any]], position: Optional[Position]
+) -> list[str]:
     out = []
     for name, (a, b) in changed.items():
         rule = RULES[name]
@@ -151,9 +165,11 @@ def _refusals(old: TrainConfig, new: TrainConfig, changed: dict[str, tuple[Any, 
     validation = [n for n in _VALIDATION_FIELDS if n in changed]
     if validation and _validation_limit(old) != _validation_limit(new):
         names = ", ".join(_flag(n) for n in validation)
-        out.append(f"{names} change the validation images from {_validation_limit(old) or 'all'} to "
-                   f"{_validation_limit(new) or 'all'} (the best epoch is chosen by comparing validation accuracies "
-                   "on the same images)")
+        out.append(
+            f"{names} change the validation images from {_validation_limit(old) or 'all'} to "
+            f"{_validation_limit(new) or 'all'} (the best epoch is chosen by comparing validation accuracies "
+            "on the same images)"
+        )
     if position is not None:
         started = position.epoch + (1 if position.batch > 0 else 0)
         if new.epochs < started:
@@ -161,8 +177,9 @@ def _refusals(old: TrainConfig, new: TrainConfig, changed: dict[str, tuple[Any, 
     return out
 
 
-def check_settings(recorded: Union[TrainConfig, Mapping[str, Any], None], requested: TrainConfig,
-                   position: Optional[Position] = None) -> dict[str, tuple[Any, Any]]:
+def check_settings(
+    recorded: Union[TrainConfig, Mapping[str, Any], None], requested: TrainConfig, position: Optional[Position] = None
+) -> dict[str, tuple[Any, Any]]:
     """Compare the settings a run was recorded with and those it is resumed with (per :data:`RULES`).
 
     Raises :class:`ConfigError` (one line) naming every refused change with its recorded and requested
@@ -178,13 +195,20 @@ def check_settings(recorded: Union[TrainConfig, Mapping[str, Any], None], reques
     changed = {k: (a.get(k), b[k]) for k in b if a.get(k) != b[k] and k != "out"}
     refusals = _refusals(old, requested, changed, position)
     if refusals:
-        raise ConfigError("cannot resume with changed settings: " + "; ".join(refusals)
-                          + "; resume with the recorded values or start a new run")
+        raise ConfigError(
+            "cannot resume with changed settings: "
+            + "; ".join(refusals)
+            + "; resume with the recorded values or start a new run"
+        )
     return changed
 
 
-def apply_settings(cfg: TrainConfig, optimizer: torch.optim.Optimizer,
-                   scheduler: torch.optim.lr_scheduler.LambdaLR, steps_per_epoch: int) -> None:
+def apply_settings(
+    cfg: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    steps_per_epoch: int,
+) -> None:
     """Make the resumed config's optimisation settings take effect after the recorded optimizer and
     scheduler states were loaded (loading restores the recorded learning rate, weight decay, momentum
     and schedule).

@@ -40,7 +40,9 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     """Restore what :func:`get_rng_state` returned (the CUDA state only on a CUDA ``device``)."""
     torch.set_rng_state(state["torch"])
     npst = state["numpy"]
-    np.random.set_state(("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached_gaussian"]))
+    np.random.set_state(
+        ("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached_gaussian"])
+    )
     random.setstate(_py_state_from_tensor(state["python"]))
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)

@@ -27,10 +27,10 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
+from ..errors import ConfigError, GsaError
 from . import checkpoint as ckpt
 from . import distributed as D
 from .config import CONFIG_FILE
-from ..errors import ConfigError, GsaError
 from .metrics import CSV_FILE
 from .reporting import REPORT_FILE, ROTATION_FILE
 
@@ -124,21 +124,27 @@ class RunLock:
         """Lock ``run_dir`` (an existing directory) for this process, without waiting."""
         self.run_dir = Path(run_dir)
         if fcntl is None and msvcrt is None:
-            warnings.warn(f"gsa: cannot lock {self.run_dir}: no file locking on this platform; "
-                          "two runs in this directory at once would not be detected", stacklevel=2)
+            warnings.warn(
+                f"gsa: cannot lock {self.run_dir}: no file locking on this platform; "
+                "two runs in this directory at once would not be detected",
+                stacklevel=2,
+            )
             return self
         path = self.run_dir / LOCK_FILE
         for _ in range(10):  # the holder removes the file when it ends: retry if it went away under us
             try:
                 fh = open(path, "a+b", buffering=0)
             except OSError as exc:
-                raise ConfigError(f"cannot write to the run directory {self.run_dir} ({_reason(exc)}); "
-                                  "choose another --out") from None
+                raise ConfigError(
+                    f"cannot write to the run directory {self.run_dir} ({_reason(exc)}); choose another --out"
+                ) from None
             if not _try_lock(fh, self.run_dir):
                 holder = _read_holder(fh)
                 fh.close()
-                raise ConfigError(f"{self.run_dir} is in use by another gsa run{holder}; wait for it to finish "
-                                  "or choose another --out")
+                raise ConfigError(
+                    f"{self.run_dir} is in use by another gsa run{holder}; wait for it to finish "
+                    "or choose another --out"
+                )
             if _is_current(fh, path):
                 self._fh = fh
                 self._write_holder()
@@ -153,8 +159,9 @@ class RunLock:
             fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
         except OSError as exc:
             self.release()
-            raise ConfigError(f"cannot write to the run directory {self.run_dir} ({_reason(exc)}); "
-                              "choose another --out") from None
+            raise ConfigError(
+                f"cannot write to the run directory {self.run_dir} ({_reason(exc)}); choose another --out"
+            ) from None
 
     def release(self, remove_empty_dir: bool = False) -> None:
         """Drop the lock and remove the lock file; with ``remove_empty_dir``, also the directory
@@ -219,8 +226,10 @@ def _try_lock(fh, run_dir: Path) -> bool:
     except OSError as exc:
         if msvcrt is not None:  # Windows: a region locked by another process
             return False
-        warnings.warn(f"gsa: cannot lock {run_dir} ({_reason(exc)}); two runs in this directory at once would not "
-                      "be detected", stacklevel=3)
+        warnings.warn(
+            f"gsa: cannot lock {run_dir} ({_reason(exc)}); two runs in this directory at once would not be detected",
+            stacklevel=3,
+        )
         return True
 
 

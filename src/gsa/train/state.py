@@ -66,13 +66,18 @@ def pretrained_metadata(cfg: TrainConfig, model: Optional[nn.Module], spec: Any)
     if spec is None or not isinstance(net, GSANet):
         return {}
     normalised = cfg.normalize and spec.mean is not None and spec.std is not None
-    return model_records(net.config, mean=spec.mean if normalised else None,
-                         std=usable_std(spec.std) if normalised else None,  # as make_prepare divides
-                         input_size=(spec.in_channels, *spec.image_size), dataset=spec.name)
+    return model_records(
+        net.config,
+        mean=spec.mean if normalised else None,
+        std=usable_std(spec.std) if normalised else None,  # as make_prepare divides
+        input_size=(spec.in_channels, *spec.image_size),
+        dataset=spec.name,
+    )
 
 
-def weights_metadata(cfg: TrainConfig, pos: Position, model: Optional[nn.Module] = None, spec: Any = None,
-                     **extra: Any) -> dict[str, Any]:
+def weights_metadata(
+    cfg: TrainConfig, pos: Position, model: Optional[nn.Module] = None, spec: Any = None, **extra: Any
+) -> dict[str, Any]:
     """Metadata stored in ``last.safetensors`` / ``best.safetensors``: step, epoch, model and
     dataset, the records of which network the weights belong to (:func:`gsa.train.identity.identity_metadata`
     of ``model``, built from ``cfg``), for a GSA-Net its config and the input normalisation of the

@@ -21,7 +21,9 @@ def compute_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), labels)
 
 
-def make_prepare(mean: Optional[tuple[float, ...]], std: Optional[tuple[float, ...]], device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+def make_prepare(
+    mean: Optional[tuple[float, ...]], std: Optional[tuple[float, ...]], device: torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """Per-channel normalisation ``(x - mean) / std`` on ``device`` (identity without stats).
 
     Applied after any rotation, so the zero fill of rotated [0, 1] images stays "black". A channel
@@ -54,9 +56,13 @@ def _usable_std(std: tuple[float, ...]) -> list[float]:
     flat = usable_std(std)
     bad = [i for i, v in enumerate(std) if not float(v) >= STD_FLOOR]
     if bad:
-        warnings.warn(f"gsa: channel(s) {', '.join(map(str, bad))} of the training images are constant "
-                      f"(pixel std {', '.join(f'{std[i]:g}' for i in bad)}); they are centred, not divided by "
-                      "their std", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"gsa: channel(s) {', '.join(map(str, bad))} of the training images are constant "
+            f"(pixel std {', '.join(f'{std[i]:g}' for i in bad)}); they are centred, not divided by "
+            "their std",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return flat
 
 

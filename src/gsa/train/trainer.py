@@ -20,13 +20,13 @@ from typing import Any, Iterator, Optional, TextIO
 import torch
 from torch import nn
 
+from ..errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingInterrupted
 from . import checkpoint as ckpt
 from . import distributed as D
 from . import reporting as R
 from .build import SPLITS, build_model, claim_run_dir, load_data, to_device_if_small
 from .config import CONFIG_FILE, TrainConfig
 from .device import resolve_device
-from ..errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingInterrupted
 from .hooks import Hooks, get_hooks
 from .identity import check_identity
 from .loaders import EvalBatches, TrainBatches, dataset_len, eval_limit, take
@@ -35,8 +35,8 @@ from .optim import build_optimizer, build_scheduler
 from .precision import Precision, check_for_training
 from .progress import Progress
 from .resume import apply_settings, check_settings
-from .rundir import RunLock
 from .rng import get_rng_state, rng_state_to_cpu, seed_everything, set_rng_state
+from .rundir import RunLock
 from .signals import StopFlag
 from .state import Epoch, Position, weights_metadata
 from .steps import compute_loss, evaluate, make_prepare
@@ -144,7 +144,13 @@ class Trainer:
         self.n_params = R.param_count(self.model)
         seed_everything(cfg.seed + 1000 * dist.rank)  # training RNG stream (dropout) per process
         self.train_batches = TrainBatches(
-            self.datasets["train"], tensors["train"], per_batch, cfg.seed, dist.rank, dist.world_size, cfg.workers,
+            self.datasets["train"],
+            tensors["train"],
+            per_batch,
+            cfg.seed,
+            dist.rank,
+            dist.world_size,
+            cfg.workers,
             pin_memory=device.type == "cuda",
         )
         self.steps_per_epoch = self.train_batches.steps_per_epoch()
@@ -175,8 +181,14 @@ class Trainer:
     def eval_batches(self, split: str) -> EvalBatches:
         """This process's share of the evaluation batches of ``split`` (within ``eval_limit``)."""
         return EvalBatches(
-            self.datasets[split], self.tensors[split], self.eval_batch_size, self.eval_limit, self.dist.rank,
-            self.dist.world_size, self.cfg.workers, pin_memory=self.device.type == "cuda",
+            self.datasets[split],
+            self.tensors[split],
+            self.eval_batch_size,
+            self.eval_limit,
+            self.dist.rank,
+            self.dist.world_size,
+            self.cfg.workers,
+            pin_memory=self.device.type == "cuda",
         )
 
     # ------------------------------------------------------------------ the whole run
@@ -218,8 +230,11 @@ class Trainer:
         try:
             yield
         except OSError as exc:
-            then = (f"the last checkpoint is kept; once fixed, continue with: gsa train --resume {self.run_dir}"
-                    if ckpt.has_last(self.run_dir) else "no checkpoint was written yet")
+            then = (
+                f"the last checkpoint is kept; once fixed, continue with: gsa train --resume {self.run_dir}"
+                if ckpt.has_last(self.run_dir)
+                else "no checkpoint was written yet"
+            )
             raise CheckpointError(f"cannot write {what} in {self.run_dir} ({exc.strerror or exc}); {then}") from None
 
     def begin(self) -> None:
@@ -304,11 +319,15 @@ class Trainer:
         All processes take part (RNG states are gathered); rank 0 writes.
         """
         device, dist = self.device, self.dist
-        bad = [name for name, t in self.model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        bad = [
+            name for name, t in self.model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()
+        ]
         if bad:  # never replace the last good checkpoint with non-finite weights
-            raise NonFiniteLossError(f"non-finite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) at step "
-                                     f"{self.pos.step}; not saved; last good checkpoint: {self.run_dir / ckpt.LAST}",
-                                     step=self.pos.step)
+            raise NonFiniteLossError(
+                f"non-finite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) at step "
+                f"{self.pos.step}; not saved; last good checkpoint: {self.run_dir / ckpt.LAST}",
+                step=self.pos.step,
+            )
         rngs = D.gather_objects(get_rng_state(device), dist) if dist.enabled else [get_rng_state(device)]
         if not dist.is_main:
             return
@@ -388,8 +407,9 @@ class Trainer:
         if bad:
             self._raise_non_finite(loss, finite, epoch.index)
         self.optimizer.zero_grad(set_to_none=True)
-        stepped, grad_norm = self.precision.backward_and_step(loss, self.optimizer, self.model.parameters(),
-                                                              self.cfg.grad_clip)
+        stepped, grad_norm = self.precision.backward_and_step(
+            loss, self.optimizer, self.model.parameters(), self.cfg.grad_clip
+        )
         if stepped:
             self.scheduler.step()
         elif not self.precision.scaler.is_enabled():
@@ -401,15 +421,20 @@ class Trainer:
         epoch.meter.add(logits, y, loss)
         epoch.images += len(y) * self.dist.world_size
         elapsed = time.perf_counter() - epoch.t_train0
-        self.progress.update(pos.batch, pos.step, epoch.meter.loss, epoch.meter.accuracy, epoch.images / max(elapsed, 1e-9))
+        self.progress.update(
+            pos.batch, pos.step, epoch.meter.loss, epoch.meter.accuracy, epoch.images / max(elapsed, 1e-9)
+        )
         return stop_now
 
-    def _raise_non_finite(self, loss: torch.Tensor, finite: bool, epoch_index: int,
-                          grad_norm: Optional[float] = None) -> None:
+    def _raise_non_finite(
+        self, loss: torch.Tensor, finite: bool, epoch_index: int, grad_norm: Optional[float] = None
+    ) -> None:
         pos, last_path = self.pos, self.run_dir / ckpt.LAST
         last = f"{last_path}" if last_path.exists() else "none written yet"
         if grad_norm is not None:
-            what = f"non-finite gradients (norm {grad_norm}; loss {float(loss.detach()):.4g}); the update was not applied"
+            what = (
+                f"non-finite gradients (norm {grad_norm}; loss {float(loss.detach()):.4g}); the update was not applied"
+            )
         else:
             value = f"{float(loss.detach())}" if not finite else "nan/inf on another process"
             what = f"non-finite loss ({value})"
@@ -437,7 +462,11 @@ class Trainer:
         stop, dist = self.stop, self.dist
         should_stop = (lambda: stop.requested) if not dist.enabled else (lambda: False)
         meter, cut = evaluate(
-            self.model, self.eval_batches("valid"), prepare=self.prepare, precision=self.precision, device=self.device,
+            self.model,
+            self.eval_batches("valid"),
+            prepare=self.prepare,
+            precision=self.precision,
+            device=self.device,
             should_stop=should_stop,
         )
         if cut or (dist.enabled and D.any_flags([stop.requested], self.device, dist)[0]):
@@ -479,18 +508,20 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         ips = epoch.images / max(epoch.train_seconds, 1e-9)
         if self.csv_log is not None:
-            self.csv_log.append({
-                "epoch": epoch.index + 1,
-                "step": pos.step,
-                "train_loss": train.loss,
-                "train_acc": train.accuracy,
-                "valid_loss": valid.loss,
-                "valid_acc": valid.accuracy,
-                "lr": lr,
-                "epoch_seconds": epoch_seconds,
-                "images_per_s": ips,
-                "best_valid_acc": pos.best_acc,
-            })
+            self.csv_log.append(
+                {
+                    "epoch": epoch.index + 1,
+                    "step": pos.step,
+                    "train_loss": train.loss,
+                    "train_acc": train.accuracy,
+                    "valid_loss": valid.loss,
+                    "valid_acc": valid.accuracy,
+                    "lr": lr,
+                    "epoch_seconds": epoch_seconds,
+                    "images_per_s": ips,
+                    "best_valid_acc": pos.best_acc,
+                }
+            )
         self.tb.scalars(
             {
                 "loss/train": train.loss,
@@ -531,8 +562,14 @@ class Trainer:
             return {}
         imgs, labels = take(self.datasets["test"], self.tensors["test"], cfg.rotation_subset)
         accs = R.rotation_curve(
-            self.model, imgs, labels, angles, rotate=self.hooks.rotate_fn, prepare=self.prepare,
-            batch_size=self.eval_batch_size, device=self.device,
+            self.model,
+            imgs,
+            labels,
+            angles,
+            rotate=self.hooks.rotate_fn,
+            prepare=self.prepare,
+            batch_size=self.eval_batch_size,
+            device=self.device,
         )
         with self._writing(R.ROTATION_FILE):
             R.plot_rotation(self.run_dir / R.ROTATION_FILE, angles, accs, R.rotation_title(cfg, len(imgs)))
@@ -545,7 +582,11 @@ class Trainer:
             return {}
         imgs, _ = take(self.datasets["test"], self.tensors["test"], self.cfg.invariance_subset)
         return R.invariance_check(
-            self.model, imgs, prepare=self.prepare, batch_size=self.eval_batch_size, device=self.device,
+            self.model,
+            imgs,
+            prepare=self.prepare,
+            batch_size=self.eval_batch_size,
+            device=self.device,
             group=self.cfg.group,
         )
 

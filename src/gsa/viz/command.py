@@ -24,23 +24,45 @@ FIGURES: tuple[str, ...] = ("lifting", "steerability", "rotation_accuracy")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of the figures command to ``p`` (used by ``gsa figures`` too)."""
     p.add_argument("--out", default="docs/figures", help="output folder (default: docs/figures)")
-    p.add_argument("--only", default=None, metavar="NAMES",
-                   help=f"comma-separated subset of: {', '.join(FIGURES)}")
+    p.add_argument("--only", default=None, metavar="NAMES", help=f"comma-separated subset of: {', '.join(FIGURES)}")
     p.add_argument("--quick", action="store_true", help="tiny models and subsets: seconds, for smoke tests")
     p.add_argument("--z2-run", default=None, metavar="DIR", help="gsa train run of a z2 model to evaluate")
     p.add_argument("--p4-run", default=None, metavar="DIR", help="gsa train run of a p4 model to evaluate")
-    p.add_argument("--train-images", type=int, default=None, metavar="N",
-                   help=f"training images for the models trained here (default {RotationSetup.train_images})")
+    p.add_argument(
+        "--train-images",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"training images for the models trained here (default {RotationSetup.train_images})",
+    )
     p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {RotationSetup.epochs})")
-    p.add_argument("--rotation-step", type=float, default=None, metavar="DEG",
-                   help=f"angle step of the accuracy curve (default {RotationSetup.rotation_step:g})")
-    p.add_argument("--rotation-images", type=int, default=None, metavar="N",
-                   help=f"test images per angle (default {RotationSetup.rotation_images})")
+    p.add_argument(
+        "--rotation-step",
+        type=float,
+        default=None,
+        metavar="DEG",
+        help=f"angle step of the accuracy curve (default {RotationSetup.rotation_step:g})",
+    )
+    p.add_argument(
+        "--rotation-images",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"test images per angle (default {RotationSetup.rotation_images})",
+    )
     p.add_argument("--device", default=None, help="device for training/evaluation (default cpu)")
-    p.add_argument("--work-dir", default=None, metavar="DIR",
-                   help="keep the trained runs and the upright dataset here (default: a temporary folder)")
-    p.add_argument("--progress", choices=("auto", "bar", "plain", "none"), default="plain",
-                   help="training progress display (default plain)")
+    p.add_argument(
+        "--work-dir",
+        default=None,
+        metavar="DIR",
+        help="keep the trained runs and the upright dataset here (default: a temporary folder)",
+    )
+    p.add_argument(
+        "--progress",
+        choices=("auto", "bar", "plain", "none"),
+        default="plain",
+        help="training progress display (default plain)",
+    )
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -53,9 +75,13 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError(f"unknown figure(s) {', '.join(bad)}; choose from: {', '.join(FIGURES)}")
     setup = RotationSetup.quick() if args.quick else RotationSetup()
-    for name, value in (("train_images", args.train_images), ("epochs", args.epochs),
-                        ("rotation_step", args.rotation_step), ("rotation_images", args.rotation_images),
-                        ("device", args.device)):
+    for name, value in (
+        ("train_images", args.train_images),
+        ("epochs", args.epochs),
+        ("rotation_step", args.rotation_step),
+        ("rotation_images", args.rotation_images),
+        ("device", args.device),
+    ):
         if value is not None:
             setattr(setup, name, value)
     setup.seed = args.seed
@@ -69,13 +95,22 @@ def run(args: argparse.Namespace) -> int:
         elif name == "steerability":
             res = steerability_figure(target, seed=args.seed, resolution=33 if args.quick else 97)
         else:
-            res = rotation_accuracy_figure(target, z2_run=args.z2_run, p4_run=args.p4_run, setup=setup,
-                                           work_dir=args.work_dir, progress=args.progress)
+            res = rotation_accuracy_figure(
+                target,
+                z2_run=args.z2_run,
+                p4_run=args.p4_run,
+                setup=setup,
+                work_dir=args.work_dir,
+                progress=args.progress,
+            )
             for g in ("z2", "p4"):
                 c = res[g]
                 mean = sum(c["accuracy"]) / len(c["accuracy"])
-                print(f"  {g}: accuracy at 0° {100 * c['accuracy'][0]:.1f}%, mean over angles {100 * mean:.1f}% "
-                      f"({c['images']} test images per angle)", flush=True)
+                print(
+                    f"  {g}: accuracy at 0° {100 * c['accuracy'][0]:.1f}%, mean over angles {100 * mean:.1f}% "
+                    f"({c['images']} test images per angle)",
+                    flush=True,
+                )
         summary[name] = _without_runs(res)
         print(f"wrote {target} ({time.time() - t0:.0f} s)", flush=True)
     record = out / "figures.json"

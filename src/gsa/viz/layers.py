@@ -75,8 +75,9 @@ def _draw_lifting(path: Path, inputs, maps, err: float) -> None:
             title = f"f(x) at h = {_ELEMENT_NAMES[h]}" if row == 0 else f"f(r·x) at h = {_ELEMENT_NAMES[h]}"
             ax.set_title(title, fontsize=10)
             if row == 1:
-                ax.set_xlabel(f"= rot90 of f(x) at h = {_ELEMENT_NAMES[src].split()[0]}", fontsize=9.5,
-                              color=_ELEMENT_COLORS[src])
+                ax.set_xlabel(
+                    f"= rot90 of f(x) at h = {_ELEMENT_NAMES[src].split()[0]}", fontsize=9.5, color=_ELEMENT_COLORS[src]
+                )
         for ax in axes[row]:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -96,19 +97,41 @@ def _lifting_arrows(fig, axes) -> None:
 
     for h in range(3):
         con = ConnectionPatch(
-            xyA=(0.5, 0.0), coordsA=axes[0, h + 1].transAxes, xyB=(0.5, 1.13), coordsB=axes[1, h + 2].transAxes,
-            arrowstyle="-|>", color=_ELEMENT_COLORS[h], linewidth=1.6, mutation_scale=14, shrinkA=2, shrinkB=2,
+            xyA=(0.5, 0.0),
+            coordsA=axes[0, h + 1].transAxes,
+            xyB=(0.5, 1.13),
+            coordsB=axes[1, h + 2].transAxes,
+            arrowstyle="-|>",
+            color=_ELEMENT_COLORS[h],
+            linewidth=1.6,
+            mutation_scale=14,
+            shrinkA=2,
+            shrinkB=2,
         )
         fig.add_artist(con)
     con = ConnectionPatch(
-        xyA=(0.5, -0.02), coordsA=axes[0, 0].transAxes, xyB=(0.5, 1.0), coordsB=axes[1, 0].transAxes,
-        arrowstyle="-|>", color="0.3", linewidth=1.6, mutation_scale=14, shrinkB=18,
+        xyA=(0.5, -0.02),
+        coordsA=axes[0, 0].transAxes,
+        xyB=(0.5, 1.0),
+        coordsB=axes[1, 0].transAxes,
+        arrowstyle="-|>",
+        color="0.3",
+        linewidth=1.6,
+        mutation_scale=14,
+        shrinkB=18,
     )
     fig.add_artist(con)
     fig.subplots_adjust(left=0.03, right=0.99, top=0.84, bottom=0.08)
     box = axes[0, 0].get_position()
-    fig.text(box.x0 + box.width / 2 + 0.008, (box.y0 + axes[1, 0].get_position().y1) / 2, "rotate 90°",
-             fontsize=9.5, color="0.3", ha="left", va="center")
+    fig.text(
+        box.x0 + box.width / 2 + 0.008,
+        (box.y0 + axes[1, 0].get_position().y1) / 2,
+        "rotate 90°",
+        fontsize=9.5,
+        color="0.3",
+        ha="left",
+        va="center",
+    )
 
 
 # ---------------------------------------------------------------------------- steerability

@@ -44,8 +44,14 @@ class RotationSetup:
     @classmethod
     def quick(cls) -> "RotationSetup":
         """A setup that trains and evaluates in seconds (smoke tests; not a meaningful figure)."""
-        return cls(train_images=32, epochs=1, eval_images=32, rotation_step=90.0, rotation_images=16,
-                   model_args={"channels": 6, "num_heads": 1, "lifting_heads": 1, "block_sizes": (0, 1), "crop": 0})
+        return cls(
+            train_images=32,
+            epochs=1,
+            eval_images=32,
+            rotation_step=90.0,
+            rotation_images=16,
+            model_args={"channels": 6, "num_heads": 1, "lifting_heads": 1, "block_sizes": (0, 1), "crop": 0},
+        )
 
 
 def rotation_accuracy_figure(
@@ -86,8 +92,7 @@ def rotation_accuracy_figure(
         data_path = None
         for group, run_dir in (("z2", z2_run), ("p4", p4_run)):
             if run_dir is not None:
-                curves[group] = _curve_from_run(run_dir, setup.rotation_step, setup.rotation_images,
-                                                setup.device)
+                curves[group] = _curve_from_run(run_dir, setup.rotation_step, setup.rotation_images, setup.device)
                 curves[group]["source"] = "run"
                 continue
             if data_path is None:
@@ -176,8 +181,9 @@ def _plot_rotation(path: Path, curves: dict[str, dict[str, Any]]) -> None:
         ys = [100 * a for a in c["accuracy"]] + [100 * c["accuracy"][0]]
         color, marker, label = styles[group]
         mean = 100 * sum(c["accuracy"]) / len(c["accuracy"])
-        ax.plot(xs, ys, marker=marker, markersize=4, color=color,
-                label=f"{label}: {ys[0]:.1f}% at 0°, mean {mean:.1f}%")
+        ax.plot(
+            xs, ys, marker=marker, markersize=4, color=color, label=f"{label}: {ys[0]:.1f}% at 0°, mean {mean:.1f}%"
+        )
     for a in range(90, 360, 90):
         ax.axvline(a, color="0.8", linewidth=0.9, zorder=0)
     ax.axhline(10, color="tab:red", linestyle=":", linewidth=1.0, label="chance (10 classes)")

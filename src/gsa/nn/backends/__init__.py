@@ -33,7 +33,18 @@ import torch
 
 from .. import neighbourhood as _nb
 
-__all__ = ["AttentionCall", "register", "get", "names", "check", "select", "why_not", "neighbourhood", "compiling", "BACKENDS"]
+__all__ = [
+    "AttentionCall",
+    "register",
+    "get",
+    "names",
+    "check",
+    "select",
+    "why_not",
+    "neighbourhood",
+    "compiling",
+    "BACKENDS",
+]
 
 _log = logging.getLogger("gsa")
 _REGISTRY: dict = {}
@@ -158,8 +169,15 @@ def select(requested: str, call: AttentionCall):
             _warn_once(requested, reason, fallback.name)
             chosen = fallback
     if not compiling() and _log.isEnabledFor(logging.DEBUG):
-        _log.debug("group_attention: backend %s (requested %s), q %s %s on %s, dropout %g", chosen.name,
-                   requested, tuple(call.q.shape), call.q.dtype, call.q.device, call.dropout)
+        _log.debug(
+            "group_attention: backend %s (requested %s), q %s %s on %s, dropout %g",
+            chosen.name,
+            requested,
+            tuple(call.q.shape),
+            call.q.dtype,
+            call.q.device,
+            call.dropout,
+        )
     return chosen
 
 
@@ -175,8 +193,11 @@ def _warn_once(requested: str, reason: str, fallback: str) -> None:
     key = (requested, reason)
     if key not in _warned:
         _warned.add(key)
-        warnings.warn(f"gsa: attention backend {requested!r} cannot run here ({reason}); using {fallback!r}",
-                      RuntimeWarning, stacklevel=4)
+        warnings.warn(
+            f"gsa: attention backend {requested!r} cannot run here ({reason}); using {fallback!r}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
 def _register_builtins() -> None:

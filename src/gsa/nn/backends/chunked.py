@@ -33,8 +33,17 @@ def attend(call: AttentionCall, *, use_native: bool) -> torch.Tensor:
     B, X, Y, Gq, _ = q.shape
     Gk, H, p = k.shape[3], call.order, call.table.shape[-1]
     spec = _fc.Spec(call.neighbourhood, X, Y, B, Gq, Gk, H, p, _classes(call), call.chunk_elements, call.dropout)
-    return _fc.attend(q, spec.pad(k), spec.pad(v), call.table, call.group_scores, spec,
-                      training=call.dropout > 0, recompute=call.recompute, compiled=compiling())
+    return _fc.attend(
+        q,
+        spec.pad(k),
+        spec.pad(v),
+        call.table,
+        call.group_scores,
+        spec,
+        training=call.dropout > 0,
+        recompute=call.recompute,
+        compiled=compiling(),
+    )
 
 
 def _attend_native(call: AttentionCall) -> torch.Tensor:
@@ -43,8 +52,18 @@ def _attend_native(call: AttentionCall) -> torch.Tensor:
         seed = torch.randint(0, 2**62, (), dtype=torch.int64)
     else:
         seed = torch.zeros((), dtype=torch.int64)
-    return native_op.chunked_attention(call.q, call.k, call.v, call.table, call.group_scores, _classes(call), seed,
-                                       call.patch_size or 0, call.dropout, call.chunk_elements)
+    return native_op.chunked_attention(
+        call.q,
+        call.k,
+        call.v,
+        call.table,
+        call.group_scores,
+        _classes(call),
+        seed,
+        call.patch_size or 0,
+        call.dropout,
+        call.chunk_elements,
+    )
 
 
 class _Chunked:

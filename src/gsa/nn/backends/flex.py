@@ -139,8 +139,7 @@ def attend(call: AttentionCall) -> torch.Tensor:
     if gt is not None:
         classes = call.classes if call.classes is not None else torch.zeros(H, dtype=torch.long)
         gt = gt.index_select(4, classes.to(q.device))  # (B, X, Y, Gq, H, Gk)
-    return attend_flex(q, call.k, call.v, P, gt, local=local, r=nb.r if local else 0, X=X, Y=Y, H=H,
-                       compiled=q.is_cuda)
+    return attend_flex(q, call.k, call.v, P, gt, local=local, r=nb.r if local else 0, X=X, Y=Y, H=H, compiled=q.is_cuda)
 
 
 class _Flex:

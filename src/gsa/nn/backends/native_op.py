@@ -21,18 +21,48 @@ from . import neighbourhood
 __all__ = ["chunked_attention", "chunked_attention_backward"]
 
 
-def _spec(q: Tensor, k: Tensor, table: Tensor, classes: Optional[Tensor], seed: Tensor, patch_size: int,
-          dropout: float, chunk_elements: int) -> _fc.Spec:
+def _spec(
+    q: Tensor,
+    k: Tensor,
+    table: Tensor,
+    classes: Optional[Tensor],
+    seed: Tensor,
+    patch_size: int,
+    dropout: float,
+    chunk_elements: int,
+) -> _fc.Spec:
     Bn, X, Y, Gq, _ = q.shape
     nb = neighbourhood(patch_size or None)  # shared: its tile masks are cached across calls
-    return _fc.Spec(nb, X, Y, Bn, Gq, k.shape[3], table.shape[0], table.shape[-1], classes, chunk_elements,
-                    dropout, seed=int(seed), native=True)
+    return _fc.Spec(
+        nb,
+        X,
+        Y,
+        Bn,
+        Gq,
+        k.shape[3],
+        table.shape[0],
+        table.shape[-1],
+        classes,
+        chunk_elements,
+        dropout,
+        seed=int(seed),
+        native=True,
+    )
 
 
 @torch.library.custom_op("gsa::chunked_attention", mutates_args=(), device_types="cpu")
-def chunked_attention(q: Tensor, k: Tensor, v: Tensor, table: Tensor, group_scores: Optional[Tensor],
-                      classes: Optional[Tensor], seed: Tensor, patch_size: int, dropout: float,
-                      chunk_elements: int) -> Tensor:
+def chunked_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    table: Tensor,
+    group_scores: Optional[Tensor],
+    classes: Optional[Tensor],
+    seed: Tensor,
+    patch_size: int,
+    dropout: float,
+    chunk_elements: int,
+) -> Tensor:
     """``(B, X, Y, |H|, dv)``: see :func:`gsa.nn.functional.group_attention` (``patch_size`` 0: global)."""
     spec = _spec(q, k, table, classes, seed, patch_size, dropout, chunk_elements)
     with torch.no_grad():
@@ -46,15 +76,25 @@ def _(q, k, v, table, group_scores, classes, seed, patch_size, dropout, chunk_el
 
 
 @torch.library.custom_op("gsa::chunked_attention_backward", mutates_args=(), device_types="cpu")
-def chunked_attention_backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, table: Tensor,
-                               group_scores: Optional[Tensor], classes: Optional[Tensor], seed: Tensor,
-                               patch_size: int, dropout: float, chunk_elements: int
-                               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def chunked_attention_backward(
+    grad: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    table: Tensor,
+    group_scores: Optional[Tensor],
+    classes: Optional[Tensor],
+    seed: Tensor,
+    patch_size: int,
+    dropout: float,
+    chunk_elements: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients ``(dq, dk, dv, dtable, dgroup_scores)`` (the last is empty without group scores)."""
     spec = _spec(q, k, table, classes, seed, patch_size, dropout, chunk_elements)
     with torch.no_grad():
-        dq, dkp, dvp, dtable, dgs = _fc.backward_chunks(q, spec.pad(k), spec.pad(v), table, group_scores, spec,
-                                                        grad.contiguous())
+        dq, dkp, dvp, dtable, dgs = _fc.backward_chunks(
+            q, spec.pad(k), spec.pad(v), table, group_scores, spec, grad.contiguous()
+        )
     X, Y, r = q.shape[1], q.shape[2], spec.r
     dk, dv = dkp[:, r : r + X, r : r + Y], dvp[:, r : r + X, r : r + Y]
     return dq, dk.contiguous(), dv.contiguous(), dtable, q.new_empty(0) if dgs is None else dgs
@@ -75,8 +115,9 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     q, k, v, table, group_scores, classes, seed = ctx.saved_tensors
-    dq, dk, dv, dtable, dgs = chunked_attention_backward(grad, q, k, v, table, group_scores, classes, seed,
-                                                         *ctx.settings)
+    dq, dk, dv, dtable, dgs = chunked_attention_backward(
+        grad, q, k, v, table, group_scores, classes, seed, *ctx.settings
+    )
     return dq, dk, dv, dtable, dgs if ctx.has_group_scores else None, None, None, None, None, None
 
 

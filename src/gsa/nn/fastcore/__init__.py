@@ -76,8 +76,17 @@ def forward_chunks(q, kp, vp, table, gt, spec: Spec) -> torch.Tensor:
 
     def one(cid, b0, b1, plan):
         gtc = None if gt is None else gt[b0:b1, plan.x0 : plan.x1]
-        return chunk_forward(q[b0:b1, plan.x0 : plan.x1], spec.slab(kp, b0, b1, plan),
-                             spec.slab(vp, b0, b1, plan), table, gtc, plan, spec, cid, scratch)
+        return chunk_forward(
+            q[b0:b1, plan.x0 : plan.x1],
+            spec.slab(kp, b0, b1, plan),
+            spec.slab(vp, b0, b1, plan),
+            table,
+            gtc,
+            plan,
+            spec,
+            cid,
+            scratch,
+        )
 
     o = _over_chunks(spec, one)
     scratch.clear()
@@ -99,6 +108,7 @@ def backward_chunks(q, kp, vp, table, gt, spec: Spec, do):
         def f(tiles, G, plan):
             b0, b1 = state["b0"], state["b1"]
             plan.add_folded(spec.slab(buf, b0, b1, plan), tiles, b1 - b0, G, spec.native)
+
         return f
 
     def add_gt(t, plan):
@@ -109,8 +119,19 @@ def backward_chunks(q, kp, vp, table, gt, spec: Spec, do):
     for cid, b0, b1, plan in spec.chunks():
         state["b0"], state["b1"] = b0, b1
         gtc = None if gt is None else gt[b0:b1, plan.x0 : plan.x1]
-        chunk_backward(q[b0:b1, plan.x0 : plan.x1], spec.slab(kp, b0, b1, plan), spec.slab(vp, b0, b1, plan),
-                       table, gtc, plan, spec, cid, do[b0:b1, plan.x0 : plan.x1], grads, scratch)
+        chunk_backward(
+            q[b0:b1, plan.x0 : plan.x1],
+            spec.slab(kp, b0, b1, plan),
+            spec.slab(vp, b0, b1, plan),
+            table,
+            gtc,
+            plan,
+            spec,
+            cid,
+            do[b0:b1, plan.x0 : plan.x1],
+            grads,
+            scratch,
+        )
     scratch.clear()
     return dq, dkp, dvp, dtable, dgt
 
@@ -132,9 +153,7 @@ class AttentionFunction(torch.autograd.Function):
 
 def attend(q, kp, vp, table, gt, spec: Spec, *, training: bool, recompute: bool, compiled: bool):
     """Run all chunks. ``q (Bn, X, Y, Gq, d)``, ``kp/vp`` padded by :meth:`Spec.pad`."""
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (q, kp, vp, table, gt)
-    )
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, kp, vp, table, gt))
     if needs_grad and recompute and not compiled:
         if spec.dropout > 0 and training:
             spec.seed = int(torch.randint(0, 2**62, (), device="cpu").item())
@@ -153,8 +172,16 @@ def attend(q, kp, vp, table, gt, spec: Spec, *, training: bool, recompute: bool,
 
     def one(cid, b0, b1, plan):
         gtc = None if gt is None else gt[b0:b1, plan.x0 : plan.x1]
-        args = (q[b0:b1, plan.x0 : plan.x1], spec.slab(kp, b0, b1, plan), spec.slab(vp, b0, b1, plan), table, gtc,
-                plan, spec, training)
+        args = (
+            q[b0:b1, plan.x0 : plan.x1],
+            spec.slab(kp, b0, b1, plan),
+            spec.slab(vp, b0, b1, plan),
+            table,
+            gtc,
+            plan,
+            spec,
+            training,
+        )
         if needs_grad and recompute:
             return checkpoint(chunk_differentiable, *args, use_reentrant=False)
         return chunk_differentiable(*args)

@@ -12,6 +12,7 @@ from .spec import _HALF, Spec, _by_class, _mask, _Scratch, _sum_by_class
 
 __all__ = ["chunk_backward"]
 
+
 def _value_grads(Wband, dot, Gk: int, plan, grads) -> None:
     """``dv`` from the weight band matrix ``(nt, M, NK)`` and the output-gradient tiles (``o = W·v``)."""
     grads["v"](bmm_narrow(Wband.transpose(1, 2), dot.reshape(Wband.shape[0], Wband.shape[1], -1)), Gk, plan)
@@ -155,8 +156,22 @@ def _chunk_backward_native(q, kslab, vslab, table, gt, plan, spec: Spec, cid: in
     else:
         dP = scratch.get("dP", Pn.shape, Pn.dtype, Pn.device)
         dqp = dtabT = None
-    native.backward(Pn, E, dW, Wv, dCv, dgt, spec.u_of_h, masks.dropout_params(spec.dropout, spec.seed, cid),
-                    1.0 / (1.0 - spec.dropout), dP, qp, tabT, dqp, dtabT)
+    native.backward(
+        Pn,
+        E,
+        dW,
+        Wv,
+        dCv,
+        dgt,
+        spec.u_of_h,
+        masks.dropout_params(spec.dropout, spec.seed, cid),
+        1.0 / (1.0 - spec.dropout),
+        dP,
+        qp,
+        tabT,
+        dqp,
+        dtabT,
+    )
     del E, Pn, dW
     _value_grads(Wband, dot, Gk, plan, grads)
     if dgt is not None:

@@ -12,6 +12,7 @@ from .spec import _HALF, Spec, _by_class, _mask, _Scratch
 
 __all__ = ["chunk_forward", "chunk_differentiable"]
 
+
 def _probabilities(C, Gt, P, mb, u_of_h):
     """No-grad two-level softmax: ``E (*PIX, Gq, U, Gk, Kx, Ky)`` (None when ``Gk == 1``) and
     ``Pn (*PIX, Gq, H, Kx, Ky)``; half precision is computed in float32."""
@@ -114,8 +115,9 @@ def chunk_forward(q, kslab, vslab, table, gt, plan, spec: Spec, cid: int, scratc
         _, _, _, _, E, Pn = _native_probabilities(q, kslab, table, gt, plan, spec, scratch)
         Gk = 1 if E is None else E.shape[-3]
         band, Wv = plan.band_out(spec.H, Gk, q.shape[0], q.dtype, q.device, scratch)
-        native.weights(Pn, E, Wv, spec.u_of_h, masks.dropout_params(spec.dropout, spec.seed, cid),
-                       1.0 / (1.0 - spec.dropout))
+        native.weights(
+            Pn, E, Wv, spec.u_of_h, masks.dropout_params(spec.dropout, spec.seed, cid), 1.0 / (1.0 - spec.dropout)
+        )
         del E, Pn
         return plan.from_tiles(plan.aggregate_band(band, plan.key_tiles(vslab)))
     qt, kt, C, P, gtt, mb = _scores(q, kslab, table, gt, plan, spec)

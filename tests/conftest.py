@@ -31,3 +31,20 @@ def hooks_plugin(tmp_path, monkeypatch):
         return site
 
     return install
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A 0o500 directory; skips the test where permissions do not bind (root)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        (ro / "probe").touch()
+    except PermissionError:
+        yield ro
+    else:
+        (ro / "probe").unlink()
+        pytest.skip("permissions do not bind this user (root)")
+    finally:
+        ro.chmod(0o700)

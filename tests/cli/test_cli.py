@@ -475,23 +475,6 @@ def test_out_that_is_a_file_is_one_line(tmp_path, capsys, toy_env):
     assert afile.read_text() == "notes"
 
 
-@pytest.fixture
-def read_only_dir(tmp_path):
-    """A 0o500 directory; skips the test where permissions do not bind (root)."""
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
-    try:
-        (ro / "probe").touch()
-    except PermissionError:
-        yield ro
-    else:
-        (ro / "probe").unlink()
-        pytest.skip("permissions do not bind this user (root)")
-    finally:
-        ro.chmod(0o700)
-
-
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
 def test_out_in_a_read_only_directory_is_one_line(read_only_dir, capsys, toy_env):
     ro = read_only_dir

@@ -28,23 +28,6 @@ def test_an_unusable_out_is_one_line(tmp_path):
         make_run_dir(afile / "run", fresh=False)
 
 
-@pytest.fixture
-def read_only_dir(tmp_path):
-    """A 0o500 directory; skips the test where permissions do not bind (root)."""
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
-    try:
-        (ro / "probe").touch()
-    except PermissionError:
-        yield ro
-    else:
-        (ro / "probe").unlink()
-        pytest.skip("permissions do not bind this user (root)")
-    finally:
-        ro.chmod(0o700)
-
-
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
 def test_a_read_only_directory_is_one_line(read_only_dir):
     ro = read_only_dir

@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from .cases import IMPLS, Case, attention_shapes, flops, fmt_bytes, gmean, memory_estimate
+from .cases import IMPLS, Case, attention_shapes, flops, fmt_bytes, gmean, memory_estimate, useful_flops
+from .machine import Competitors, cpu_flags, sgemm_rate
 
 ROOT = Path(__file__).resolve().parent
 GROUPS = ("z2", "p4", "p8", "p4m")
@@ -85,7 +86,13 @@ def mem_limit_bytes(device: str, limit_gb: float | None) -> float:
     return 0.7 * (avail or 8 * 2**30)
 
 
-def run_case(case: Case, opts: dict, timeout: float) -> dict:
+def run_case(case: Case, opts: dict, timeout: float, load: int = 0) -> dict:
+    """Run one case in a worker process (with ``load`` competitor processes beside it)."""
+    with Competitors(load):
+        return _run_worker(case, opts, timeout)
+
+
+def _run_worker(case: Case, opts: dict, timeout: float) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.worker", json.dumps(dataclasses.asdict(case)), json.dumps(opts)]
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT.parent) + os.pathsep + env.get("PYTHONPATH", "")
@@ -147,6 +154,7 @@ def environment(devices) -> dict:
         "git_dirty": dirty,
         "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "cpu_flags": cpu_flags(),
     }
     try:
         from gsa.nn import native
@@ -168,12 +176,23 @@ def _ratio(a, b):
     return "—" if not a or not b else f"{a / b:.1f}×"
 
 
+def _times_floor(t, floor):
+    """A measured time as a multiple of the floor (useful FLOPs at the measured sgemm rate)."""
+    return "—" if not t or not floor else f"{t / floor:.1f}×"
+
+
+def _percent(part, whole):
+    """``part`` as a percentage of ``whole`` (system time of a step)."""
+    return "—" if part is None or not whole else f"{100.0 * part / whole:.1f}"
+
+
 def table(rows: list[dict]) -> str:
     """Markdown table: one block per workload, one row per implementation."""
     out = [
         "| workload | params | impl | infer ms | infer CPU ms | infer mem | train ms | train CPU ms | train mem "
-        "| train speed-up vs original | vs dense | train mem reduction vs original | vs dense | train GFLOP | GFLOP/s |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| train speed-up vs original | vs dense | train mem reduction vs original | vs dense | train GFLOP | GFLOP/s "
+        "| useful train GFLOP | train × floor | train sys % |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     groups: dict = {}
     for r in rows:
@@ -194,7 +213,7 @@ def table(rows: list[dict]) -> str:
                 + ("" if c.dtype == "float32" else f" {c.dtype}")
             )
             if r.get("status") != "ok":
-                out.append(f"| {label} | {r.get('params', '')} | {impl} | {r['status']} | | | | | | | | | | | |")
+                out.append(f"| {label} | {r.get('params', '')} | {impl} | {r['status']} |" + " |" * 14)
                 continue
             tt, mt = get(impl, "train", "time_s"), get(impl, "train", "peak_bytes")
             gfl = r.get("flops_train", 0) / 1e9
@@ -204,7 +223,8 @@ def table(rows: list[dict]) -> str:
                 f"| {_ms(tt)} | {_ms(get(impl, 'train', 'cpu_s'))} | {fmt_bytes(mt or 0)} "
                 f"| {_ratio(get('original', 'train', 'time_s'), tt)} | {_ratio(get('dense', 'train', 'time_s'), tt)} "
                 f"| {_ratio(get('original', 'train', 'peak_bytes'), mt)} | {_ratio(get('dense', 'train', 'peak_bytes'), mt)} "
-                f"| {gfl:.3g} | {gfl / tt:.3g} |"
+                f"| {gfl:.3g} | {gfl / tt:.3g} | {r.get('useful_flops_train', 0) / 1e9:.3g} "
+                f"| {_times_floor(tt, r.get('floor_train_s'))} | {_percent(get(impl, 'train', 'sys_s'), tt)} |"
             )
     return "\n".join(out)
 
@@ -269,6 +289,13 @@ def parse(argv=None):
     ap.add_argument("--impl", default=",".join(IMPLS), help="comma list of implementations (default: all)")
     ap.add_argument("--modes", default="infer,train", help="infer,train (default both)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per case (default: torch's)")
+    ap.add_argument(
+        "--load",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N CPU-bound competitor processes beside every case (a reproducible busy machine; default 0)",
+    )
     ap.add_argument("--min-time", type=float, default=2.0, help="seconds of repetitions per measurement")
     ap.add_argument("--max-reps", type=int, default=5)
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per case before it is abandoned")
@@ -317,8 +344,12 @@ def main(argv=None) -> int:
         "max_reps": 2 if args.quick else args.max_reps,
         "modes": args.modes.split(","),
     }
+    if args.load < 0:
+        raise SystemExit(f"--load expects a number of competitor processes >= 0, got {args.load}")
     env = environment(devices)
     env["threads"] = args.threads or env["threads"]  # what every case ran with
+    env["load_processes"] = args.load
+    env["sgemm_flops_per_s"] = sgemm_rate(env["threads"], size=256 if args.quick else 2048)
     print(
         f"# {len(cases)} cases on {', '.join(devices)}; torch {env['torch']}, python {env['python']}, "
         f"{env['cpu']} ({env['cpu_count']} cores), commit {str(env['git_commit'])[:10]}",
@@ -333,17 +364,23 @@ def main(argv=None) -> int:
             shape_cache[wk] = attention_shapes(c)
         shapes, params, other = shape_cache[wk]
         f_fwd, f_train = flops(c, shapes, other)
+        u_fwd, u_train = useful_flops(c, shapes, other)
         need = memory_estimate(c, shapes, train="train" in opts["modes"])
         limit = mem_limit_bytes(c.device, args.mem_limit_gb or (0.25 if args.quick else None))
         if need > limit:
             r = {"status": f"skipped: needs ~{fmt_bytes(need)} (limit {fmt_bytes(limit)})"}
         else:
-            r = run_case(c, opts, args.timeout)
+            r = run_case(c, opts, args.timeout, args.load)
+        rate = env["sgemm_flops_per_s"] if c.device == "cpu" else None
         r.update(
             case=dataclasses.asdict(c),
             params=params,
             flops_infer=f_fwd,
             flops_train=f_train,
+            useful_flops_infer=u_fwd,
+            useful_flops_train=u_train,
+            floor_infer_s=u_fwd / rate if rate else None,
+            floor_train_s=u_train / rate if rate else None,
             estimated_score_bytes=need,
         )
         rows.append(r)
@@ -384,7 +421,9 @@ def main(argv=None) -> int:
     env["flops_method"] = (
         "direct-algorithm count (projections, content/positional/group scores, ~5 FLOPs per "
         "softmax score, weighted sum over all |H|·Gq·Gk·K probabilities) plus 1x1 convs/linears; "
-        "training = 3 × forward"
+        "training = 3 × forward. useful_flops_*: the two-level algorithm's unavoidable work "
+        "(benchmarks.cases.useful_layer_flops); floor_*_s = useful FLOPs / sgemm_flops_per_s, the rate of "
+        "a large float32 matrix product measured with the same threads at the start of the run"
     )
     out.write_text(json.dumps({"environment": env, "results": rows, "table": text, "summary": summ}, indent=1))
     print(f"\nwrote {out}")

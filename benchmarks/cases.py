@@ -117,6 +117,7 @@ class LayerShape:
     p: int  # positional channels
     g: int  # group-embedding channels
     K: int  # key slots per query pixel
+    classes: int = 1  # conjugation classes of the relative-element tables (1 for lifting layers)
 
 
 def attention_shapes(case: Case) -> tuple[list[LayerShape], int, float]:
@@ -151,6 +152,7 @@ def attention_shapes(case: Case) -> tuple[list[LayerShape], int, float]:
                 mod.row_dim + mod.col_dim,
                 mod.grp_dim,
                 K,
+                1 if mod.lifting else int(mod._classes[1].numel()),
             )
         )
 
@@ -188,9 +190,41 @@ def layer_flops(s: LayerShape) -> float:
     return proj + n * N * (content + positional + group + probs * (5.0 + 2.0 * s.d))
 
 
+def useful_layer_flops(s: LayerShape) -> float:
+    """FLOPs of one attention layer's forward pass at batch 1 that the two-level algorithm of
+    :mod:`gsa.nn.fastcore` cannot avoid: the projections; the content scores ``C = q·k`` once per
+    ``(a_q, a_k, slot)`` (shared by every output element ``h``); the positional scores ``q_pos·ρ_h``
+    once per ``(a_q, h, slot)``; the group scores once per ``(a_q, h)``; the inner softmax over ``a_k``
+    per conjugation class (``U`` of them: 1 for rotation groups, ``|H|/2`` for roto-reflections) and
+    the slot softmax per ``(a_q, h)`` (~5 FLOPs per score each); the weights ``W = Σ_{a_q} Pn·E``;
+    and the value sum ``Σ W·v`` per output element. Recomputation, copies and padding are not counted:
+    this is the work a perfect implementation of the same algorithm would do."""
+    N, n = s.X * s.Y, s.heads
+    U = s.classes
+    proj = 2.0 * N * s.Gq * s.c_in * 3 * n * s.d + 2.0 * N * s.H * n * s.d * s.c_out
+    content = 2.0 * s.Gq * s.Gk * s.K * s.d
+    positional = 2.0 * s.Gq * s.H * s.K * s.p
+    group = 2.0 * s.Gq * s.H * s.g
+    two_level = s.Gk > 1  # lifting layers have one key element: one softmax level, W = Pn
+    inner = 6.0 * s.Gq * U * s.Gk * s.K if two_level else 0.0  # T = C + Gt, softmax over a_k
+    outer = (6.0 if two_level else 5.0) * s.Gq * s.H * s.K  # L = P + lse, softmax over slots
+    weights = 2.0 * s.Gq * s.H * s.Gk * s.K if two_level else 0.0
+    values = 2.0 * s.H * s.Gk * s.K * s.d
+    return proj + n * N * (content + positional + group + inner + outer + weights + values)
+
+
 def flops(case: Case, shapes: list[LayerShape], other: float) -> tuple[float, float]:
-    """(forward, forward+backward) FLOP estimates; backward counted as twice the forward."""
+    """(forward, forward+backward) FLOP estimates of the direct algorithm; backward counted as twice
+    the forward."""
     fwd = case.batch * (sum(layer_flops(s) for s in shapes) + other)
+    return fwd, 3.0 * fwd
+
+
+def useful_flops(case: Case, shapes: list[LayerShape], other: float) -> tuple[float, float]:
+    """(forward, forward+backward) useful-work FLOPs of the two-level algorithm
+    (:func:`useful_layer_flops`); backward counted as twice the forward (every product has two
+    adjoint products of the same size)."""
+    fwd = case.batch * (sum(useful_layer_flops(s) for s in shapes) + other)
     return fwd, 3.0 * fwd
 
 

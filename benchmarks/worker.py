@@ -10,7 +10,8 @@ Prints one line ``RESULT {json}``. Memory method:
 * CUDA — ``torch.cuda.max_memory_allocated()`` minus the memory allocated before the first call.
 
 Times are medians over repetitions after one warm-up call (the count adapts to ``min_time``);
-``cpu_s`` is the process CPU time per repetition (all threads), useful when the machine is shared.
+``cpu_s`` is the process CPU time per repetition (all threads), useful when the machine is shared;
+``sys_s`` the part of it spent in the kernel (page faults of large temporaries show up here).
 A training step is forward, loss, backward and (for models) one Adam step.
 """
 
@@ -83,7 +84,7 @@ def main(argv: list[str]) -> int:
         fn()
         sync()
         first = time.perf_counter() - t0
-        c0 = time.process_time()
+        c0, s0 = time.process_time(), os.times().system
         reps = max(1, min(int(opts.get("max_reps", 5)), math.ceil(float(opts.get("min_time", 2.0)) / max(first, 1e-6))))
         ts = []
         for _ in range(reps):
@@ -91,7 +92,7 @@ def main(argv: list[str]) -> int:
             fn()
             sync()
             ts.append(time.perf_counter() - t0)
-        return statistics.median(ts), first, reps, (time.process_time() - c0) / reps
+        return statistics.median(ts), first, reps, (time.process_time() - c0) / reps, (os.times().system - s0) / reps
 
     res = {"case": case_d}
     if cuda:
@@ -103,12 +104,12 @@ def main(argv: list[str]) -> int:
     for name, fn in (("infer", infer), ("train", train)):
         if name not in opts.get("modes", ("infer", "train")):
             continue
-        t, first, reps, cpu_s = measure(fn)
+        t, first, reps, cpu_s, sys_s = measure(fn)
         if cuda:
             peak = torch.cuda.max_memory_allocated(dev) - base
         else:
             peak = max(0.0, _maxrss() - base)
-        res[name] = {"time_s": t, "first_s": first, "reps": reps, "cpu_s": cpu_s, "peak_bytes": peak}
+        res[name] = {"time_s": t, "first_s": first, "reps": reps, "cpu_s": cpu_s, "sys_s": sys_s, "peak_bytes": peak}
     res["rss_baseline_bytes"] = None if cuda else base
     print("RESULT " + json.dumps(res), flush=True)
     return 0

@@ -51,8 +51,10 @@ def test_quick_benchmark_writes_table_and_json(tmp_path):
     assert "| workload |" in p.stdout
     data = json.loads(out.read_text())
     env_d = data["environment"]
-    for key in ("torch", "python", "git_commit", "cpu", "memory_method"):
+    for key in ("torch", "python", "git_commit", "cpu", "memory_method", "cpu_flags", "load_processes"):
         assert key in env_d
+    assert env_d["sgemm_flops_per_s"] > 0 and env_d["load_processes"] == 0
+    assert "train × floor" in p.stdout
     rows = data["results"]
     impls = {r["case"]["impl"] for r in rows}
     assert {"original", "fast", "dense"} <= impls
@@ -62,6 +64,43 @@ def test_quick_benchmark_writes_table_and_json(tmp_path):
         for mode in ("infer", "train"):
             assert r[mode]["time_s"] > 0 and r[mode]["peak_bytes"] >= 0
         assert r["flops_train"] > r["flops_infer"] > 0
+        assert 0 < r["useful_flops_train"] <= r["flops_train"]
+        assert r["floor_train_s"] == pytest.approx(r["useful_flops_train"] / env_d["sgemm_flops_per_s"])
+        assert 0 <= r["train"]["sys_s"] <= r["train"]["cpu_s"] + 1e-3
     # the oracle on the whole model is skipped with a memory estimate instead of being run
     skipped = [r for r in rows if r["status"].startswith("skipped: needs")]
     assert any(r["case"]["workload"] == "rotmnist" and r["case"]["impl"] == "dense" for r in skipped)
+
+
+def test_useful_flops_count_the_two_level_algorithm():
+    """The useful-work count is below the direct count, and is what a hand count of the two-level
+    algorithm gives for a group layer (one class for p4, |H|/2 classes for p4m)."""
+    from benchmarks.cases import LayerShape, layer_flops, useful_layer_flops
+
+    s = LayerShape(False, X=2, Y=3, Gq=4, Gk=4, H=4, heads=2, d=6, c_in=5, c_out=7, p=4, g=2, K=9, classes=1)
+    N = 6
+    proj = 2 * N * 4 * 5 * 3 * 2 * 6 + 2 * N * 4 * 2 * 6 * 7
+    per_pixel_head = (
+        2 * 4 * 4 * 9 * 6  # content q·k, once for every output element
+        + 2 * 4 * 4 * 9 * 4  # positional q_pos·ρ_h
+        + 2 * 4 * 4 * 2  # group scores q_grp·E
+        + 6 * 4 * 1 * 4 * 9  # T = C + Gt and the softmax over a_k, one class
+        + 6 * 4 * 4 * 9  # L = P + lse and the softmax over slots
+        + 2 * 4 * 4 * 4 * 9  # W = Σ_aq Pn·E
+        + 2 * 4 * 4 * 9 * 6  # Σ W·v
+    )
+    assert useful_layer_flops(s) == proj + 2 * N * per_pixel_head
+    assert useful_layer_flops(s) < layer_flops(s)
+    dihedral = LayerShape(False, 2, 3, 8, 8, 8, 2, 6, 5, 7, 4, 2, 9, classes=4)
+    one_class = LayerShape(False, 2, 3, 8, 8, 8, 2, 6, 5, 7, 4, 2, 9, classes=1)
+    assert useful_layer_flops(dihedral) - useful_layer_flops(one_class) == 2 * N * 6 * 8 * 3 * 8 * 9
+
+
+def test_useful_flops_of_the_rotmnist_network_are_below_the_direct_count():
+    from benchmarks.cases import Case, attention_shapes, flops, useful_flops
+
+    case = Case("rotmnist", "p4", 5, 8, 28, "fast")
+    shapes, params, other = attention_shapes(case)
+    assert params == 44428
+    useful, direct = useful_flops(case, shapes, other), flops(case, shapes, other)
+    assert useful[1] == 3 * useful[0] and 0.4 * direct[0] < useful[0] < direct[0]

@@ -37,6 +37,7 @@ def _maxrss() -> float:
 
 def main(argv: list[str]) -> int:
     case_d, opts = json.loads(argv[0]), json.loads(argv[1])
+    import gsa  # before torch: gsa chooses OpenMP's wait policy when the environment does not (gsa.openmp)
     import torch
 
     if opts.get("threads"):
@@ -111,6 +112,7 @@ def main(argv: list[str]) -> int:
             peak = max(0.0, _maxrss() - base)
         res[name] = {"time_s": t, "first_s": first, "reps": reps, "cpu_s": cpu_s, "sys_s": sys_s, "peak_bytes": peak}
     res["rss_baseline_bytes"] = None if cuda else base
+    res["openmp_wait"] = gsa.openmp.wait_policy()
     print("RESULT " + json.dumps(res), flush=True)
     return 0
 

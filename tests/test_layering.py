@@ -21,6 +21,7 @@ ALLOWED = {
     "groups": set(),
     "errors": set(),
     "extras": {"errors"},  # gsa.extras (optional dependencies: which extra installs what)
+    "openmp": set(),  # gsa.openmp (OpenMP's wait policy, set before torch is imported)
     "equivariance": {"groups"},
     "nn": {"groups"},
     "models": {"groups", "nn", "errors"},
@@ -32,11 +33,11 @@ ALLOWED = {
     "__init__": {"groups", "nn", "models", "equivariance", "errors"},
     "__main__": {"cli"},
 }
-BOTTOM = ("registry", "userdirs", "errors", "extras")  # every layer above may use these
+BOTTOM = ("registry", "userdirs", "errors", "extras", "openmp")  # every layer above may use these
 for _part_name, _uses in ALLOWED.items():
     if _part_name not in BOTTOM:
-        _uses.update(("registry", "userdirs", "extras"))
-NO_PLOTTING = {"registry", "userdirs", "extras", "groups", "equivariance", "nn", "models", "data", "export"}
+        _uses.update(("registry", "userdirs", "extras", "openmp"))
+NO_PLOTTING = {"registry", "userdirs", "extras", "openmp", "groups", "equivariance", "nn", "models", "data", "export"}
 
 
 def _part(path: Path) -> str:

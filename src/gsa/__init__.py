@@ -5,8 +5,12 @@ self-attention layers, blocks), :mod:`gsa.models` (GSA-Nets and the paper's pres
 user-facing error derives from :class:`gsa.errors.GsaError`.
 """
 
-from . import errors, groups, models, nn
-from .equivariance import check_equivariance
+from . import openmp
+
+openmp.configure()  # before the first import of torch: OpenMP reads its wait policy once, when loaded
+
+from . import errors, groups, models, nn  # noqa: E402
+from .equivariance import check_equivariance  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["groups", "nn", "models", "errors", "check_equivariance", "__version__"]

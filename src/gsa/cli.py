@@ -34,6 +34,8 @@ environment:
   GSA_CACHE_DIR  where the native CPU kernels are built and cached (default ~/.cache/gsa/kernels on Linux;
                  must be private: owned by you, not writable by others)
   GSA_HOOKS=NAME model/dataset hooks, as --hooks NAME (an entry point of the 'gsa.hooks' group)
+  GSA_OPENMP_DEFAULTS=0  keep OpenMP's spinning threads (gsa sets OMP_WAIT_POLICY=PASSIVE unless
+                 OMP_WAIT_POLICY or GOMP_SPINCOUNT is set: steadier on a busy machine)
   GSA_DEBUG=1    show tracebacks of errors
 """
 

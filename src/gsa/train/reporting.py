@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 
 from .. import groups as _groups
+from .. import openmp
 from ..equivariance import exact_elements
 from ..extras import require
 from .checkpoint import BEST, atomic_write_bytes
@@ -39,7 +40,10 @@ def device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
         proc = platform.processor() or platform.machine()
-        return f"cpu ({proc}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+        return (
+            f"cpu ({proc}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
+            f"OpenMP wait {openmp.wait_policy()})"
+        )
     return str(device)
 
 

@@ -262,7 +262,8 @@ def test_flags_override_recipe(capsys):
     )
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["patch_size"] is None and cfg["lr"] == 0.2 and cfg["optimizer"] == "sgd" and cfg["batch_size"] == 24
-    assert cfg["model_args"] == {"num_heads": 4} and cfg["grad_clip"] is None
+    assert cfg["model_args"] == {"input_dropout": 0.2, "num_heads": 4}  # added to the recipe's
+    assert cfg["grad_clip"] is None
 
 
 def test_config_of_a_finished_run_reproduces_it(run_dir, tmp_path, capsys):

@@ -240,6 +240,16 @@ def test_default_train_is_the_mini_recipe_on_rotmnist_mini(capsys):
     assert cfg["warmup_epochs"] == 0.05 and cfg["scheduler"] == "cosine"
 
 
+def test_input_stats_flag_selects_the_original_codes_normalisation(capsys):
+    assert main(["train", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["input_stats"] == "dataset"
+    assert main(["train", "--recipe", "cifar10", "--input-stats", "original", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["input_stats"] == "original"
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--input-stats", "imagenet"])
+    assert exc.value.code == 2 and "invalid choice: 'imagenet'" in capsys.readouterr().err
+
+
 def test_flags_override_recipe(capsys):
     assert (
         main(

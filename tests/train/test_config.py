@@ -115,6 +115,7 @@ def test_default_config_is_the_mini_recipe():
         ({"attention_dropout": 1.5}, "--attention-dropout must be in"),
         ({"bogus": 1}, "unknown config field"),
         ({"group": "p0"}, r"^unknown group 'p0'; expected one of: z2, .*p\{n\}m"),
+        ({"input_stats": "imagenet"}, "^unknown input statistics 'imagenet'; choose one of: dataset, original$"),
     ],
 )
 def test_bad_values_raise_clear_errors(kwargs, match):

@@ -32,6 +32,7 @@ SCHEDULERS = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16", "fp16")
 PROGRESS_MODES = ("auto", "bar", "plain", "none")
 LOADERS = ("auto", "tensor", "dataloader")
+INPUT_STATS = ("dataset", "original")
 
 CONFIG_FILE = "config.json"
 
@@ -179,6 +180,7 @@ class TrainConfig:
     data_dir: Optional[str] = None
     download: bool = False
     normalize: bool = True
+    input_stats: str = "dataset"  # normalise with the dataset's statistics, or the original code's ("original")
     # model
     preset: str = "rotmnist"
     group: str = "p4"
@@ -245,6 +247,7 @@ class TrainConfig:
         choice("precision", self.precision, PRECISIONS)
         choice("progress mode", self.progress, PROGRESS_MODES)
         choice("loader", self.loader, LOADERS)
+        choice("input statistics", self.input_stats, INPUT_STATS)
         try:  # checked here, not only when a model is built: the final report's invariance check uses it
             _groups.get(self.group)
         except (TypeError, ValueError) as exc:

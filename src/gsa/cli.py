@@ -291,7 +291,7 @@ def _add_evaluation_args(g) -> None:
 
 def _add_runtime_args(g) -> None:
     """``gsa train``'s runtime flags."""
-    from gsa.train.config import LOADERS, PROGRESS_MODES
+    from gsa.train.config import INPUT_STATS, LOADERS, PROGRESS_MODES
 
     g.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:N, mps")
     g.add_argument("--workers", type=_non_negative_int, default=S, help="DataLoader worker processes")
@@ -330,6 +330,13 @@ def _add_runtime_args(g) -> None:
         action="store_false",
         default=S,
         help="feed [0, 1] images without per-channel normalisation",
+    )
+    g.add_argument(
+        "--input-stats",
+        choices=INPUT_STATS,
+        default=S,
+        help="normalise with the dataset's statistics (default) or the original code's fixed ones "
+        "(rotmnist: MNIST's 0.1307/0.3081; cifar10, pcam)",
     )
 
 
@@ -504,6 +511,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from gsa.errors import GsaError
     from gsa.export import FORMATS, export, max_abs_difference
     from gsa.train.evaluate import load_run_model
+    from gsa.train.hooks import input_stats
 
     model, cfg, spec = load_run_model(args.run, args.checkpoint)
     run_dir = args.run if os.path.isdir(args.run) else os.path.dirname(args.run)
@@ -513,8 +521,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     export(model, out, format=args.format, example=example)
     norm = "[0, 1] images"
-    if cfg.normalize and spec.mean is not None:
-        norm = f"images normalised with mean {list(spec.mean)} std {list(spec.std)}"
+    mean, std = input_stats(cfg, spec)
+    if mean is not None and std is not None:
+        norm = f"images normalised with mean {list(mean)} std {list(std)}"
     print(
         f"wrote {out} ({os.path.getsize(out)} bytes, {args.format}; input (B, {spec.in_channels}, "
         f"{spec.image_size[0]}, {spec.image_size[1]}): {norm})"

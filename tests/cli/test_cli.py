@@ -240,6 +240,16 @@ def test_default_train_is_the_mini_recipe_on_rotmnist_mini(capsys):
     assert cfg["warmup_epochs"] == 0.05 and cfg["scheduler"] == "cosine"
 
 
+def test_input_stats_flag_selects_the_original_codes_normalisation(capsys):
+    assert main(["train", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["input_stats"] == "dataset"
+    assert main(["train", "--recipe", "cifar10", "--input-stats", "original", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["input_stats"] == "original"
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--input-stats", "imagenet"])
+    assert exc.value.code == 2 and "invalid choice: 'imagenet'" in capsys.readouterr().err
+
+
 def test_flags_override_recipe(capsys):
     assert (
         main(
@@ -262,7 +272,8 @@ def test_flags_override_recipe(capsys):
     )
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["patch_size"] is None and cfg["lr"] == 0.2 and cfg["optimizer"] == "sgd" and cfg["batch_size"] == 24
-    assert cfg["model_args"] == {"num_heads": 4} and cfg["grad_clip"] is None
+    assert cfg["model_args"] == {"input_dropout": 0.2, "num_heads": 4}  # added to the recipe's
+    assert cfg["grad_clip"] is None
 
 
 def test_config_of_a_finished_run_reproduces_it(run_dir, tmp_path, capsys):

@@ -29,6 +29,22 @@ def test_parameter_counts_equal_the_original(preset, group, patch_size):
     assert net.num_parameters() == COUNTS[preset, group]
 
 
+def test_cifar10_offers_the_papers_and_the_codes_dropout_rates_with_the_same_parameters():
+    from gsa.models import CIFAR10_DROPOUT
+
+    assert CIFAR10_DROPOUT == {
+        "paper": {"input_dropout": 0.3, "dropout_after_pool": 0.2},  # App. F.2
+        "code": {"input_dropout": 0.2, "dropout_after_pool": 0.3},  # the original's model.py
+    }
+    preset = gsa.models.preset_config("cifar10")
+    assert (preset.input_dropout, preset.dropout_after_pool) == (0.3, 0.2)  # the preset: the paper's text
+    for version, rates in CIFAR10_DROPOUT.items():
+        net = create("cifar10", group="z2", **rates)
+        pools = [m.p for m in net.blocks if isinstance(m, torch.nn.Dropout)]
+        assert (net.input_dropout.p, pools) == (rates["input_dropout"], [rates["dropout_after_pool"]] * 2), version
+        assert net.num_parameters() == COUNTS["cifar10", "z2"]
+
+
 def test_list_presets_and_errors():
     assert list_presets() == ["cifar10", "pcam", "rotmnist"]
     with pytest.raises(ValueError, match="unknown preset"):

@@ -36,6 +36,44 @@ def test_paper_recipes_match_appendix_f():
     assert m.model_args == {"channels": 24, "num_heads": 2, "lifting_heads": 8, "readout": "sum"}
 
 
+def test_cosine_recipes_warm_up_ten_epochs_as_the_original_code():
+    """The original's only cosine schedule (``linear_warmup_cosine``) warmed up linearly for 10 epochs;
+    rotMNIST's constant schedule had none."""
+    assert (get_recipe("cifar10").warmup_epochs, get_recipe("pcam").warmup_epochs) == (10.0, 10.0)
+    assert get_recipe("rotmnist").warmup_epochs == 0.0
+
+
+def test_a_recipes_warmup_is_cut_to_a_shorter_run_but_an_explicit_one_must_fit(tmp_path):
+    assert make_config("cifar10").warmup_epochs == 10.0
+    assert make_config("cifar10", epochs=3).warmup_epochs == 3.0  # the whole run warms up
+    assert make_config("cifar10", epochs=3, warmup_epochs=0.5).warmup_epochs == 0.5
+    with pytest.raises(ConfigError, match="--warmup-epochs must be in"):
+        make_config("cifar10", epochs=3, warmup_epochs=10.0)
+    path = tmp_path / "exp.json"
+    path.write_text(json.dumps({"recipe": "pcam", "epochs": 2}))
+    assert config_from_file(path).warmup_epochs == 2.0
+    assert config_from_file(path, epochs=50).warmup_epochs == 10.0
+    path.write_text(json.dumps({"recipe": "pcam", "epochs": 2, "warmup_epochs": 10}))
+    with pytest.raises(ConfigError, match="exp.json: --warmup-epochs must be in"):
+        config_from_file(path)
+
+
+def test_cifar10_recipe_trains_with_the_codes_dropout_and_dropout_still_overrides_it():
+    from gsa.models import CIFAR10_DROPOUT, preset_config
+    from gsa.train.hooks import DataSpec, _model_config_fields, model_overrides
+
+    spec = DataSpec("cifar10", in_channels=3, num_classes=10, image_size=(32, 32))
+
+    def rates(cfg):
+        net = preset_config("cifar10", group=cfg.group, **model_overrides(cfg, spec, _model_config_fields()))
+        return {"input_dropout": net.input_dropout, "dropout_after_pool": net.dropout_after_pool}
+
+    assert rates(make_config("cifar10")) == CIFAR10_DROPOUT["code"] == {"input_dropout": 0.2, "dropout_after_pool": 0.3}
+    assert rates(make_config("cifar10", dropout=0.5))["dropout_after_pool"] == 0.5
+    paper = make_config("cifar10", dropout=0.2, model_args={"input_dropout": 0.3})
+    assert rates(paper) == CIFAR10_DROPOUT["paper"]
+
+
 def test_model_args_merge_recipe_and_overrides():
     cfg = make_config("mini", model_args={"num_heads": 2, "whitening_scale": 1.0})
     assert cfg.model_args == {
@@ -77,6 +115,7 @@ def test_default_config_is_the_mini_recipe():
         ({"attention_dropout": 1.5}, "--attention-dropout must be in"),
         ({"bogus": 1}, "unknown config field"),
         ({"group": "p0"}, r"^unknown group 'p0'; expected one of: z2, .*p\{n\}m"),
+        ({"input_stats": "imagenet"}, "^unknown input statistics 'imagenet'; choose one of: dataset, original$"),
     ],
 )
 def test_bad_values_raise_clear_errors(kwargs, match):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gsa.errors import ConfigError
-from gsa.train.hooks import DataSpec, Hooks, default_info, default_model, load_hooks
+from gsa.train.hooks import DataSpec, Hooks, default_info, default_model, input_stats, load_hooks
 from gsa.train.testing import TOY_SPEC, toy_config
 
 
@@ -71,3 +71,17 @@ def test_default_model_refuses_images_smaller_than_its_crops_and_pools(tmp_path)
         default_model(cfg, spec)
     model = default_model(cfg, DataSpec(name="big", in_channels=1, num_classes=3, image_size=(22, 22)))
     assert model.min_input_size() == 22
+
+
+def test_input_stats_are_the_datasets_or_the_original_codes_or_none():
+    spec = default_info("rotmnist-mini")
+    assert input_stats(toy_config("x"), spec) == (spec.mean, spec.std) == ((0.1321,), (0.292,))
+    assert input_stats(toy_config("x", input_stats="original"), spec) == ((0.1307,), (0.3081,))  # MNIST's
+    assert input_stats(toy_config("x", input_stats="original", normalize=False), spec) == (None, None)
+    assert default_info("rotmnist").original_stats == ((0.1307,), (0.3081,))
+    assert default_info("cifar10").original_stats == ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+    assert default_info("pcam").original_stats == ((0.701, 0.538, 0.692), (0.235, 0.277, 0.213))
+    with pytest.raises(
+        ConfigError, match=r"^--input-stats original: the original code had no statistics for dataset 'd'"
+    ):
+        input_stats(toy_config("x", input_stats="original"), DataSpec("d", 1, 3, (8, 8), (0.5,), (0.2,)))

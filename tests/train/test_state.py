@@ -69,3 +69,10 @@ def test_weights_metadata_records_a_gsanets_config_and_the_input_normalisation_i
     assert record["std"] == [0.3, 1.0]  # divided by 1, as make_prepare does
     assert "input" not in weights_metadata(toy_config("x"), Position(), ToyNet(), TOY_SPEC)  # not a GSA-Net
     assert "input" not in weights_metadata(toy_config("x"), Position(), net)  # no dataset given
+
+
+def test_weights_metadata_records_the_original_codes_statistics_when_the_run_used_them():
+    net = gsa.models.create("rotmnist", channels=6, num_heads=1, block_sizes=(1,), crop=0)
+    spec = dataclasses.replace(TOY_SPEC, original_stats=((0.1307,), (0.3081,)))
+    meta = weights_metadata(toy_config("x", input_stats="original"), Position(), net, spec)
+    assert (json.loads(meta["input"])["mean"], json.loads(meta["input"])["std"]) == ([0.1307], [0.3081])

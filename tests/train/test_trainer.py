@@ -252,3 +252,11 @@ def test_a_missing_extra_stops_the_run_before_it_starts(tmp_path, toy, monkeypat
         Trainer(toy_config(tmp_path / "run", **changes))
     assert not (tmp_path / "run").exists()
     Trainer(toy_config(tmp_path / "run", rotation_step=0.0)).close()  # neither is needed
+
+
+def test_original_input_stats_for_a_dataset_without_them_stop_before_training(tmp_path, toy):
+    with pytest.raises(
+        ConfigError, match="--input-stats original: the original code had no statistics for dataset 'toy'"
+    ):
+        train(toy_config(tmp_path / "run", input_stats="original"))
+    assert not (tmp_path / "run").exists()

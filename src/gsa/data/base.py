@@ -46,6 +46,9 @@ class DatasetInfo:
         class_names: one name per label.
         splits: available split names.
         description: one line.
+        original_stats: ``(mean, std)`` the original GSA-Nets code normalised this dataset with
+            (fixed values from its ``dataset.py``), or ``None`` when it had none; a run uses them
+            with ``gsa train --input-stats original``.
     """
 
     name: str
@@ -57,6 +60,7 @@ class DatasetInfo:
     class_names: tuple[str, ...]
     splits: tuple[str, ...] = SPLITS
     description: str = ""
+    original_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
 def to_float01(images: torch.Tensor | np.ndarray) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Lifting and group self-attention: one attention op, two key/query domains.
 
 Both layers compute, for every output group element ``h`` and query ``(a_q, i)`` with keys
-``(a_k, j)`` in the neighbourhood of ``i`` (paper Eqs. 13–16)::
+``(a_k, j)`` in the neighbourhood of ``i`` (paper Eqs. 13–16; the group term's index is gsa's, the
+paper's and the original code's ``h⁻¹ a_q⁻¹ a_k`` is not equivariant)::
 
     score = ( q·k + q_pos·ρ_h(x_j − x_i) + q_grp·E[h⁻¹ a_k a_q⁻¹ h] ) / sqrt(C_in)
     out(h, i) = Σ_{a_q} Σ_{(a_k, j)} softmax_{(a_k, j)}(score) · v(a_k, j)
@@ -263,7 +264,8 @@ class GroupSelfAttention(_GroupAttention):
 
     Same arguments as :class:`LiftingSelfAttention`. Positional encoding per head: row and column
     MLPs (``mid // 3`` channels each) and an embedding of the relative group element
-    ``h⁻¹ a_k a_q⁻¹ h`` (the remaining channels).
+    ``h⁻¹ a_k a_q⁻¹ h`` (the remaining channels; gsa's index: the paper's ``h⁻¹ a_q⁻¹ a_k`` is not
+    equivariant).
 
     Equivariance: ``layer(act_on_lifted(g, x)) == act_on_lifted(g, layer(x))``.
     """

@@ -32,7 +32,8 @@ def group_attention(
     recompute: bool = True,
 ) -> torch.Tensor:
     """Attend every query ``(i, a_q)`` to the keys ``(j, a_k)`` in the neighbourhood of ``i``, for every
-    output group element ``h`` (paper Eqs. 13–16, heads folded into the batch)::
+    output group element ``h`` (paper Eqs. 13–16, the group term indexed by gsa's
+    :func:`~gsa.nn.positional.relative_group_index`; heads folded into the batch)::
 
         score = q·k + q[:p]·table[h, x_j − x_i] + group_scores[a_q, classes[h], a_k]
         out[i, h] = Σ_{a_q} Σ_{(j, a_k)} softmax_{(j, a_k)}(score) · v[j, a_k]

@@ -1,4 +1,5 @@
-"""Relative positional encodings acted on by the group (paper §5, Eqs. 13–16).
+"""Relative positional encodings acted on by the group (paper §5, Eqs. 13–16), and the index of the
+relative group element (gsa's: the paper's index is not equivariant, see :func:`relative_group_index`).
 
 ``ρ_h(δ) = [ρ_row((h⁻¹δ)_row), ρ_col((h⁻¹δ)_col)]`` for a relative offset ``δ = x_j − x_i``
 (normalised to ``[-1, 1]`` over the patch or the image). Each of ``ρ_row`` and ``ρ_col`` is a small
@@ -82,7 +83,9 @@ def relative_group_index(group: _groups.Group) -> torch.Tensor:
     The relative element between the query's group element ``a_q`` and the key's ``a_k``, seen from
     the output element ``h``. It is invariant under ``(h, a_q, a_k) → (g h, g a_q, g a_k)``, which is
     what makes group self-attention exactly equivariant (for abelian groups it equals
-    ``a_q⁻¹ a_k`` and does not depend on ``h``; for roto-reflections it does).
+    ``a_q⁻¹ a_k`` and does not depend on ``h``; for roto-reflections it does). The paper (§5.2, before
+    Eq. 15) and the original code use ``h⁻¹ a_q⁻¹ a_k``, which that change turns into
+    ``h⁻¹ g⁻¹ a_q⁻¹ a_k``.
     """
     c, inv = group.cayley, group.inverses
     H = group.order

@@ -11,7 +11,7 @@ from . import checkpoint as ckpt
 from . import reporting as R
 from .config import CONFIG_FILE, TrainConfig
 from .device import resolve_device
-from .hooks import Hooks, get_hooks
+from .hooks import Hooks, get_hooks, input_stats
 from .loaders import EvalBatches, eval_limit, materialize, take
 from .precision import Precision
 from .rng import seed_everything
@@ -106,7 +106,7 @@ def evaluate_run(
             bs,
         )
     prec = Precision(cfg.precision, dev)
-    prepare = make_prepare(spec.mean if cfg.normalize else None, spec.std if cfg.normalize else None, dev)
+    prepare = make_prepare(*input_stats(cfg, spec), dev)
     meter, _ = evaluate(
         model, EvalBatches(ds, tensors, bs, limit, workers=cfg.workers), prepare=prepare, precision=prec, device=dev
     )

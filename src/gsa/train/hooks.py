@@ -28,7 +28,11 @@ from .config import TrainConfig
 
 @dataclass(frozen=True)
 class DataSpec:
-    """What the engine needs to know about a dataset."""
+    """What the engine needs to know about a dataset.
+
+    ``mean``/``std``: the per-channel statistics inputs are normalised with by default;
+    ``original_stats``: ``(mean, std)`` of the original GSA-Nets code, for ``--input-stats original``
+    (``None``: it had none for this dataset)."""
 
     name: str
     in_channels: int
@@ -36,6 +40,7 @@ class DataSpec:
     image_size: tuple[int, int]
     mean: Optional[tuple[float, ...]] = None
     std: Optional[tuple[float, ...]] = None
+    original_stats: Optional[tuple[tuple[float, ...], tuple[float, ...]]] = None
 
     def __post_init__(self) -> None:
         for field, low in (("in_channels", 1), ("num_classes", 2)):
@@ -74,6 +79,7 @@ def default_info(name: str) -> DataSpec:
         size = (size, size)
     mean = getattr(info, "mean", None)
     std = getattr(info, "std", None)
+    original = getattr(info, "original_stats", None)
     return DataSpec(
         name=name,
         in_channels=int(info.in_channels),
@@ -81,7 +87,27 @@ def default_info(name: str) -> DataSpec:
         image_size=tuple(int(s) for s in size) if size is not None else (0, 0),
         mean=tuple(float(m) for m in mean) if mean is not None else None,
         std=tuple(float(s) for s in std) if std is not None else None,
+        original_stats=tuple(tuple(float(v) for v in part) for part in original) if original is not None else None,
     )
+
+
+def input_stats(cfg: TrainConfig, spec: DataSpec) -> tuple[Optional[tuple[float, ...]], Optional[tuple[float, ...]]]:
+    """The per-channel ``(mean, std)`` a run normalises its inputs with (``(None, None)``: none).
+
+    ``--no-normalize``: none; ``--input-stats dataset`` (default): the dataset's ``spec.mean``/``std``;
+    ``--input-stats original``: the original code's fixed values (``spec.original_stats``), a
+    :class:`ConfigError` for a dataset it had none for.
+    """
+    if not cfg.normalize:
+        return None, None
+    if cfg.input_stats != "original":
+        return spec.mean, spec.std
+    if spec.original_stats is None:
+        raise ConfigError(
+            f"--input-stats original: the original code had no statistics for dataset {spec.name!r} "
+            "(only rotmnist, rotmnist-mini, cifar10 and pcam); use --input-stats dataset"
+        )
+    return spec.original_stats
 
 
 def default_dataset(cfg: TrainConfig, split: str) -> Any:

@@ -84,6 +84,7 @@ RULES: dict[str, Rule] = {
     "data_dir": _irrelevant("only where the same dataset is found"),
     "download": _irrelevant("only whether a missing dataset is fetched"),
     "normalize": _refused("the weights were trained on inputs normalised as recorded"),
+    "input_stats": _refused("the weights were trained on inputs normalised as recorded"),
     "preset": _refused(_NETWORK),
     "group": _refused(_NETWORK),
     "patch_size": _refused(_NETWORK),

@@ -10,6 +10,7 @@ from torch import nn
 
 from .checkpoint import unwrap
 from .config import TrainConfig
+from .hooks import input_stats
 from .identity import identity_metadata
 from .metrics import Meter
 from .steps import usable_std
@@ -65,11 +66,12 @@ def pretrained_metadata(cfg: TrainConfig, model: Optional[nn.Module], spec: Any)
     net = unwrap(model) if model is not None else None
     if spec is None or not isinstance(net, GSANet):
         return {}
-    normalised = cfg.normalize and spec.mean is not None and spec.std is not None
+    mean, std = input_stats(cfg, spec)
+    normalised = mean is not None and std is not None
     return model_records(
         net.config,
-        mean=spec.mean if normalised else None,
-        std=usable_std(spec.std) if normalised else None,  # as make_prepare divides
+        mean=mean if normalised else None,
+        std=usable_std(std) if normalised else None,  # as make_prepare divides
         input_size=(spec.in_channels, *spec.image_size),
         dataset=spec.name,
     )

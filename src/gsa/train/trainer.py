@@ -27,7 +27,7 @@ from . import reporting as R
 from .build import SPLITS, build_model, claim_run_dir, load_data, to_device_if_small
 from .config import CONFIG_FILE, TrainConfig
 from .device import resolve_device
-from .hooks import Hooks, get_hooks
+from .hooks import Hooks, get_hooks, input_stats
 from .identity import check_identity
 from .loaders import EvalBatches, TrainBatches, dataset_len, eval_limit, take
 from .metrics import CSV_FILE, CsvLog, Meter, TensorBoardLog, require_tensorboard
@@ -174,8 +174,7 @@ class Trainer:
         self.optimizer = build_optimizer(cfg, self.model)
         self.scheduler = build_scheduler(cfg, self.optimizer, self.steps_per_epoch)
         self.precision = Precision(cfg.precision, device)
-        stats = (self.spec.mean, self.spec.std) if cfg.normalize else (None, None)
-        self.prepare = make_prepare(*stats, device)
+        self.prepare = make_prepare(*input_stats(cfg, self.spec), device)
         self.max_steps = cfg.max_steps or math.inf
 
     def eval_batches(self, split: str) -> EvalBatches:

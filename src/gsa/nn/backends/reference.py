@@ -3,8 +3,8 @@
 For all pixel pairs ``(i, j)`` it looks up the positional encoding of the offset ``x_j − x_i`` in the
 table (pairs whose offset is not in the neighbourhood are masked), adds content, positional and group
 scores into the full ``(B, |H|, N, Gq, N, Gk)`` tensor, takes one softmax over ``(j, a_k)`` and sums
-over ``a_q`` (paper Eqs. 13–16). Memory ``O(N²)``: for tests and small inputs. Every other backend is
-tested against it.
+over ``a_q`` (paper Eqs. 13–16; the group term indexed as gsa corrects it). Memory ``O(N²)``: for tests
+and small inputs. Every other backend is tested against it.
 """
 
 from __future__ import annotations

@@ -37,8 +37,11 @@ def _maxrss() -> float:
 
 def main(argv: list[str]) -> int:
     case_d, opts = json.loads(argv[0]), json.loads(argv[1])
+    # isort: off
     import gsa  # before torch: gsa chooses OpenMP's wait policy when the environment does not (gsa.openmp)
     import torch
+
+    # isort: on
 
     if opts.get("threads"):
         torch.set_num_threads(int(opts["threads"]))

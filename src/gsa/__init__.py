@@ -1,12 +1,13 @@
 """gsa: group equivariant stand-alone self-attention (Romero & Cordonnier, ICLR 2021).
 
 Subpackages: :mod:`gsa.groups` (finite groups and their actions), :mod:`gsa.nn` (lifting and group
-self-attention layers, blocks), :mod:`gsa.models` (GSA-Nets and the paper's presets); every
+self-attention layers, blocks), :mod:`gsa.scale` (the dilation group of App. E and its layers),
+:mod:`gsa.models` (GSA-Nets and the paper's presets); every
 user-facing error derives from :class:`gsa.errors.GsaError`.
 """
 
-from . import errors, groups, models, nn
+from . import errors, groups, models, nn, scale
 from .equivariance import check_equivariance
 
 __version__ = "0.1.0"
-__all__ = ["groups", "nn", "models", "errors", "check_equivariance", "__version__"]
+__all__ = ["groups", "nn", "scale", "models", "errors", "check_equivariance", "__version__"]

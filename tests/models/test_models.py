@@ -30,7 +30,7 @@ def test_parameter_counts_equal_the_original(preset, group, patch_size):
 
 
 def test_list_presets_and_errors():
-    assert list_presets() == ["cifar10", "pcam", "rotmnist"]
+    assert list_presets() == ["cifar10", "pcam", "rotmnist", "scalemnist"]
     with pytest.raises(ValueError, match="unknown preset"):
         create("imagenet")
     with pytest.raises(ValueError, match="unknown group"):

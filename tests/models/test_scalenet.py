@@ -80,3 +80,13 @@ def test_the_features_of_a_whole_network_are_equivariant():
     want = maps[:, :, 1, c - R : c + R + 1, c - R : c + R + 1]
     assert (got - want).abs().max() <= 1e-12 * want.abs().max()
     assert (maps2[:, :, 1, c - 2 * R : c + 2 * R + 1 : 2, c - 2 * R : c + 2 * R + 1 : 2] - want).abs().max() > 1e-3
+
+
+@torch.no_grad()
+def test_save_pretrained_and_load_rebuild_a_scale_net(tmp_path):
+    net = create("scalemnist", channels=6, num_heads=1, block_sizes=(1,), head_init="whitening").eval()
+    net.save_pretrained(tmp_path / "m")
+    back = gsa.models.load(tmp_path / "m")
+    assert isinstance(back, ScaleGSANet) and back.group is net.group
+    x = torch.rand(2, 1, 12, 12)
+    torch.testing.assert_close(back(x), net(x))

@@ -18,6 +18,7 @@ def test_rescale_digits_dilates_each_image_by_its_own_factor():
     assert rescale_digits(x[:0], 2.0).shape == (0, 1, 9, 9)
 
 
+@pytest.mark.slow
 def test_quick_scale_accuracy_figure(tmp_path):
     pytest.importorskip("matplotlib")
     res = scale_accuracy_figure(tmp_path / "scale_accuracy.png", setup=ScaleSetup.quick())

@@ -1,4 +1,4 @@
-"""The package's import layering: ``groups`` ← ``nn`` ← ``models`` ← ``train`` ← ``cli``.
+"""The package's import layering: ``groups`` ← ``nn`` ← ``scale`` ← ``models`` ← ``train`` ← ``cli``.
 
 Every ``import`` of a ``gsa`` module in ``src/gsa`` (absolute or relative, at module level or inside a
 function) is read from the source with :mod:`ast` and checked against the packages its layer may use.
@@ -24,20 +24,33 @@ ALLOWED = {
     "openmp": set(),  # gsa.openmp (OpenMP's wait policy, set before torch is imported)
     "equivariance": {"groups"},
     "nn": {"groups"},
-    "models": {"groups", "nn", "errors"},
+    "scale": {"nn"},  # gsa.scale: the dilation group and its layers (paper App. E), built on gsa.nn
+    "models": {"groups", "nn", "scale", "errors"},
     "data": {"groups", "errors"},
     "export": {"errors"},
     "train": {"groups", "nn", "models", "data", "equivariance", "errors"},
-    "viz": {"groups", "nn", "models", "data", "equivariance", "train", "errors"},
+    "viz": {"groups", "nn", "scale", "models", "data", "equivariance", "train", "errors"},
     "cli": {"groups", "nn", "models", "data", "equivariance", "train", "viz", "errors", "export"},
-    "__init__": {"groups", "nn", "models", "equivariance", "errors"},
+    "__init__": {"groups", "nn", "scale", "models", "equivariance", "errors"},
     "__main__": {"cli"},
 }
 BOTTOM = ("registry", "userdirs", "errors", "extras", "openmp")  # every layer above may use these
 for _part_name, _uses in ALLOWED.items():
     if _part_name not in BOTTOM:
         _uses.update(("registry", "userdirs", "extras", "openmp"))
-NO_PLOTTING = {"registry", "userdirs", "extras", "openmp", "groups", "equivariance", "nn", "models", "data", "export"}
+NO_PLOTTING = {
+    "registry",
+    "userdirs",
+    "extras",
+    "openmp",
+    "groups",
+    "equivariance",
+    "nn",
+    "scale",
+    "models",
+    "data",
+    "export",
+}
 
 
 def _part(path: Path) -> str:

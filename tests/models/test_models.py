@@ -46,7 +46,7 @@ def test_cifar10_offers_the_papers_and_the_codes_dropout_rates_with_the_same_par
 
 
 def test_list_presets_and_errors():
-    assert list_presets() == ["cifar10", "pcam", "rotmnist"]
+    assert list_presets() == ["cifar10", "pcam", "rotmnist", "scalemnist"]
     with pytest.raises(ValueError, match="unknown preset"):
         create("imagenet")
     with pytest.raises(ValueError, match="unknown group"):

@@ -1,4 +1,4 @@
-"""``python -m gsa.viz --quick`` and ``gsa figures`` write the three PNGs."""
+"""``python -m gsa.viz --quick`` and ``gsa figures`` write the four PNGs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 from gsa import cli
 
-NAMES = ("lifting.png", "steerability.png", "rotation_accuracy.png")
+NAMES = ("lifting.png", "steerability.png", "rotation_accuracy.png", "scale_accuracy.png")
 
 
 def test_quick_figures(tmp_path):

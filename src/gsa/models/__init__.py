@@ -1,17 +1,22 @@
 """GSA-Net models and the paper's presets (App. F): ``create(name, group=..., patch_size=...)``;
-trained networks back from a run or a file: ``load(path)`` (:mod:`gsa.models.pretrained`)."""
+trained networks back from a run or a file: ``load(path)`` (:mod:`gsa.models.pretrained`).
+A scale group (``group="scale2x3"``, preset ``"scalemnist"``) builds a :class:`ScaleGSANet`
+(:mod:`gsa.models.scalenet`, paper App. E)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from ..registry import Registry
+from .. import scale as _scale
+from ..registry import Registry, normalize
 from .gsanet import ORIGINAL_STYLE, GSANet, GSANetConfig
 from .pretrained import load
+from .scalenet import ScaleGSANet
 
 __all__ = [
     "GSANet",
     "GSANetConfig",
+    "ScaleGSANet",
     "ORIGINAL_STYLE",
     "CIFAR10_DROPOUT",
     "PRESETS",
@@ -33,6 +38,8 @@ CIFAR10_DROPOUT: dict[str, dict[str, float]] = {
 
 #: Architecture presets of the paper. Parameter counts equal the original code's exactly.
 #: CIFAR-10 dropout follows the paper's text (:data:`CIFAR10_DROPOUT` ``["paper"]``).
+#: ``scalemnist`` (not the paper's: App. E has no experiment) is a small :class:`ScaleGSANet` on the
+#: dyadic scales 1, 2, 4 with a max read-out over space and scales (scale-invariant logits).
 PRESETS: dict[str, GSANetConfig] = {
     "rotmnist": GSANetConfig(
         in_channels=1,
@@ -69,6 +76,20 @@ PRESETS: dict[str, GSANetConfig] = {
         attention_dropout=0.1,
         value_dropout=0.1,
     ),
+    "scalemnist": GSANetConfig(
+        group="scale2x3",
+        in_channels=1,
+        num_classes=10,
+        channels=16,
+        num_heads=4,
+        block_sizes=(1, 2),
+        expansion=1,
+        crop=0,
+        readout="max",
+        attention_dropout=0.1,
+        value_dropout=0.1,
+        extra={"scale_window": 3},
+    ),
 }
 # lookups by name (the PRESETS dict itself, so entries added to it are found too)
 _PRESETS: Registry[GSANetConfig] = Registry(
@@ -87,20 +108,24 @@ def _patch(patch_size):
     return patch_size
 
 
-def preset_config(preset: str, *, group: str = "p4", patch_size: int | None = 5, **overrides) -> GSANetConfig:
-    """The :class:`GSANetConfig` of a preset with ``group``, ``patch_size`` and overrides applied."""
-    cfg = replace(_PRESETS.get(preset), group=group, patch_size=_patch(patch_size))
+def preset_config(preset: str, *, group: str | None = None, patch_size: int | None = 5, **overrides) -> GSANetConfig:
+    """The :class:`GSANetConfig` of a preset with ``group`` (``None``: the preset's own, ``p4`` for
+    the paper's presets), ``patch_size`` and overrides applied."""
+    base = _PRESETS.get(preset)
+    cfg = replace(base, group=base.group if group is None else group, patch_size=_patch(patch_size))
     if overrides:
         cfg = GSANetConfig.from_dict({**cfg.to_dict(), **overrides})
     return cfg
 
 
-def create(preset: str, *, group: str = "p4", patch_size: int | None = 5, **overrides) -> GSANet:
+def create(preset: str, *, group: str | None = None, patch_size: int | None = 5, **overrides) -> GSANet:
     """Build a preset GSA-Net.
 
     Args:
-        preset: ``"rotmnist"``, ``"cifar10"`` or ``"pcam"``.
-        group: any name accepted by :func:`gsa.groups.get`.
+        preset: ``"rotmnist"``, ``"cifar10"``, ``"pcam"`` or ``"scalemnist"``.
+        group: any name accepted by :func:`gsa.groups.get`, or a scale group of
+            :func:`gsa.scale.get` (``"scale2x3"``), which builds a :class:`ScaleGSANet` (local
+            attention only); ``None``: the preset's own (``p4``; ``scale2x3`` for ``scalemnist``).
         patch_size: odd ``k`` for ``k×k`` local attention; ``None`` (or 0, ``"global"``) for global.
         **overrides: any :class:`GSANetConfig` field (``num_classes``, ``norm``, ``activation``, ...).
 
@@ -110,4 +135,6 @@ def create(preset: str, *, group: str = "p4", patch_size: int | None = 5, **over
         >>> net.num_parameters()
         44428
     """
-    return GSANet(preset_config(preset, group=group, patch_size=patch_size, **overrides))
+    cfg = preset_config(preset, group=group, patch_size=patch_size, **overrides)
+    scaled = _scale.is_scale_group(cfg.group) or normalize(str(cfg.group)).startswith("scale")  # its errors
+    return ScaleGSANet(cfg) if scaled else GSANet(cfg)

@@ -23,7 +23,9 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 
 from ..errors import CheckpointError, ConfigError
+from ..scale import is_scale_group
 from .gsanet import GSANet, GSANetConfig, default_pretrained_cfg
+from .scalenet import ScaleGSANet
 from .weightfile import INPUT_KEY, MODEL_CONFIG_KEY, encode_weights, read_record, read_weights, resolve_weights
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "model_records", "load", "save_pretrained", "from_pretrained"]
@@ -68,7 +70,8 @@ def _pretrained_cfg(config: GSANetConfig, record: Mapping[str, Any]) -> dict[str
 
 def _build(config: Mapping[str, Any], path: Any) -> GSANet:
     try:
-        return GSANet(GSANetConfig.from_dict(dict(config)))
+        cfg = GSANetConfig.from_dict(dict(config))
+        return (ScaleGSANet if is_scale_group(cfg.group) else GSANet)(cfg)
     except (ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(f"{path}: cannot rebuild the recorded GSA-Net ({str(exc).splitlines()[0]})") from None
 

@@ -14,11 +14,12 @@ from typing import Any, Optional, Sequence
 
 from .layers import lifting_figure, steerability_figure
 from .rotation import RotationSetup, rotation_accuracy_figure
+from .scale import ScaleSetup, scale_accuracy_figure
 
 __all__ = ["FIGURES", "add_arguments", "run", "main"]
 
 #: Names of the figures, in the order they are made (file ``<name>.png``).
-FIGURES: tuple[str, ...] = ("lifting", "steerability", "rotation_accuracy")
+FIGURES: tuple[str, ...] = ("lifting", "steerability", "rotation_accuracy", "scale_accuracy")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,9 +34,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help=f"training images for the models trained here (default {RotationSetup.train_images})",
+        help=(
+            f"training images for the models trained here (default {RotationSetup.train_images}; "
+            f"scale_accuracy: {ScaleSetup.train_images})"
+        ),
     )
-    p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {RotationSetup.epochs})")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"epochs (default {RotationSetup.epochs}; scale_accuracy: {ScaleSetup.epochs})",
+    )
     p.add_argument(
         "--rotation-step",
         type=float,
@@ -94,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
             res = lifting_figure(target, seed=args.seed)
         elif name == "steerability":
             res = steerability_figure(target, seed=args.seed, resolution=33 if args.quick else 97)
+        elif name == "scale_accuracy":
+            res = scale_accuracy_figure(target, setup=_scale_setup(args), progress=args.progress)
         else:
             res = rotation_accuracy_figure(
                 target,
@@ -123,6 +134,16 @@ def run(args: argparse.Namespace) -> int:
         json.dump(summary, fh, indent=1, default=str)
         fh.write("\n")
     return 0
+
+
+def _scale_setup(args: argparse.Namespace) -> ScaleSetup:
+    """The :class:`ScaleSetup` of ``args``: ``--quick``, ``--train-images``, ``--epochs``, ``--device``, ``--seed``."""
+    setup = ScaleSetup.quick() if args.quick else ScaleSetup()
+    for name in ("train_images", "epochs", "device"):
+        if getattr(args, name) is not None:
+            setattr(setup, name, getattr(args, name))
+    setup.seed = args.seed
+    return setup
 
 
 def _without_runs(res: dict[str, Any]) -> dict[str, Any]:

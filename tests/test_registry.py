@@ -94,6 +94,7 @@ def test_choice_tuples_are_defined_once():
         "precision": config.PRECISIONS,
         "loader": config.LOADERS,
         "progress": config.PROGRESS_MODES,
+        "input_stats": config.INPUT_STATS,
     }
 
 

@@ -76,6 +76,12 @@ MODELS: dict[str, ModelSpec] = {
     "gsa-p4-whiteninghead": ModelSpec(
         "gsa", "p4", {**MINI_GSA, "head_init": "whitening"}, "gsa-p4 with a whitened (not zero) classifier"
     ),
+    **{
+        f"gsa-p4-pos-{pos}": ModelSpec(
+            "gsa", "p4", {**MINI_GSA, "positional": pos}, f"gsa-p4 with the {pos!r} positional encoding"
+        )
+        for pos in ("joint", "fourier", "fourier-fixed", "gevit")
+    },
     "cnn": ModelSpec("cnn", "z2", {"channels": 24}, "plain CNN, 5 conv layers 3x3, 24 ch"),
     "gcnn-p4": ModelSpec("cnn", "p4", {"channels": 12}, "p4 G-CNN (Cohen & Welling), 5 layers 3x3, 12 ch"),
 }

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from .. import groups as _groups
-from ..nn.attention import LiftingSelfAttention
+from ..nn.attention import GroupSelfAttention, LiftingSelfAttention
 from ..nn.blocks import TransformerBlock, make_activation, make_norm
-from ..nn.positional import COORDINATE_INITS, CoordinateMLP
+from ..nn.positional import COORDINATE_INITS, ENCODINGS
 
 __all__ = ["GSANetConfig", "GSANet", "ORIGINAL_STYLE", "READOUTS", "HEAD_INITS", "default_pretrained_cfg"]
 
@@ -55,6 +55,9 @@ class GSANetConfig:
       positional MLPs (:class:`gsa.nn.positional.CoordinateMLP`).
     * ``head_init``: ``"zero"`` or ``"whitening"`` (original) for the final 1×1 classifier.
       Zero starts every prediction at the uniform distribution (loss ``ln(num_classes)``).
+
+    ``positional`` names the spatial positional encoding of every attention layer
+    (:data:`gsa.nn.positional.ENCODINGS`; default ``"rowcol"``, the paper's row and column MLPs).
     """
 
     group: str = "p4"
@@ -79,6 +82,7 @@ class GSANetConfig:
     readout: str = "mean"
     coordinate_init: str = "spread"
     head_init: str = "zero"
+    positional: str = "rowcol"
     backend: str = "auto"
     extra: dict = field(default_factory=dict)
 
@@ -135,6 +139,7 @@ def _check_choices(cfg: GSANetConfig) -> None:
         value = getattr(cfg, name)
         if value not in options:
             raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(options)}")
+    ENCODINGS.canonical(cfg.positional)  # one-line ValueError listing the encodings
 
 
 class GSANet(nn.Module):
@@ -170,6 +175,7 @@ class GSANet(nn.Module):
             attention_dropout=cfg.attention_dropout,
             backend=cfg.backend,
             coordinate_init=cfg.coordinate_init,
+            positional=cfg.positional,
         )
         self.lifting_norm = make_norm(cfg.norm, c)
         self.lifting_act = make_activation(cfg.activation)
@@ -195,6 +201,7 @@ class GSANet(nn.Module):
                         activation=cfg.activation,
                         backend=cfg.backend,
                         coordinate_init=cfg.coordinate_init,
+                        positional=cfg.positional,
                     )
                 )
                 if cfg.normalize_between_layers:
@@ -213,14 +220,14 @@ class GSANet(nn.Module):
 
     def reset_parameters(self, whitening_scale: float = math.sqrt(2.0)) -> None:
         """Weights ``N(0, whitening_scale / sqrt(fan_in))``, biases zero (linear and 1×1 conv layers);
-        then the positional MLPs' first biases and the classifier per ``coordinate_init`` and
+        then the positional encodings' first biases and the classifier per ``coordinate_init`` and
         ``head_init``."""
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Conv3d, nn.Conv2d)):
                 _init_weight(m, whitening_scale)
         for m in self.modules():
-            if isinstance(m, CoordinateMLP):
-                m.reset_bias()
+            if isinstance(m, (LiftingSelfAttention, GroupSelfAttention)):
+                m.positional.reset_bias()
         if self.config.head_init == "zero":
             nn.init.zeros_(self.head.weight)
 

@@ -28,7 +28,7 @@ from .. import groups as _groups
 from . import backends as _backends
 from . import neighbourhood as _nb
 from .functional import group_attention
-from .positional import CoordinateMLP, acted_offsets, conjugation_classes, relative_group_index
+from .positional import ENCODINGS, PositionalEncoding, acted_offsets, conjugation_classes, make_encoding
 
 __all__ = ["LiftingSelfAttention", "GroupSelfAttention", "BACKENDS"]
 
@@ -62,6 +62,7 @@ class _GroupAttention(nn.Module):
         chunk_elements: int | None = None,
         recompute: bool = True,
         coordinate_init: str = "spread",
+        positional: str = "rowcol",
     ):
         super().__init__()
         self.group = _groups.get(group)
@@ -94,14 +95,13 @@ class _GroupAttention(nn.Module):
         self.key = nn.Linear(in_channels, inner)
         self.value = nn.Linear(in_channels, inner)
         self.out = nn.Linear(inner, out_channels)
-        self.row_encoding = CoordinateMLP(self.row_dim, init=coordinate_init)
-        self.col_encoding = CoordinateMLP(self.col_dim, init=coordinate_init)
+        self._set_positional(positional, make_encoding(positional, self.row_dim + self.col_dim, coordinate_init))
         if not self.lifting:
             self.group_embedding = nn.Embedding(self.group.order, self.grp_dim)
-            self.register_buffer("group_index", relative_group_index(self.group), persistent=False)
-        self._classes = conjugation_classes(relative_group_index(self.group)) if not self.lifting else None
+            idx = self.positional.group_index(self.group)  # (h, a_q, a_k)
+            self.register_buffer("group_index", idx, persistent=False)
+        self._classes = conjugation_classes(idx) if not self.lifting else None
         if not self.lifting:
-            idx = relative_group_index(self.group)  # (h, a_q, a_k)
             H = self.group.order
             reps = self._classes[1]
             rel = idx[reps].permute(1, 0, 2)  # (a_q, u, a_k)
@@ -109,11 +109,24 @@ class _GroupAttention(nn.Module):
         self.attention_dropout = nn.Dropout(attention_dropout)
         self._coords: dict = {}
 
+    def _set_positional(self, name: str, encoding: PositionalEncoding) -> None:
+        """Hold ``encoding`` as :attr:`positional`, its submodules registered on the layer itself.
+
+        So the parameters keep the names the encoding gives them (``row_encoding.fc1.weight``, the
+        state-dict keys of every ``gsa`` weight file), whatever the variant."""
+        for child, module in encoding.named_children():
+            if hasattr(self, child):
+                raise ValueError(f"positional encoding {name!r}: submodule name {child!r} is taken by the layer")
+            self.add_module(child, module)
+        object.__setattr__(self, "positional", encoding)  # not a submodule: its children are ours
+        self.positional_name = ENCODINGS.canonical(name)
+
     def extra_repr(self) -> str:
         nb = "global" if self.patch_size is None else f"local {self.patch_size}x{self.patch_size}"
+        pos = "" if self.positional_name == "rowcol" else f", positional={self.positional_name}"
         return (
             f"group={self.group.name}, in={self.in_channels}, out={self.out_channels}, "
-            f"heads={self.num_heads}, mid={self.mid_channels}, {nb}, backend={self.backend}"
+            f"heads={self.num_heads}, mid={self.mid_channels}, {nb}, backend={self.backend}{pos}"
         )
 
     # ------------------------------------------------------------------ input handling
@@ -187,9 +200,8 @@ class _GroupAttention(nn.Module):
         return coords
 
     def _encode(self, coords: torch.Tensor, dtype) -> torch.Tensor:
-        """Acted coordinates ``(..., 2)`` → spatial encodings ``(..., row_dim + col_dim)``."""
-        c = coords.to(dtype)
-        return torch.cat([self.row_encoding(c[..., 0:1]), self.col_encoding(c[..., 1:2])], dim=-1)
+        """Acted coordinates ``(..., 2)`` → spatial encodings ``(..., row_dim + col_dim)`` (:attr:`positional`)."""
+        return self.positional(coords.to(dtype))
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
@@ -251,6 +263,9 @@ class LiftingSelfAttention(_GroupAttention):
             backend of :mod:`gsa.nn.backends` (``"native"``, ``"pytorch"``, ``"flex"``).
         coordinate_init: first-layer bias init of the positional MLPs, ``"spread"`` (default) or
             ``"zero"`` (the original code's; see :class:`gsa.nn.positional.CoordinateMLP`).
+        positional: the spatial positional encoding, a name in :data:`gsa.nn.positional.ENCODINGS`:
+            ``"rowcol"`` (default, the paper's row and column MLPs), ``"joint"``, ``"fourier"``,
+            ``"fourier-fixed"``, ``"gevit"``. The layer holds it as ``positional``.
 
     Equivariance: ``layer(act_on_image(g, x)) == act_on_lifted(g, layer(x))`` for every element
     ``g`` that maps the pixel grid to itself (quarter turns and mirrors).

@@ -122,6 +122,7 @@ class TransformerBlock(nn.Module):
         activation: str = "swish",
         backend: str = "auto",
         coordinate_init: str = "spread",
+        positional: str = "rowcol",
     ):
         super().__init__()
         self.attention = GroupSelfAttention(
@@ -133,6 +134,7 @@ class TransformerBlock(nn.Module):
             attention_dropout=attention_dropout,
             backend=backend,
             coordinate_init=coordinate_init,
+            positional=positional,
         )
         self.pre = nn.Sequential(make_norm(norm, in_channels), make_activation(activation))
         self.post = nn.Sequential(make_norm(norm, out_channels), make_activation(activation), nn.Dropout(value_dropout))

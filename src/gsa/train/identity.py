@@ -14,7 +14,8 @@ those of local attention fit global attention. So every weight file written by t
 :func:`check_identity` compares them with the module the weights are loaded into: the ``network``
 record against a GSA-Net's own config, otherwise the ``model_settings`` against the run's config.
 Files written before these records existed are compared on the ``preset`` / ``group`` /
-``patch_size`` entries they have, and load when those agree.
+``patch_size`` entries they have, and load when those agree. A ``network`` record written before a
+field existed is read with the value such files implied (:data:`RECORD_DEFAULTS`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "NETWORK_KEY",
     "SETTINGS_KEY",
     "NOT_DEFINING",
+    "RECORD_DEFAULTS",
     "network_record",
     "settings_record",
     "identity_metadata",
@@ -56,6 +58,9 @@ NOT_DEFINING = frozenset(
         "extra",
     }
 )
+#: Defining GSANetConfig fields added after weight files with a ``network`` record were written, with
+#: the value every such file implies (before ``positional`` existed, every layer used the row/column MLPs).
+RECORD_DEFAULTS = {"positional": "rowcol"}
 _LEGACY_KEYS = ("preset", "group", "patch_size")  # plain entries of files written before the records
 
 
@@ -67,6 +72,13 @@ def _canonical_group(name: Any) -> Any:
         return get(name).name
     except Exception:  # not a group name we know: compare it as written
         return name
+
+
+def _canonical_positional(name: Any) -> Any:
+    """The registered name of a positional encoding (``"Row-Col"`` -> ``"rowcol"``); anything unknown unchanged."""
+    from gsa.nn.positional import ENCODINGS
+
+    return ENCODINGS.canonical(name) if name in ENCODINGS else name
 
 
 def _plain(value: Any) -> Any:
@@ -85,6 +97,7 @@ def network_record(model: nn.Module) -> Optional[dict[str, Any]]:
         return None
     record = {k: v for k, v in net.config.to_dict().items() if k not in NOT_DEFINING}
     record["group"] = _canonical_group(record["group"])
+    record["positional"] = _canonical_positional(record["positional"])
     return _plain(record)
 
 
@@ -126,7 +139,7 @@ def _differences(recorded: Mapping[str, Any], current: Mapping[str, Any], prefix
 def _compare(meta: Mapping[str, str], model: nn.Module, cfg: Optional[TrainConfig], path: Any) -> list[str]:
     network = network_record(model)
     if network is not None and NETWORK_KEY in meta:
-        return _differences(read_record(meta, NETWORK_KEY, path), network)
+        return _differences({**RECORD_DEFAULTS, **read_record(meta, NETWORK_KEY, path)}, network)
     if cfg is None:
         return []
     if SETTINGS_KEY in meta:

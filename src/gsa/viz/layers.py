@@ -140,7 +140,7 @@ def _positional_scores(layer, q_pos: torch.Tensor, offsets: torch.Tensor, scale:
     from ..nn.positional import acted_offsets
 
     coords = acted_offsets(layer.group, offsets, scale).to(torch.float32)  # (H, R, 2)
-    rho = torch.cat([layer.row_encoding(coords[..., 0:1]), layer.col_encoding(coords[..., 1:2])], dim=-1)
+    rho = layer.positional(coords)  # (H, R, p)
     return rho @ q_pos
 
 

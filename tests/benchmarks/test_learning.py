@@ -130,3 +130,13 @@ def test_plot_leaves_the_matplotlib_backend_alone(tmp_path):
     finally:
         matplotlib.use(before)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_each_positional_encoding_has_a_model():
+    """``--models gsa-p4-pos-<name>``: gsa-p4 with every other encoding of gsa.nn.positional.ENCODINGS."""
+    from benchmarks.learning import build
+    from gsa.nn.positional import ENCODINGS
+
+    for name in ENCODINGS.names()[1:]:
+        net = build(f"gsa-p4-pos-{name}", MODELS[f"gsa-p4-pos-{name}"], {})
+        assert net.lifting.positional_name == name and net.config.channels == MODELS["gsa-p4"].args["channels"]

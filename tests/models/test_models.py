@@ -202,6 +202,20 @@ def test_unknown_learning_options_raise(field, value):
         create("rotmnist", **{field: value})
 
 
+def test_the_positional_encoding_is_a_config_field_of_every_layer():
+    from gsa.nn.positional import FourierEncoding
+
+    net = create("rotmnist", group="p4", num_heads=1, positional="fourier")
+    layers = [net.lifting] + [b.attention for b in net.blocks if hasattr(b, "attention")]
+    assert len(layers) == 6 and all(isinstance(m.positional, FourierEncoding) for m in layers)
+    assert GSANetConfig.from_dict(net.config.to_dict()).positional == "fourier"
+    with pytest.raises(ValueError, match="unknown positional encoding 'nope'; expected one of: rowcol, joint"):
+        create("rotmnist", positional="nope")
+    joint = create("rotmnist", group="p4", num_heads=1, positional="joint").lifting.position_mlp[0]
+    spread = -torch.linspace(-1, 1, 16) * joint.weight.detach().norm(dim=1)  # after the network's weight init
+    torch.testing.assert_close(joint.bias.detach(), spread)
+
+
 def test_check_equivariance_refuses_a_vacuous_check():
     net = create("rotmnist", group="p4", num_heads=1)
     with pytest.raises(ValueError, match="identically zero"):

@@ -7,6 +7,7 @@ import gsa
 from gsa import groups
 from gsa.equivariance import check_equivariance, exact_elements
 from gsa.nn import GroupSelfAttention, LiftingSelfAttention
+from gsa.nn.positional import ENCODINGS
 
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
 CASES = [(g, ps) for g in groups.names() for ps in (5, None)]
@@ -57,11 +58,28 @@ def test_layers_are_exactly_equivariant_for_any_order(g):
         assert max(errs.values()) <= 1e-12, errs
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("positional", ENCODINGS.names())
 @pytest.mark.parametrize("g", ["p4", "p4m"])
-def test_group_embedding_matters_for_equivariance(g):
+def test_every_positional_encoding_is_exactly_equivariant(g, positional, dtype):
+    """Each variant of :data:`gsa.nn.positional.ENCODINGS`: lifting and group layers, local and global,
+    at the exact elements (quarter turns, mirrors): round-off in float64."""
+    G = groups.get(g)
+    for ps in (3, None):
+        lift = LiftingSelfAttention(g, 2, 6, num_heads=2, patch_size=ps, positional=positional)
+        errs = check_equivariance(lift, g, (1, 2, 5, 6), dtype=dtype)
+        assert set(errs) == set(exact_elements(G)) and max(errs.values()) <= TOL[dtype], errs
+        layer = GroupSelfAttention(g, 3, 9, num_heads=2, patch_size=ps, positional=positional)
+        errs = check_equivariance(layer, g, (1, 3, G.order, 6, 5), dtype=dtype)
+        assert max(errs.values()) <= TOL[dtype], errs
+
+
+@pytest.mark.parametrize("positional", ["rowcol", "gevit"])  # the two group-embedding indices
+@pytest.mark.parametrize("g", ["p4", "p4m"])
+def test_group_embedding_matters_for_equivariance(g, positional):
     """Regression guard: a non-trivial group embedding is in play and equivariance still holds."""
     G = groups.get(g)
-    layer = GroupSelfAttention(g, 4, 6, num_heads=1, patch_size=3).double()
+    layer = GroupSelfAttention(g, 4, 6, num_heads=1, patch_size=3, positional=positional).double()
     with torch.no_grad():
         layer.group_embedding.weight.mul_(10)
     x = torch.randn(1, 4, G.order, 5, 5, dtype=torch.float64)
@@ -71,19 +89,6 @@ def test_group_embedding_matters_for_equivariance(g):
     with torch.no_grad():
         layer.group_embedding.weight.zero_()
     assert (layer(x) - base).abs().max() > 1e-3  # the embedding changes the output
-
-
-def test_relative_group_index_is_invariant():
-    from gsa.nn.positional import relative_group_index
-
-    for name in [*groups.names(), "p3", "p5m", "p6m"]:
-        G = groups.get(name)
-        idx = relative_group_index(G)
-        c = G.cayley
-        for g in range(G.order):
-            # idx[g h, g a_q, g a_k] == idx[h, a_q, a_k]
-            moved = idx[c[g]][:, c[g]][:, :, c[g]]
-            assert torch.equal(moved, idx)
 
 
 @pytest.mark.parametrize("g", ["p8", "p16", "p8m", "p3", "p5m", "p6m"])
@@ -182,3 +187,13 @@ def test_public_checker_on_a_model_and_logits():
     errs = gsa.check_equivariance(net, "p4", (1, 1, 24, 24))
     assert set(errs) == {0, 1, 2, 3}
     assert max(errs.values()) < 1e-12
+
+
+@pytest.mark.parametrize("positional", ENCODINGS.names())
+@pytest.mark.parametrize("g", ["p4", pytest.param("p4m", marks=pytest.mark.slow)])
+def test_whole_model_logits_are_invariant_with_every_positional_encoding(g, positional):
+    net = gsa.models.create(
+        "rotmnist", group=g, num_heads=1, lifting_heads=1, channels=6, head_init="whitening", positional=positional
+    )
+    errs = gsa.check_equivariance(net, g, (1, 1, 24, 24))
+    assert set(errs) == set(exact_elements(g)) and max(errs.values()) < 1e-12, errs

@@ -38,6 +38,7 @@ def _same_shapes(a, b):
         (dict(group="p8"), dict(group="p4m"), "group 'p8' in the file, 'p4m' in the model"),
         (dict(patch_size=3), dict(patch_size=None), "patch_size 3 in the file, None in the model"),
         (dict(readout="sum"), dict(readout="mean"), "readout 'sum' in the file, 'mean' in the model"),
+        (dict(positional="gevit"), dict(positional="rowcol"), "positional 'gevit' in the file, 'rowcol' in the model"),
     ],
 )
 def test_weights_of_another_network_with_the_same_shapes_are_refused(tmp_path, saved, loaded, message):
@@ -94,3 +95,13 @@ def test_an_unreadable_record_is_a_checkpoint_error(tmp_path):
     ckpt.save_weights(path, _net(), {NETWORK_KEY: "{not json"})
     with pytest.raises(CheckpointError, match="unreadable 'network' record"):
         ckpt.load_weights(path, _net())
+
+
+def test_records_from_before_positional_encodings_mean_the_row_column_mlps(tmp_path):
+    net = _net()
+    old_record = {k: v for k, v in network_record(net).items() if k != "positional"}
+    path = tmp_path / "old.safetensors"
+    ckpt.save_weights(path, net, {NETWORK_KEY: json.dumps(old_record)})
+    ckpt.load_weights(path, _net(positional="Row-Col"))  # any spelling of the default
+    with pytest.raises(CheckpointError, match=r"positional 'rowcol' in the file, 'gevit' in the model"):
+        ckpt.load_weights(path, _net(positional="gevit"))  # same tensors, another encoding

@@ -85,3 +85,18 @@ def test_input_stats_are_the_datasets_or_the_original_codes_or_none():
         ConfigError, match=r"^--input-stats original: the original code had no statistics for dataset 'd'"
     ):
         input_stats(toy_config("x", input_stats="original"), DataSpec("d", 1, 3, (8, 8), (0.5,), (0.2,)))
+
+
+def test_the_positional_encoding_is_a_model_arg():
+    """``--model-arg positional=NAME``; an unknown name is one line listing the encodings."""
+    spec = DataSpec(name="d", in_channels=1, num_classes=3, image_size=(22, 22))
+    tiny = {"channels": 6, "num_heads": 1, "lifting_heads": 1}
+
+    def cfg(name):
+        return toy_config("x", preset="rotmnist", patch_size=3, model_args={**tiny, "positional": name})
+
+    assert default_model(cfg("joint"), spec).lifting.positional_name == "joint"
+    with pytest.raises(ConfigError) as info:
+        default_model(cfg("nope"), spec)
+    text = str(info.value)
+    assert "unknown positional encoding 'nope'; expected one of: rowcol, joint, fourier" in text and "\n" not in text

@@ -37,7 +37,9 @@ def test_an_unknown_name_is_one_line_listing_the_choices(build):
     with pytest.raises(ValueError) as info:
         build()
     text = str(info.value)
-    assert text.startswith("unknown positional encoding 'sinusoid'; expected one of: rowcol, joint") and "\n" not in text
+    assert (
+        text.startswith("unknown positional encoding 'sinusoid'; expected one of: rowcol, joint") and "\n" not in text
+    )
 
 
 def test_the_default_keeps_its_state_dict_keys():

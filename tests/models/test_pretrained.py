@@ -111,6 +111,19 @@ def test_a_fresh_network_round_trips_with_its_dropouts_and_no_normalisation(tmp_
         assert torch.equal(back(x), net.eval()(x))
 
 
+@pytest.mark.parametrize("positional", ["gevit", "fourier"])
+def test_the_positional_encoding_comes_back_with_the_weights(tmp_path, positional):
+    """gevit has the default's tensors: only the record tells them apart."""
+    torch.manual_seed(0)
+    net = gsa.models.create("rotmnist", group="p4", channels=6, num_heads=1, positional=positional)
+    net.head.weight.data.normal_()
+    back = GSANet.from_pretrained(net.save_pretrained(tmp_path))
+    assert back.config.positional == positional and back.lifting.positional_name == positional
+    x = torch.rand(2, 1, 24, 24)
+    with torch.no_grad():
+        assert torch.equal(back(x), net.eval()(x))
+
+
 def test_a_hub_repository_id_needs_huggingface_hub(tmp_path, monkeypatch):
     folder = gsa.models.create("rotmnist", channels=6, num_heads=2).save_pretrained(tmp_path / "snapshot")
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # not installed

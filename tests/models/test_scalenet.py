@@ -28,6 +28,7 @@ def test_the_preset_builds_a_scale_net_and_a_z2_twin_of_equal_size():
         (dict(head_init="ones"), "unknown head_init"),
         (dict(patch_size=None), "odd int patch_size"),
         (dict(group="scale1x3"), "unknown scale group"),
+        (dict(positional="joint"), "the scale layers have the row/column positional encoding only, got 'joint'"),
     ],
 )
 def test_bad_configs_raise_one_line(overrides, match):
@@ -90,3 +91,11 @@ def test_save_pretrained_and_load_rebuild_a_scale_net(tmp_path):
     assert isinstance(back, ScaleGSANet) and back.group is net.group
     x = torch.rand(2, 1, 12, 12)
     torch.testing.assert_close(back(x), net(x))
+
+
+def test_the_scale_layers_keep_their_spread_positional_biases():
+    """GSANet.reset_parameters re-applies the spread init of every coordinate MLP, also the scale layers'."""
+    net = create("scalemnist", channels=6, num_heads=1, lifting_heads=1)
+    mlp = net.lifting.row_encoding
+    spread = -mlp.fc1.weight.detach()[:, 0] * torch.linspace(-1, 1, mlp.fc1.out_features)
+    torch.testing.assert_close(mlp.fc1.bias.detach(), spread)

@@ -14,7 +14,7 @@ from torch import nn
 from .. import groups as _groups
 from ..nn.attention import GroupSelfAttention, LiftingSelfAttention
 from ..nn.blocks import TransformerBlock, make_activation, make_norm
-from ..nn.positional import COORDINATE_INITS, ENCODINGS
+from ..nn.positional import COORDINATE_INITS, ENCODINGS, CoordinateMLP
 
 __all__ = ["GSANetConfig", "GSANet", "ORIGINAL_STYLE", "READOUTS", "HEAD_INITS", "default_pretrained_cfg"]
 
@@ -226,8 +226,10 @@ class GSANet(nn.Module):
             if isinstance(m, (nn.Linear, nn.Conv3d, nn.Conv2d)):
                 _init_weight(m, whitening_scale)
         for m in self.modules():
+            if isinstance(m, CoordinateMLP):  # also in layers without a swappable encoding (gsa.scale)
+                m.reset_bias()
             if isinstance(m, (LiftingSelfAttention, GroupSelfAttention)):
-                m.positional.reset_bias()
+                m.positional.reset_bias()  # idempotent: the biases follow from the weights
         if self.config.head_init == "zero":
             nn.init.zeros_(self.head.weight)
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from .. import scale as _scale
 from ..nn.blocks import Crop, make_activation, make_norm
+from ..nn.positional import ENCODINGS
 from .gsanet import GSANet, GSANetConfig, _check_choices, _per_item, default_pretrained_cfg
 
 __all__ = ["ScaleBlock", "ScaleGSANet", "SCALE_READOUTS"]
@@ -86,6 +87,8 @@ class ScaleGSANet(GSANet):
         if cfg.readout not in SCALE_READOUTS:
             raise ValueError(f"unknown readout {cfg.readout!r}; expected one of {', '.join(SCALE_READOUTS)}")
         _check_choices(replace(cfg, readout="mean"))  # the other choices as GSANet checks them
+        if ENCODINGS.canonical(cfg.positional) != "rowcol":
+            raise ValueError(f"the scale layers have the row/column positional encoding only, got {cfg.positional!r}")
         self.config = cfg
         self.group = _scale.get(cfg.group)
         att = dict(patch_size=cfg.patch_size, attention_dropout=cfg.attention_dropout, backend=cfg.backend,

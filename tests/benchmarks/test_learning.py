@@ -137,6 +137,9 @@ def test_each_positional_encoding_has_a_model():
     from benchmarks.learning import build
     from gsa.nn.positional import ENCODINGS
 
-    for name in ENCODINGS.names()[1:]:
+    builtin = ["rowcol", "joint", "fourier", "fourier-fixed", "gevit"]  # (a docs page registers more)
+    assert ENCODINGS.names()[: len(builtin)] == builtin
+    assert [m for m in MODELS if m.startswith("gsa-p4-pos-")] == [f"gsa-p4-pos-{n}" for n in builtin[1:]]
+    for name in builtin[1:]:
         net = build(f"gsa-p4-pos-{name}", MODELS[f"gsa-p4-pos-{name}"], {})
         assert net.lifting.positional_name == name and net.config.channels == MODELS["gsa-p4"].args["channels"]

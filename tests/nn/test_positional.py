@@ -16,7 +16,7 @@ from gsa.nn.positional import (
     relative_group_index,
 )
 
-VARIANTS = ENCODINGS.names()
+VARIANTS = ENCODINGS.names()  # at collection: before a docs page registers its own
 
 
 def test_the_variants_and_their_names():

@@ -90,7 +90,7 @@ def _keep(k0, k1, base, h, ak, kx, ky, thr, H: tl.constexpr, Gk: tl.constexpr, K
     hi = (w >> 32).to(tl.uint32)
     hsh = _fmix(_fmix(lo ^ k0[:, None]) ^ (hi + k1[:, None]))
     half = (hsh >> ((n & 1) * 16).to(tl.uint32)) & 0xFFFF
-    return half >= thr
+    return half.to(tl.int32) >= thr
 
 
 @triton.jit
@@ -113,6 +113,9 @@ def _tile(
     U: tl.constexpr,
     LOCAL: tl.constexpr,
     RAD: tl.constexpr,
+    R: tl.constexpr,
+    KX: tl.constexpr,
+    KY: tl.constexpr,
     HAS_GS: tl.constexpr,
     BD: tl.constexpr,
     ACC: tl.constexpr,
@@ -131,12 +134,10 @@ def _tile(
     if LOCAL:
         valid = valid & (dx <= RAD) & (dx >= -RAD) & (dy <= RAD) & (dy >= -RAD)
         ridx = (dx + RAD) * (2 * RAD + 1) + (dy + RAD)
-        R: tl.constexpr = (2 * RAD + 1) * (2 * RAD + 1)
         kx = dx + RAD
         ky = dy + RAD
     else:
         ridx = (dx + X - 1) * (2 * Y - 1) + (dy + Y - 1)
-        R: tl.constexpr = (2 * X - 1) * (2 * Y - 1)
         kx = (j // Y)[None, :] + 0 * dx
         ky = (j % Y)[None, :] + 0 * dy
     ridx = tl.where(valid, ridx, 0)
@@ -206,6 +207,9 @@ def fwd(
     U: tl.constexpr,
     LOCAL: tl.constexpr,
     RAD: tl.constexpr,
+    R: tl.constexpr,
+    KX: tl.constexpr,
+    KY: tl.constexpr,
     HAS_GS: tl.constexpr,
     DROP: tl.constexpr,
     CROWS: tl.constexpr,
@@ -237,7 +241,30 @@ def fwd(
     for c0 in range(c_start, c_end, BN):
         cols = c0 + tl.arange(0, BN)
         s, valid, ridx, qb, kb, ak, kx, ky = _tile(
-            q_ptr, k_ptr, tab_ptr, gs_ptr, b, h, u, rows, cols, d, X, Y, Gq, Gk, P, U, LOCAL, RAD, HAS_GS, BD, ACC
+            q_ptr,
+            k_ptr,
+            tab_ptr,
+            gs_ptr,
+            b,
+            h,
+            u,
+            rows,
+            cols,
+            d,
+            X,
+            Y,
+            Gq,
+            Gk,
+            P,
+            U,
+            LOCAL,
+            RAD,
+            R,
+            KX,
+            KY,
+            HAS_GS,
+            BD,
+            ACC,
         )
         m_new = tl.maximum(m, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -245,9 +272,7 @@ def fwd(
         p = tl.exp(s - m_safe[:, None])
         den = den * alpha + tl.sum(p, 1)
         if DROP:
-            keep = _keep(
-                k0, k1, base, h, ak, kx, ky, thr, H, Gk, 2 * RAD + 1 if LOCAL else X, 2 * RAD + 1 if LOCAL else Y
-            )
+            keep = _keep(k0, k1, base, h, ak, kx, ky, thr, H, Gk, KX, KY)
             p = tl.where(keep, p * scale, 0.0)
         vmask = (cols < N * Gk)[:, None] & (dvc[None, :] < dv)
         vb = tl.load(v_ptr + (bk + cols[:, None]) * dv + dvc[None, :], mask=vmask, other=0.0).to(ACC)
@@ -295,6 +320,9 @@ def _row_grads_h(
     U: tl.constexpr,
     LOCAL: tl.constexpr,
     RAD: tl.constexpr,
+    R: tl.constexpr,
+    KX: tl.constexpr,
+    KY: tl.constexpr,
     HAS_GS: tl.constexpr,
     DROP: tl.constexpr,
     CROWS: tl.constexpr,
@@ -309,7 +337,6 @@ def _row_grads_h(
 ):
     """:func:`bwd_rows` for one output element ``h``: ``(dq, dg)`` with its contributions added."""
     N: tl.constexpr = X * Y
-    R: tl.constexpr = (2 * RAD + 1) * (2 * RAD + 1) if LOCAL else (2 * X - 1) * (2 * Y - 1)
     rmask = rows < N * Gq
     bq = b.to(tl.int64) * (N * Gq)
     bk = b.to(tl.int64) * (N * Gk)
@@ -327,16 +354,37 @@ def _row_grads_h(
     for c0 in range(c_start, c_end, BN):
         cols = c0 + tl.arange(0, BN)
         s, valid, ridx, qb, kb, ak, kx, ky = _tile(
-            q_ptr, k_ptr, tab_ptr, gs_ptr, b, h, u, rows, cols, d, X, Y, Gq, Gk, P, U, LOCAL, RAD, HAS_GS, BD, ACC
+            q_ptr,
+            k_ptr,
+            tab_ptr,
+            gs_ptr,
+            b,
+            h,
+            u,
+            rows,
+            cols,
+            d,
+            X,
+            Y,
+            Gq,
+            Gk,
+            P,
+            U,
+            LOCAL,
+            RAD,
+            R,
+            KX,
+            KY,
+            HAS_GS,
+            BD,
+            ACC,
         )
         p = tl.exp(s - lse[:, None])
         vmask = (cols < N * Gk)[:, None] & (dvc[None, :] < dv)
         vb = tl.load(v_ptr + (bk + cols[:, None]) * dv + dvc[None, :], mask=vmask, other=0.0).to(ACC)
         dp = tl.dot(dob, tl.trans(vb), input_precision="ieee", out_dtype=ACC)
         if DROP:
-            keep = _keep(
-                k0, k1, base, h, ak, kx, ky, thr, H, Gk, 2 * RAD + 1 if LOCAL else X, 2 * RAD + 1 if LOCAL else Y
-            )
+            keep = _keep(k0, k1, base, h, ak, kx, ky, thr, H, Gk, KX, KY)
             dp = tl.where(keep, dp * scale, 0.0)
         ds = tl.where(valid, p * (dp - delta[:, None]), 0.0)
         dq += tl.dot(ds, kb, input_precision="ieee", out_dtype=ACC)
@@ -382,6 +430,9 @@ def bwd_rows(
     U: tl.constexpr,
     LOCAL: tl.constexpr,
     RAD: tl.constexpr,
+    R: tl.constexpr,
+    KX: tl.constexpr,
+    KY: tl.constexpr,
     HAS_GS: tl.constexpr,
     DROP: tl.constexpr,
     CROWS: tl.constexpr,
@@ -447,6 +498,9 @@ def bwd_rows(
                 U,
                 LOCAL,
                 RAD,
+                R,
+                KX,
+                KY,
                 HAS_GS,
                 DROP,
                 CROWS,
@@ -494,6 +548,9 @@ def bwd_cols(
     U: tl.constexpr,
     LOCAL: tl.constexpr,
     RAD: tl.constexpr,
+    R: tl.constexpr,
+    KX: tl.constexpr,
+    KY: tl.constexpr,
     HAS_GS: tl.constexpr,
     DROP: tl.constexpr,
     CROWS: tl.constexpr,
@@ -526,7 +583,30 @@ def bwd_cols(
             rows = r0 + tl.arange(0, BM)
             rmask = rows < N * Gq
             s, valid, ridx, qb, kb, ak, kx, ky = _tile(
-                q_ptr, k_ptr, tab_ptr, gs_ptr, b, h, u, rows, cols, d, X, Y, Gq, Gk, P, U, LOCAL, RAD, HAS_GS, BD, ACC
+                q_ptr,
+                k_ptr,
+                tab_ptr,
+                gs_ptr,
+                b,
+                h,
+                u,
+                rows,
+                cols,
+                d,
+                X,
+                Y,
+                Gq,
+                Gk,
+                P,
+                U,
+                LOCAL,
+                RAD,
+                R,
+                KX,
+                KY,
+                HAS_GS,
+                BD,
+                ACC,
             )
             lrow = (b.to(tl.int64) * H + h) * (N * Gq) + rows
             lse = tl.load(lse_ptr + lrow, mask=rmask, other=0.0)
@@ -539,9 +619,7 @@ def bwd_cols(
             pd = p
             if DROP:
                 k0, k1, base = _row_drop(seed_ptr, b, rows, X, Y, Gq, B, LOCAL, CROWS, CB, TX, TY)
-                keep = _keep(
-                    k0, k1, base, h, ak, kx, ky, thr, H, Gk, 2 * RAD + 1 if LOCAL else X, 2 * RAD + 1 if LOCAL else Y
-                )
+                keep = _keep(k0, k1, base, h, ak, kx, ky, thr, H, Gk, KX, KY)
                 pd = tl.where(keep, p * scale, 0.0)
                 dp = tl.where(keep, dp * scale, 0.0)
             dvv += tl.dot(tl.trans(pd), dob, input_precision="ieee", out_dtype=ACC)

@@ -105,6 +105,9 @@ class _Geometry:
         self.tx, self.ty = spec.tiles
         self.local = call.patch_size is not None
         self.rad = call.patch_size // 2 if self.local else 0
+        # window slots (KX, KY) of the dropout counters and R table rows: k×k, or the image and all offsets
+        self.kx, self.ky = (call.patch_size, call.patch_size) if self.local else (self.X, self.Y)
+        self.r = self.kx * self.ky if self.local else (2 * self.X - 1) * (2 * self.Y - 1)
         self.acc = tl.float64 if q.dtype == torch.float64 else tl.float32
         small = q.device.type != "cuda"  # the interpreter: fewer, smaller blocks are faster
         self.bm = self.bn = _INTERPRETER_BLOCK if small else 64
@@ -115,8 +118,9 @@ class _Geometry:
         """The constexpr arguments shared by the kernels."""
         return dict(
             X=self.X, Y=self.Y, Gq=self.Gq, Gk=self.Gk, H=self.H, P=self.p, U=self.U, LOCAL=self.local,
-            RAD=self.rad, HAS_GS=self.has_gs, DROP=self.drop, CROWS=self.crows, CB=self.cb, TX=self.tx,
-            TY=self.ty, BM=self.bm, BN=self.bn, BD=self.bd, BDV=self.bdv, ACC=self.acc,
+            RAD=self.rad, R=self.r, KX=self.kx, KY=self.ky, HAS_GS=self.has_gs, DROP=self.drop,
+            CROWS=self.crows, CB=self.cb, TX=self.tx, TY=self.ty, BM=self.bm, BN=self.bn, BD=self.bd,
+            BDV=self.bdv, ACC=self.acc,
         )  # fmt: skip
 
 

@@ -81,6 +81,7 @@ class AttentionCall:
     dropout: float
     chunk_elements: int
     recompute: bool
+    auto_chunks: bool = False  # chunk_elements was not given: the chunked core may size chunks by device memory
 
     @property
     def neighbourhood(self) -> _nb.Neighbourhood:

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .cases import IMPLS, Case, attention_shapes, flops, fmt_bytes, gmean, memory_estimate
+from .cases import CUDA_ONLY, IMPLS, Case, attention_shapes, flops, fmt_bytes, gmean, memory_estimate
 
 ROOT = Path(__file__).resolve().parent
 GROUPS = ("z2", "p4", "p8", "p4m")
@@ -59,7 +59,7 @@ def expand(workloads: list[Case], impls) -> list[Case]:
     out, seen = [], set()
     for w in workloads:
         for impl in impls:
-            if impl == "flex" and not w.device.startswith("cuda"):
+            if impl in CUDA_ONLY and not w.device.startswith("cuda"):
                 continue
             c = dataclasses.replace(w, impl=impl)
             if c not in seen:

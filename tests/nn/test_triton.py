@@ -168,6 +168,9 @@ def test_why_not_gives_reasons(device, monkeypatch):
 
     assert backends.why_not("triton", call()) is None
     assert "recompute=False" in backends.why_not("triton", call(recompute=False))
+    with monkeypatch.context() as m:
+        m.setattr(tb, "compiling", lambda: True)
+        assert "torch.compile" in backends.why_not("triton", call())
     assert "one dtype" in backends.why_not("triton", call(v=v.float()))
     assert "one dtype" in backends.why_not("triton", call(q=q.int(), k=k.int(), v=v.int(), table=table.int()))
     if not CUDA:

@@ -17,7 +17,8 @@ the queries' device (no host synchronisation).
 
 Triton is optional (``pip install "gsa-nets[gpu]"``) and imported only when this backend runs. On
 the CPU the kernels run under Triton's interpreter when ``TRITON_INTERPRET=1`` is set before Triton
-is imported (slow: for tests).
+is imported (slow: for tests). While ``torch.compile`` traces, it steps aside (the kernels are not
+wrapped as a custom operator yet) and ``auto`` takes FlexAttention or the chunked core, as before.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 
 from ... import extras as _extras
 from .. import fastcore as _fc
-from . import AttentionCall
+from . import AttentionCall, compiling
 
 __all__ = ["BACKEND", "attend", "TritonAttention"]
 
@@ -58,6 +59,8 @@ def why_not(call: AttentionCall) -> str | None:
         return f"needs one dtype of {', '.join(str(d) for d in _DTYPES)} for all inputs, got {call.q.dtype}"
     if not call.recompute:
         return "recompute=False keeps the probabilities for autograd, which only the PyTorch path does"
+    if compiling():
+        return "torch.compile traces the chunked core or FlexAttention; the kernels are not a custom op yet"
     return None
 
 

@@ -162,8 +162,8 @@ def _backward(q, k, v, table, gs, cls, g: _Geometry, o_rows, lse, do):
     delta = (o_rows * do.view(g.B, N, 1, g.H, g.dv).to(ct)).sum(-1)  # (B, N, Gq, H)
     delta = delta.view(g.B, N * g.Gq, g.H).transpose(1, 2).contiguous()
     hs = torch.sort(cls, stable=True).indices
-    ustart = torch.zeros(g.U + 1, dtype=torch.int64, device=q.device)
-    ustart[1:] = torch.bincount(cls, minlength=g.U).cumsum(0)
+    ones = torch.ones_like(cls)  # class starts by index_add (bincount would read its size on the host)
+    ustart = torch.zeros(g.U + 1, dtype=torch.int64, device=q.device).index_add_(0, cls + 1, ones).cumsum(0)
     dq = torch.empty(q.shape, dtype=ct, device=q.device)
     dtab = torch.zeros(table.shape, dtype=ct, device=q.device)
     dgs = torch.empty(gs.shape, dtype=ct, device=q.device) if gs is not None else dq

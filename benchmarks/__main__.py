@@ -17,7 +17,17 @@ import sys
 import time
 from pathlib import Path
 
-from .cases import IMPLS, Case, attention_shapes, flops, fmt_bytes, gmean, memory_estimate, useful_flops
+from .cases import (
+    CUDA_ONLY,
+    IMPLS,
+    Case,
+    attention_shapes,
+    flops,
+    fmt_bytes,
+    gmean,
+    memory_estimate,
+    useful_flops,
+)
 from .machine import Competitors, cpu_flags, sgemm_rate
 
 ROOT = Path(__file__).resolve().parent
@@ -60,7 +70,7 @@ def expand(workloads: list[Case], impls) -> list[Case]:
     out, seen = [], set()
     for w in workloads:
         for impl in impls:
-            if impl == "flex" and not w.device.startswith("cuda"):
+            if impl in CUDA_ONLY and not w.device.startswith("cuda"):
                 continue
             c = dataclasses.replace(w, impl=impl)
             if c not in seen:

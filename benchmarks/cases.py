@@ -7,7 +7,8 @@ image size, group and neighbourhood, on one device and dtype, run by one impleme
 * ``dense``    — the library's all-pairs oracle (``backend="dense"``, the ``"reference"`` backend);
 * ``original`` — the original release's algorithm (:mod:`benchmarks.original`, registered as a backend:
   ``unfold``, full score tensor);
-* ``flex``     — :func:`torch.nn.attention.flex_attention` (CUDA only).
+* ``flex``     — :func:`torch.nn.attention.flex_attention` (CUDA only);
+* ``triton``   — the fused Triton kernels (``backend="triton"``, CUDA only; the ``[gpu]`` extra).
 
 Shapes of every attention layer are found once per workload with a cheap batch-1 forward pass
 (:func:`attention_shapes`); from them come the FLOP estimate (:func:`flops`) and the memory
@@ -22,7 +23,8 @@ import math
 
 import torch
 
-IMPLS = ("original", "fast", "dense", "flex")
+IMPLS = ("original", "fast", "dense", "flex", "triton")
+CUDA_ONLY = ("flex", "triton")  # implementations that run only on CUDA devices
 
 
 @dataclasses.dataclass(frozen=True)

@@ -421,7 +421,10 @@ def _add_figures_parser(sub) -> None:
     f = sub.add_parser(
         "figures",
         help="regenerate the documentation figures (docs/figures/*.png)",
-        description="Regenerate lifting.png, steerability.png and rotation_accuracy.png (same as python -m gsa.viz).",
+        description=(
+            "Regenerate lifting.png, steerability.png, rotation_accuracy.png and scale_accuracy.png "
+            "(same as python -m gsa.viz)."
+        ),
     )
     _add_figure_arguments(f)
 

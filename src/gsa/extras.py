@@ -28,6 +28,7 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "tensorboard": ("tensorboard", "train"),
     "h5py": ("h5py", "train"),
     "PIL": ("Pillow", "train"),
+    "triton": ("triton", "gpu"),
 }
 
 

@@ -104,3 +104,22 @@ def test_useful_flops_of_the_rotmnist_network_are_below_the_direct_count():
     assert params == 44428
     useful, direct = useful_flops(case, shapes, other), flops(case, shapes, other)
     assert useful[1] == 3 * useful[0] and 0.4 * direct[0] < useful[0] < direct[0]
+
+
+def test_the_gpu_cases_of_issue_15_are_one_command(capsys):
+    """rotMNIST p4 5×5 at batch 8 and 64, fp32 and bf16, fast vs flex vs triton; the CUDA-only
+    implementations are dropped on the CPU."""
+    from benchmarks.__main__ import main
+
+    args = ["--only", "rotmnist p4 5x5 28x28", "--impl", "fast,flex,triton", "--list"]
+    assert main(["--device", "cuda", *args]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    want = {
+        f"rotmnist p4 5x5 28x28 b{b} cuda {dt} {impl}"
+        for b in (8, 64)
+        for dt in ("float32", "bfloat16")
+        for impl in ("fast", "flex", "triton")
+    }
+    assert set(rows) == want
+    assert main(["--device", "cpu", *args]) == 0
+    assert {r.split()[-1] for r in capsys.readouterr().out.splitlines()} == {"fast"}

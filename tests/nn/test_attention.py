@@ -206,3 +206,13 @@ def test_empty_batch_gives_an_empty_output_and_empty_images_an_error():
     for shape in [(1, 3, 0, 5), (2, 3, 5, 0)]:
         with pytest.raises(ValueError, match="at least 1x1 pixels"):
             lift(torch.randn(*shape))
+
+
+def test_index_tables_are_non_persistent_buffers_moved_with_the_module():
+    """``.to(device)`` moves the class tables once; they are not in the state dict (checkpoints unchanged)."""
+    layer = GroupSelfAttention("p4m", 3, 6, num_heads=2, patch_size=3)
+    buffers = dict(layer.named_buffers())
+    assert {"class_index", "output_classes"} <= set(buffers)
+    assert not {"class_index", "output_classes"} & set(layer.state_dict())
+    layer.to("meta")
+    assert layer.class_index.device.type == "meta" and layer.output_classes.device.type == "meta"

@@ -130,3 +130,21 @@ def test_every_cpu_backend_agrees_for_group_orders_beyond_the_papers(g, ps):
         dense = layer(x, backend="dense")
         for name in names:
             torch.testing.assert_close(layer(x, backend=name), dense, rtol=0, atol=1e-12, msg=name)
+
+
+def test_chunks_are_sized_by_device_memory_on_cuda_unless_given(monkeypatch):
+    from types import SimpleNamespace
+
+    from gsa.nn.backends import chunked
+
+    def call(device, auto):
+        return SimpleNamespace(q=SimpleNamespace(device=torch.device(device)), chunk_elements=1 << 20, auto_chunks=auto)
+
+    for total, want in [(80 * 2**30, 1 << 26), (8 * 2**30, 1 << 25), (2**20, 1 << 20)]:
+        chunked._device_budget.cache_clear()
+        props = SimpleNamespace(total_memory=total)
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device, props=props: props)
+        assert chunked.chunk_elements(call("cuda:0", True)) == want
+    assert chunked.chunk_elements(call("cuda:0", False)) == 1 << 20  # given: kept
+    assert chunked.chunk_elements(call("cpu", True)) == 1 << 20  # the CPU keeps its cache-sized chunks
+    chunked._device_budget.cache_clear()

@@ -184,3 +184,29 @@ def test_torch_compile_small_model_has_no_graph_breaks():
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_device_seed_hashes_the_masks_on_the_device_without_host_round_trips(monkeypatch, layer_input):
+    """Off the CPU the seed is a device tensor (:func:`fastcore.draw_seed`); here a CPU tensor stands in
+    for it: forward and backward never read it on the host (``.item()`` raises), and its masks are the
+    hashed masks of the same int seed."""
+    from gsa.nn import fastcore
+
+    assert isinstance(fastcore.draw_seed(torch.device("cpu")), int)  # the CPU keeps its int seed and masks
+    layer = GroupSelfAttention("p4", 3, 6, num_heads=2, patch_size=3, attention_dropout=0.3, backend="pytorch")
+    layer = layer.double().train()
+    x = layer_input(layer, B=1, X=5, Y=4)
+
+    def run(seed):
+        monkeypatch.setattr(fastcore, "draw_seed", lambda device: seed)
+        xg = x.clone().requires_grad_()
+        out = layer(xg)
+        return out, torch.autograd.grad(out.square().sum(), [xg, *layer.parameters()])
+
+    with masks.hash_masks():
+        want = run(987654321)
+    item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda t: pytest.fail("a host round-trip: .item()"))
+    got = run(torch.tensor(987654321, dtype=torch.int64))
+    monkeypatch.setattr(torch.Tensor, "item", item)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

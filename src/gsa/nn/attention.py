@@ -105,7 +105,9 @@ class _GroupAttention(nn.Module):
             H = self.group.order
             reps = self._classes[1]
             rel = idx[reps].permute(1, 0, 2)  # (a_q, u, a_k)
-            self._class_index = (torch.arange(H).view(H, 1, 1) * H + rel).reshape(-1)
+            # index tables as (non-persistent) buffers: .to(device) moves them once, no copy per call
+            self.register_buffer("class_index", (torch.arange(H).view(H, 1, 1) * H + rel).reshape(-1), persistent=False)
+            self.register_buffer("output_classes", self._classes[0].clone(), persistent=False)
         self.attention_dropout = nn.Dropout(attention_dropout)
         self._coords: dict = {}
 
@@ -236,7 +238,7 @@ class _GroupAttention(nn.Module):
         """``(|H|,)`` conjugation class of each output element (``None`` when there is one class)."""
         if self.lifting or self._classes[1].numel() == 1:
             return None
-        return self._classes[0].to(device)
+        return self.output_classes.to(device)  # already there after module.to(device)
 
     def _group_scores(self, q: torch.Tensor) -> torch.Tensor | None:
         """``q_grp·E[idx]`` per conjugation class: ``(Bn, X, Y, Gq, d)`` → ``(Bn, X, Y, Gq, U, Gk)``."""
@@ -244,7 +246,7 @@ class _GroupAttention(nn.Module):
             return None
         H = self.group.order
         t = q[..., self.row_dim + self.col_dim :] @ self.group_embedding.weight.t()  # (..., Gq, |H|)
-        flat = self._class_index.to(q.device)  # (Gq·U·Gk,) into the flattened (Gq, |H|) axis
+        flat = self.class_index.to(q.device)  # (Gq·U·Gk,) into the flattened (Gq, |H|) axis (a no-op once moved)
         U = self._classes[1].numel()
         return t.flatten(-2).index_select(-1, flat).view(*t.shape[:-2], H, U, H)
 

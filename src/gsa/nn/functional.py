@@ -51,7 +51,9 @@ def group_attention(
         patch_size: ``None`` for global attention, an odd ``k`` for the ``k×k`` window.
         dropout: dropout probability on the attention probabilities (pass 0 outside training).
         backend: ``"auto"``, ``"fast"``, or a registered name (:func:`gsa.nn.backends.names`).
-        chunk_elements: score elements per chunk of the chunked backends (default ``2²⁰``).
+        chunk_elements: score elements per chunk of the chunked backends (default ``2²⁰``; on CUDA the
+            PyTorch path then sizes chunks by the device's memory,
+            :func:`gsa.nn.backends.chunked.chunk_elements`). Dropout masks follow this chunk plan.
         recompute: chunked backends recompute probabilities in backward instead of storing them.
 
     Returns:
@@ -109,4 +111,5 @@ def _call(q, k, v, table, group_scores, classes, patch_size, dropout, chunk_elem
         float(dropout),
         chunk_elements or _DEFAULT_CHUNK_ELEMENTS,
         recompute,
+        auto_chunks=not chunk_elements,
     )

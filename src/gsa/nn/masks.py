@@ -27,8 +27,11 @@ def _splitmix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def dropout_params(p: float, seed: int | None, cid: int) -> tuple[int, int, int, int]:
+def dropout_params(p: float, seed: int | torch.Tensor | None, cid: int) -> tuple:
     """``(threshold, key0, key1, on)`` of chunk ``cid``'s dropout masks (``on = 0``: no dropout).
+
+    ``seed`` is an int, or a 0-d int64 tensor (drawn on the device: the keys are then 0-d tensors on
+    it, computed without a host round-trip, bit-identical to the int seed's).
 
     Element ``n`` of the chunk's virtual ``(pixels, Gq, H, Gk, Kx, Ky)`` mask tensor is kept iff the
     16-bit half ``n mod 2`` (low half first) of ``fmix(fmix(lo(n//2) ^ key0) ^ (hi(n//2) + key1))``
@@ -37,9 +40,30 @@ def dropout_params(p: float, seed: int | None, cid: int) -> tuple[int, int, int,
     regenerated from its counters alone (the backward pass and the native kernels do)."""
     if p <= 0.0:
         return 0, 0, 0, 0
-    k = _splitmix64((int(seed or 0) * 1000003 + cid) & 0xFFFFFFFFFFFFFFFF)
     thr = min(int(round(p * 65536.0)), 0xFFFF)
+    if isinstance(seed, torch.Tensor):
+        k = _splitmix64_tensor(seed.to(torch.int64) * 1000003 + cid)
+        return thr, k & _M32, _shr(k, 32), 1
+    k = _splitmix64((int(seed or 0) * 1000003 + cid) & 0xFFFFFFFFFFFFFFFF)
     return thr, k & _M32, k >> 32, 1
+
+
+def _signed(c: int) -> int:
+    """The uint64 constant ``c`` as the int64 with the same bits."""
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+def _shr(x: torch.Tensor, s: int) -> torch.Tensor:
+    """Logical right shift of int64 tensors holding uint64 bits."""
+    return (x >> s) & ((1 << (64 - s)) - 1)
+
+
+def _splitmix64_tensor(x: torch.Tensor) -> torch.Tensor:
+    """:func:`_splitmix64` on int64 tensors (products wrap modulo 2⁶⁴, as the uint64 ones do)."""
+    x = x + _signed(0x9E3779B97F4A7C15)
+    x = (x ^ _shr(x, 30)) * _signed(0xBF58476D1CE4E5B9)
+    x = (x ^ _shr(x, 27)) * _signed(0x94D049BB133111EB)
+    return x ^ _shr(x, 31)
 
 
 def _mul32(h: torch.Tensor, c: int) -> torch.Tensor:

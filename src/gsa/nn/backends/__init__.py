@@ -9,12 +9,15 @@ A backend is an object with
 * ``auto_devices``: the device types on which ``backend="auto"`` may choose it (``()``: never).
 
 Registered here: ``"reference"`` (the dense oracle, :mod:`.reference`), ``"native"`` and ``"pytorch"``
-(the chunked core with and without the C++ kernels, :mod:`.chunked`) and ``"flex"``
-(:func:`torch.nn.attention.flex_attention`, :mod:`.flex`). Add one with :func:`register`.
+(the chunked core with and without the C++ kernels, :mod:`.chunked`), ``"flex"``
+(:func:`torch.nn.attention.flex_attention`, :mod:`.flex`) and ``"triton"`` (fused Triton kernels,
+forward and backward, :mod:`.triton`; needs the optional ``triton`` package). Add one with
+:func:`register`.
 
 Selection (:func:`select`), in one place:
 
-* ``"auto"`` — the first of ``flex`` (CUDA), ``native`` (CPU), ``pytorch`` that can run;
+* ``"auto"`` — the first of ``triton`` (CUDA), ``flex`` (CUDA), ``native`` (CPU), ``pytorch`` that
+  can run;
 * ``"fast"`` — the chunked core: ``native`` when it can run, else ``pytorch``;
 * ``"dense"`` — another name of ``"reference"``;
 * any registered name — that backend; when it cannot run, a warning (once per backend and reason)
@@ -48,7 +51,7 @@ __all__ = [
 
 _log = logging.getLogger("gsa")
 _REGISTRY: dict = {}
-_AUTO_ORDER = ["flex", "native", "pytorch"]
+_AUTO_ORDER = ["triton", "flex", "native", "pytorch"]
 _POLICIES = {"auto": None, "fast": ("native", "pytorch")}
 _ALIASES = {"dense": "reference"}
 _warned: set = set()
@@ -78,6 +81,7 @@ class AttentionCall:
     dropout: float
     chunk_elements: int
     recompute: bool
+    auto_chunks: bool = False  # chunk_elements was not given: the chunked core may size chunks by device memory
 
     @property
     def neighbourhood(self) -> _nb.Neighbourhood:
@@ -201,9 +205,9 @@ def _warn_once(requested: str, reason: str, fallback: str) -> None:
 
 
 def _register_builtins() -> None:
-    from . import chunked, flex, reference
+    from . import chunked, flex, reference, triton
 
-    for b in (reference.BACKEND, chunked.NATIVE, chunked.PYTORCH, flex.BACKEND):
+    for b in (reference.BACKEND, chunked.NATIVE, chunked.PYTORCH, flex.BACKEND, triton.BACKEND):
         register(b)
 
 

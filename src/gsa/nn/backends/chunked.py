@@ -9,13 +9,35 @@ custom operator ``gsa::chunked_attention`` (:mod:`.native_op`, kept whole by ``t
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .. import fastcore as _fc
 from .. import native as _native
 from . import AttentionCall, compiling, native_op
 
-__all__ = ["NATIVE", "PYTORCH", "attend"]
+__all__ = ["NATIVE", "PYTORCH", "attend", "chunk_elements"]
+
+_MIN_CHUNK, _MAX_CHUNK = 1 << 20, 1 << 26
+
+
+@functools.lru_cache(maxsize=None)
+def _device_budget(device: torch.device) -> int:
+    total = torch.cuda.get_device_properties(device).total_memory
+    # about 16 chunk-sized float32 tensors are alive at once (scores, both softmaxes, weights, masks,
+    # band matrices and their adjoints): total/256 elements keeps them within a quarter of the memory
+    return int(min(max(total // 256, _MIN_CHUNK), _MAX_CHUNK))
+
+
+def chunk_elements(call: AttentionCall) -> int:
+    """Score elements per chunk for ``call``: ``call.chunk_elements``, except on CUDA when it was not
+    given, where chunks are sized by the device's memory (``total/256``, between 2²⁰ and 2²⁶: one chunk
+    per layer for rotMNIST-sized layers at small batches, instead of hundreds of CPU-cache-sized ones).
+    Read once per device (no call into the driver per step)."""
+    if call.auto_chunks and call.q.device.type == "cuda":
+        return _device_budget(call.q.device)
+    return call.chunk_elements
 
 
 def _classes(call: AttentionCall) -> torch.Tensor | None:
@@ -32,7 +54,7 @@ def attend(call: AttentionCall, *, use_native: bool) -> torch.Tensor:
     q, k, v = call.q, call.k, call.v
     B, X, Y, Gq, _ = q.shape
     Gk, H, p = k.shape[3], call.order, call.table.shape[-1]
-    spec = _fc.Spec(call.neighbourhood, X, Y, B, Gq, Gk, H, p, _classes(call), call.chunk_elements, call.dropout)
+    spec = _fc.Spec(call.neighbourhood, X, Y, B, Gq, Gk, H, p, _classes(call), chunk_elements(call), call.dropout)
     return _fc.attend(
         q,
         spec.pad(k),

@@ -39,7 +39,8 @@ from ``dW`` to ``dC``, ``dGt`` and the positional gradients) run as fused C++ ke
 (:mod:`gsa.nn.native`); the tile products stay with BLAS. Attention-dropout masks come from a
 counter-based hash (:mod:`gsa.nn.masks`); the PyTorch path evaluates the same hash inside
 :func:`gsa.nn.masks.hash_masks` (the tests compare the two paths with identical masks) and otherwise
-draws cheaper masks with :func:`gsa.nn.masks.dropout_keep_mask`.
+draws cheaper masks with :func:`gsa.nn.masks.dropout_keep_mask` on the CPU; on other devices the seed is
+a device tensor and the masks are always hashed there (:func:`draw_seed`).
 
 Layout: :mod:`.spec` (chunking, scratch, masks per query element), :mod:`.forward` (one chunk, no-grad
 and differentiable), :mod:`.backward` (one chunk's adjoint), and here the loops over chunks, the
@@ -67,6 +68,7 @@ __all__ = [
     "chunk_forward",
     "chunk_backward",
     "chunk_differentiable",
+    "draw_seed",
 ]
 
 
@@ -151,18 +153,27 @@ class AttentionFunction(torch.autograd.Function):
         return (*backward_chunks(q, kp, vp, table, gt, ctx.spec, do), None)
 
 
+def draw_seed(device: torch.device) -> int | torch.Tensor:
+    """A call's dropout seed: an int on the CPU (PyTorch's generator; masks as before), a 0-d int64
+    tensor drawn on any other device, whose masks are then hashed there (:mod:`gsa.nn.masks`): no
+    host round-trip, no generator per chunk, so CUDA graphs can capture the step."""
+    if device.type == "cpu":
+        return int(torch.randint(0, 2**62, (), device="cpu").item())
+    return torch.randint(0, 2**62, (), dtype=torch.int64, device=device)
+
+
 def attend(q, kp, vp, table, gt, spec: Spec, *, training: bool, recompute: bool, compiled: bool):
     """Run all chunks. ``q (Bn, X, Y, Gq, d)``, ``kp/vp`` padded by :meth:`Spec.pad`."""
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, kp, vp, table, gt))
     if needs_grad and recompute and not compiled:
         if spec.dropout > 0 and training:
-            spec.seed = int(torch.randint(0, 2**62, (), device="cpu").item())
+            spec.seed = draw_seed(q.device)
         elif not training:
             spec.dropout = 0.0
         return AttentionFunction.apply(q, kp, vp, table, gt, spec)
     if not needs_grad and not compiled:
         if spec.dropout > 0 and training:
-            spec.seed = int(torch.randint(0, 2**62, (), device="cpu").item())
+            spec.seed = draw_seed(q.device)
         else:
             spec.dropout = 0.0
         with torch.no_grad():

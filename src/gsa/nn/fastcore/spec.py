@@ -70,7 +70,7 @@ class Spec:
 def _mask(spec: Spec, cid: int, a: int, Gq: int, shape, dtype, device, scratch: "_Scratch") -> torch.Tensor:
     """Dropout keep-mask of query element ``a`` of chunk ``cid`` (PyTorch path), regenerable in backward."""
     out = scratch.get("mask", shape, dtype, device)
-    if masks.hashing():
+    if masks.hashing() or isinstance(spec.seed, torch.Tensor):  # a device seed: hashed on the device
         return masks.slice_mask(masks.dropout_params(spec.dropout, spec.seed, cid), a, Gq, shape, device, out)
     g = torch.Generator(device=device)
     g.manual_seed((spec.seed * 1000003 + cid * 131 + a) % (2**63 - 1))

@@ -28,6 +28,7 @@ def test_the_preset_builds_a_scale_net_and_a_z2_twin_of_equal_size():
         (dict(head_init="ones"), "unknown head_init"),
         (dict(patch_size=None), "odd int patch_size"),
         (dict(group="scale1x3"), "unknown scale group"),
+        (dict(group="p4"), "the scalemnist preset is a scale network: group must be a scale group .*, got 'p4'"),
         (dict(positional="joint"), "the scale layers have the row/column positional encoding only, got 'joint'"),
     ],
 )

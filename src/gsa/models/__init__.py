@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .. import scale as _scale
+from ..errors import ConfigError
 from ..registry import Registry, normalize
 from .gsanet import ORIGINAL_STYLE, GSANet, GSANetConfig
 from .pretrained import load
@@ -137,4 +138,9 @@ def create(preset: str, *, group: str | None = None, patch_size: int | None = 5,
     """
     cfg = preset_config(preset, group=group, patch_size=patch_size, **overrides)
     scaled = _scale.is_scale_group(cfg.group) or normalize(str(cfg.group)).startswith("scale")  # its errors
+    if not scaled and _scale.is_scale_group(_PRESETS.get(preset).group):
+        raise ConfigError(
+            f"the {preset} preset is a scale network: group must be a scale group "
+            f"({', '.join(_scale.names())}), got {group!r}"
+        )
     return ScaleGSANet(cfg) if scaled else GSANet(cfg)

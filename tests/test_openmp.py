@@ -48,3 +48,10 @@ def test_opt_out_keeps_openmp_defaults():
     code = "import os, gsa, gsa.openmp as o; print(os.environ.get('OMP_WAIT_POLICY'), '|', o.wait_policy())"
     out = _policy_in_fresh_process(code, GSA_OPENMP_DEFAULTS="0")
     assert out == "None | OpenMP default (spinning): GSA_OPENMP_DEFAULTS=0"
+
+
+def test_wait_mode_names_the_policy_in_one_word():
+    assert openmp.wait_mode({"OMP_WAIT_POLICY": "PASSIVE"}) == "passive"
+    assert openmp.wait_mode({"OMP_WAIT_POLICY": "active"}) == "active"
+    assert openmp.wait_mode({"GOMP_SPINCOUNT": "1000"}) == "spin count 1000"
+    assert openmp.wait_mode({}) == "spinning"

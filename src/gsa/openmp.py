@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["configure", "wait_policy", "DEFAULT_POLICY", "OPT_OUT"]
+__all__ = ["configure", "wait_policy", "wait_mode", "DEFAULT_POLICY", "OPT_OUT"]
 
 #: The wait policy gsa asks for when the environment does not say.
 DEFAULT_POLICY = "PASSIVE"
@@ -67,3 +67,15 @@ def wait_policy() -> str:
     if _state["torch_first"]:
         return "OpenMP default (spinning): torch was imported before gsa"
     return "OpenMP default"
+
+
+def wait_mode(environ=None) -> str:
+    """How OpenMP threads wait, in one word for summaries: ``"passive"``, ``"active"``, ``"spin count N"``
+    (``GOMP_SPINCOUNT``) or ``"spinning"`` (OpenMP's default)."""
+    env = os.environ if environ is None else environ
+    policy = env.get("OMP_WAIT_POLICY", "").strip().lower()
+    if policy in ("passive", "active"):
+        return policy
+    if "GOMP_SPINCOUNT" in env:
+        return f"spin count {env['GOMP_SPINCOUNT']}"
+    return "spinning"

@@ -20,6 +20,7 @@ from typing import Any, Iterator, Optional, TextIO
 import torch
 from torch import nn
 
+from .. import openmp
 from ..errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingInterrupted
 from . import checkpoint as ckpt
 from . import distributed as D
@@ -260,6 +261,7 @@ class Trainer:
             from gsa.nn import native
 
             kernels = ", native kernels" if native.available() else ", PyTorch kernels"
+            kernels += f", OpenMP {openmp.wait_mode()}"
         return (
             f"gsa train: recipe {cfg.recipe} | dataset {cfg.dataset} ({sizes}) | model {cfg.preset} {cfg.group} "
             f"{R.patch_label(cfg.patch_size)}, {self.n_params:,} params | {device.type}{kernels}, {cfg.precision}, "

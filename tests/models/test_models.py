@@ -139,6 +139,26 @@ def test_min_input_size_follows_the_crops_and_pools(preset, least):
         net(torch.randn(1, c, least - 1, least))
 
 
+def test_input_pool_averages_the_image_first_and_keeps_invariance_exact():
+    net = create("rotmnist", group="p4m", num_heads=1, channels=6, crop=0, input_pool=2, head_init="whitening")
+    assert isinstance(net.input_pool, torch.nn.AvgPool2d) and net.min_input_size() == 4
+    errs = gsa.check_equivariance(net, "p4m", (1, 1, 28, 28))
+    assert max(errs.values()) < 1e-11, errs
+    x = torch.randn(2, 1, 28, 28)
+    pooled = create("rotmnist", group="p4", num_heads=1, channels=6, crop=0, input_pool=2).eval()
+    plain = create("rotmnist", group="p4", num_heads=1, channels=6, crop=0).eval()
+    plain.load_state_dict(pooled.state_dict())  # no parameters of its own: the same weights fit both
+    assert torch.allclose(pooled.features(x), plain.features(torch.nn.functional.avg_pool2d(x, 2)), atol=1e-6)
+    with pytest.raises(ValueError, match="at least 4x4 pixels"):
+        pooled(torch.randn(1, 1, 3, 3))
+
+
+@pytest.mark.parametrize("value", [0, -2, 1.5, True])
+def test_bad_input_pool_raises(value):
+    with pytest.raises(ValueError, match="input_pool must be a positive integer"):
+        create("rotmnist", input_pool=value)
+
+
 def test_empty_batch_gives_empty_logits():
     net = create("rotmnist", group="p4", num_heads=1).eval()
     assert net(torch.randn(0, 1, 28, 28)).shape == (0, 10)

@@ -58,6 +58,11 @@ class GSANetConfig:
 
     ``positional`` names the spatial positional encoding of every attention layer
     (:data:`gsa.nn.positional.ENCODINGS`; default ``"rowcol"``, the paper's row and column MLPs).
+
+    ``input_pool`` (default 1: none; not in the paper) averages the input over ``k×k`` blocks
+    before the lifting layer, so every layer runs on ``k²`` times fewer pixels and each window
+    covers ``k`` times more of the image. Average pooling commutes with quarter turns and mirrors
+    when the image side is a multiple of ``k``, so invariance stays exact there.
     """
 
     group: str = "p4"
@@ -83,6 +88,7 @@ class GSANetConfig:
     coordinate_init: str = "spread"
     head_init: str = "zero"
     positional: str = "rowcol"
+    input_pool: int = 1
     backend: str = "auto"
     extra: dict = field(default_factory=dict)
 
@@ -140,6 +146,13 @@ def _check_choices(cfg: GSANetConfig) -> None:
         if value not in options:
             raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(options)}")
     ENCODINGS.canonical(cfg.positional)  # one-line ValueError listing the encodings
+    if not isinstance(cfg.input_pool, int) or isinstance(cfg.input_pool, bool) or cfg.input_pool < 1:
+        raise ValueError(f"input_pool must be a positive integer (1: no pooling), got {cfg.input_pool!r}")
+
+
+def make_input_pool(k: int) -> nn.Module:
+    """``GSANetConfig.input_pool``'s module: ``k×k`` average pooling, or the identity for ``k = 1``."""
+    return nn.AvgPool2d(k) if k > 1 else nn.Identity()
 
 
 class GSANet(nn.Module):
@@ -165,6 +178,7 @@ class GSANet(nn.Module):
         crops = _per_item(cfg.crop, n_layers, "crop")
 
         self.input_dropout = nn.Dropout(cfg.input_dropout)
+        self.input_pool = make_input_pool(cfg.input_pool)
         c = cfg.channels
         self.lifting = LiftingSelfAttention(
             self.group,
@@ -235,7 +249,7 @@ class GSANet(nn.Module):
 
     def min_input_size(self) -> int:
         """The smallest image side the network takes: each crop must leave a pixel, each 2×2 max-pool
-        a 1×1 map (``rotmnist``: 22; ``cifar10``: 4). Smaller inputs raise a ``ValueError`` in
+        a 1×1 map, times ``input_pool`` (``rotmnist``: 22; ``cifar10``: 4). Smaller inputs raise a ``ValueError`` in
         :meth:`features` / :meth:`forward`."""
         need = 1
         for layer in reversed(self.blocks):
@@ -243,7 +257,7 @@ class GSANet(nn.Module):
                 need *= 2
             elif isinstance(layer, TransformerBlock):
                 need += 2 * layer.crop.size
-        return need
+        return need * self.config.input_pool
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Lifted features before the read-out: ``(B, C, |H|, X', Y')``."""
@@ -253,7 +267,7 @@ class GSANet(nn.Module):
                 f"GSANet needs images of at least {m}x{m} pixels (its crops and 2x2 max-pools), "
                 f"got {x.shape[-2]}x{x.shape[-1]}"
             )
-        x = self.input_dropout(x)
+        x = self.input_pool(self.input_dropout(x))
         x = self.lifting_act(self.lifting_norm(self.lifting(x)))
         return self.blocks(x)
 

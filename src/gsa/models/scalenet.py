@@ -18,7 +18,7 @@ from torch import nn
 from .. import scale as _scale
 from ..nn.blocks import Crop, make_activation, make_norm
 from ..nn.positional import ENCODINGS
-from .gsanet import GSANet, GSANetConfig, _check_choices, _per_item, default_pretrained_cfg
+from .gsanet import GSANet, GSANetConfig, _check_choices, _per_item, default_pretrained_cfg, make_input_pool
 
 __all__ = ["ScaleBlock", "ScaleGSANet", "SCALE_READOUTS"]
 
@@ -94,6 +94,7 @@ class ScaleGSANet(GSANet):
         att = dict(patch_size=cfg.patch_size, attention_dropout=cfg.attention_dropout, backend=cfg.backend,
                    coordinate_init=cfg.coordinate_init)  # fmt: skip
         self.input_dropout = nn.Dropout(cfg.input_dropout)
+        self.input_pool = make_input_pool(cfg.input_pool)
         c = cfg.channels
         self.lifting = _scale.ScaleLiftingSelfAttention(
             self.group, cfg.in_channels, c, num_heads=cfg.lifting_heads or cfg.num_heads, **att
@@ -131,14 +132,15 @@ class ScaleGSANet(GSANet):
         return layers, c
 
     def min_input_size(self) -> int:
-        """The smallest image side: each crop must leave a pixel, each 2×2 max-pool a 1×1 map."""
+        """The smallest image side: each crop must leave a pixel, each 2×2 max-pool a 1×1 map (times
+        ``input_pool``)."""
         need = 1
         for layer in reversed(self.blocks):
             if isinstance(layer, nn.MaxPool3d):
                 need *= 2
             elif isinstance(layer, ScaleBlock):
                 need += 2 * layer.crop.size
-        return need
+        return need * self.config.input_pool
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, S, X, Y)`` → ``(B, C, S)`` per :attr:`config.readout` (``"sum"``: Haar-weighted)."""

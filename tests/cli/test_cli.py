@@ -209,9 +209,9 @@ def test_eval_of_a_config_with_a_wrong_type_is_one_line(run_dir, capsys, field, 
 
 
 def test_info_image_size_below_the_models_minimum_is_one_line(capsys):
-    assert main(["info", "--image-size", "8", "--no-flops"]) == 2
+    assert main(["info", "--image-size", "3", "--no-flops"]) == 2
     err = capsys.readouterr().err
-    assert "the model needs images of at least 22x22 pixels" in err and "--image-size gives 8x8" in err
+    assert "the model needs images of at least 4x4 pixels" in err and "--image-size gives 3x3" in err
     assert err.count("\n") == 1
 
 
@@ -234,10 +234,11 @@ def test_default_train_is_the_mini_recipe_on_rotmnist_mini(capsys):
     assert cfg["recipe"] == "mini" and cfg["dataset"] == "rotmnist-mini" and cfg["group"] == "p4"
     assert cfg["patch_size"] == 3 and cfg["optimizer"] == "adam" and cfg["lr"] == 5e-3
     assert (
-        cfg["model_args"] == {"channels": 24, "num_heads": 2, "lifting_heads": 8, "readout": "sum"}
+        cfg["model_args"]
+        == {"channels": 24, "num_heads": 2, "lifting_heads": 8, "readout": "sum", "input_pool": 2, "crop": 0}
         and cfg["train_subset"] == 7000
     )
-    assert cfg["warmup_epochs"] == 0.05 and cfg["scheduler"] == "cosine"
+    assert cfg["warmup_epochs"] == 0.1 and cfg["scheduler"] == "cosine"
 
 
 def test_input_stats_flag_selects_the_original_codes_normalisation(capsys):

@@ -32,8 +32,15 @@ def test_paper_recipes_match_appendix_f():
     assert (p.optimizer, p.scheduler, p.lr, p.batch_size, p.epochs) == ("sgd", "cosine", 0.01, 8, 100)
     m = get_recipe("mini")
     assert (m.dataset, m.group, m.patch_size, m.optimizer, m.lr) == ("rotmnist-mini", "p4", 3, "adam", 5e-3)
-    assert (m.batch_size, m.epochs, m.scheduler, m.warmup_epochs) == (8, 1, "cosine", 0.05)
-    assert m.model_args == {"channels": 24, "num_heads": 2, "lifting_heads": 8, "readout": "sum"}
+    assert (m.batch_size, m.epochs, m.scheduler, m.warmup_epochs) == (16, 2, "cosine", 0.1)
+    assert m.model_args == {
+        "channels": 24,
+        "num_heads": 2,
+        "lifting_heads": 8,
+        "readout": "sum",
+        "input_pool": 2,
+        "crop": 0,
+    }
 
 
 def test_cosine_recipes_warm_up_ten_epochs_as_the_original_code():
@@ -81,6 +88,8 @@ def test_model_args_merge_recipe_and_overrides():
         "num_heads": 2,
         "lifting_heads": 8,
         "readout": "sum",
+        "input_pool": 2,
+        "crop": 0,
         "whitening_scale": 1.0,
     }
     assert get_recipe("mini").model_args == {
@@ -88,6 +97,8 @@ def test_model_args_merge_recipe_and_overrides():
         "num_heads": 2,
         "lifting_heads": 8,
         "readout": "sum",
+        "input_pool": 2,
+        "crop": 0,
     }  # not mutated
     assert make_config("rotmnist").model_args == {}
 
@@ -210,7 +221,7 @@ def test_config_file_gaps_come_from_its_recipe_and_recipe_argument_replaces_it(t
     assert (cfg.recipe, cfg.optimizer, cfg.batch_size, cfg.epochs) == ("cifar10", "sgd", 24, 3)
     assert cfg.model_args == {"num_heads": 4} and cfg.attention_dropout is None
     other = config_from_file(path, recipe="mini")
-    assert (other.recipe, other.optimizer, other.batch_size, other.epochs, other.lr) == ("mini", "adam", 8, 3, 5e-3)
+    assert (other.recipe, other.optimizer, other.batch_size, other.epochs, other.lr) == ("mini", "adam", 16, 3, 5e-3)
     assert other.model_args == {"num_heads": 4}  # the file's model_args replace the recipe's
     assert other.attention_dropout is None  # the file's null is a value (mini has 0.0)
     path.write_text(json.dumps({"epochs": 2}))
@@ -221,7 +232,14 @@ def test_config_file_overrides_win_none_included(tmp_path):
     path = make_config("mini", grad_clip=1.0, max_steps=20, lr=0.1).save(tmp_path)
     cfg = config_from_file(path, grad_clip=None, max_steps=None, patch_size=None, lr=0.2, model_args={"channels": 8})
     assert cfg.grad_clip is None and cfg.max_steps is None and cfg.patch_size is None and cfg.lr == 0.2
-    assert cfg.model_args == {"channels": 8, "num_heads": 2, "lifting_heads": 8, "readout": "sum"}
+    assert cfg.model_args == {
+        "channels": 8,
+        "num_heads": 2,
+        "lifting_heads": 8,
+        "readout": "sum",
+        "input_pool": 2,
+        "crop": 0,
+    }
 
 
 def test_yaml_config_file(tmp_path):

@@ -14,7 +14,7 @@ CPU = torch.device("cpu")
 def _setup(scheduler="cosine"):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
-    cfg = make_config("mini", lr=0.1, scheduler=scheduler, epochs=1)
+    cfg = make_config("mini", lr=0.1, scheduler=scheduler, epochs=1, warmup_epochs=0.0)
     opt = build_optimizer(cfg, model)
     sched = build_scheduler(cfg, opt, steps_per_epoch=10)
     return model, opt, sched

@@ -28,7 +28,7 @@ from .cases import (
     memory_estimate,
     useful_flops,
 )
-from .machine import Competitors, cpu_flags, sgemm_rate
+from .machine import Competitors, cpu_flags, portable, sgemm_rate
 
 ROOT = Path(__file__).resolve().parent
 GROUPS = ("z2", "p4", "p8", "p4m")
@@ -162,14 +162,14 @@ def environment(devices) -> dict:
         "threads": torch.get_num_threads(),
         "git_commit": commit,
         "git_dirty": dirty,
-        "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
+        "command": portable("python -m benchmarks " + " ".join(sys.argv[1:])),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "cpu_flags": cpu_flags(),
     }
     try:
         from gsa.nn import native
 
-        env["native_kernels"] = native.status()  # builds the library once, before the workers start
+        env["native_kernels"] = portable(native.status())  # builds the library once, before the workers start
     except Exception as exc:  # pragma: no cover - reported, not fatal
         env["native_kernels"] = f"error: {exc}"
     if any(d.startswith("cuda") for d in devices) and torch.cuda.is_available():

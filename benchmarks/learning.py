@@ -29,6 +29,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from .machine import portable
+
 ROOT = Path(__file__).resolve().parent
 
 
@@ -422,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     report = {
         "benchmark": "learning",
-        "command": "python -m benchmarks.learning " + " ".join(argv or sys.argv[1:]),
+        "command": portable("python -m benchmarks.learning " + " ".join(argv or sys.argv[1:])),
         "date": stamp,
         "machine": machine(),
         "setup": dataclasses.asdict(setup),

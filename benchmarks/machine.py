@@ -32,6 +32,17 @@ SIMD_FLAGS = (
 )
 
 
+def portable(text: str) -> str:
+    """``text`` without this machine's paths: the working directory's prefix removed, the home
+    directory written ``~`` (the reference JSON files are committed)."""
+    import os
+    from pathlib import Path
+
+    text = text.replace(os.getcwd() + os.sep, "")
+    home = str(Path.home())
+    return text.replace(home, "~") if home not in ("", os.sep) else text
+
+
 def cpu_flags() -> dict:
     """``{"simd": [...], "torch_capability": "AVX2"}``: the CPU's SIMD flags among :data:`SIMD_FLAGS`
     (empty when ``/proc/cpuinfo`` cannot be read) and the capability PyTorch's CPU kernels use."""

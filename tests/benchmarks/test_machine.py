@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.machine import SIMD_FLAGS, Competitors, cpu_flags, sgemm_rate  # noqa: E402
+from benchmarks.machine import SIMD_FLAGS, Competitors, cpu_flags, portable, sgemm_rate  # noqa: E402
 
 
 def test_cpu_flags_lists_known_simd_flags_and_torch_capability():
@@ -53,3 +53,13 @@ def test_negative_load_is_a_clear_error():
         timeout=120,
     )
     assert p.returncode != 0 and "competitor processes >= 0" in p.stderr
+
+
+def test_portable_drops_the_working_directory_and_writes_home_as_tilde(monkeypatch, tmp_path):
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    text = f"native kernels: {home}/.cache/gsa/k.so; --out {work}/benchmarks/reference"
+    assert portable(text) == "native kernels: ~/.cache/gsa/k.so; --out benchmarks/reference"
+    assert portable("no paths here") == "no paths here"

@@ -5,6 +5,7 @@ import torch
 
 from gsa import groups
 from gsa.nn import GroupSelfAttention, LiftingSelfAttention, native
+from gsa.nn.attention import check_layer_args
 from gsa.nn.positional import ENCODINGS
 
 
@@ -124,6 +125,25 @@ def test_half_precision_runs_with_fp32_softmax():
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GroupSelfAttention("p4", 4, 6, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "args, odd, match",
+    [
+        ((True, 0, 6, 1, 3, 0.0), (), r"^in_channels must be a positive int, got 0$"),
+        ((True, 4, True, 1, 3, 0.0), (), r"^out_channels must be a positive int, got True$"),
+        ((True, 4, 6, 1, 1, 0.0), (), r"^mid_channels must be an int >= 2 \(it defaults to .*\), got 1$"),
+        ((False, 4, 6, 1, 2, 0.0), (), r"^mid_channels must be an int >= 3 "),
+        ((False, 4, 6, 1, 3, -0.1), (), r"^attention_dropout must be in \[0, 1\), got -0.1$"),
+        ((False, 4, 6, 1, 3, 0.0), (("k must be odd", 3), ("w must be odd", 4)), r"^w must be odd, got 4$"),
+        ((False, 4, 6, 1, 2, 1.0), (("k must be odd", 2.0),), r"^k must be odd, got 2.0$"),  # before mid
+        ((False, 4, 6, 0, 3, 0.0), (("k must be odd", 2),), r"^num_heads must be"),  # after the heads
+    ],
+)
+def test_check_layer_args_reports_the_first_bad_argument(args, odd, match):
+    with pytest.raises(ValueError, match=match):
+        check_layer_args(*args, odd=odd)
+    check_layer_args(args[0], 4, 6, 1, 3, 0.0, odd=tuple((m, 5) for m, _ in odd))  # all good: no error
 
 
 def test_unknown_group_raises():

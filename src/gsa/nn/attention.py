@@ -43,6 +43,34 @@ def _autocast_on(device_type: str) -> bool:
         return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
 
 
+def _is_int(val, low: int, odd: bool = False) -> bool:
+    """Whether ``val`` is an ``int`` (not a ``bool``) ``>= low``, and odd when ``odd``."""
+    ok = not isinstance(val, bool) and isinstance(val, int) and val >= low
+    return ok and (val % 2 == 1 or not odd)
+
+
+def check_layer_args(lifting, in_channels, out_channels, num_heads, mid, attention_dropout, *, odd=()) -> None:
+    """One-line ``ValueError`` for the first bad constructor argument of an attention layer.
+
+    Shared by the layers here and those of :mod:`gsa.scale`. Checked in order: ``in_channels``,
+    ``out_channels`` and ``num_heads`` positive ints; each ``(message, value)`` of ``odd`` an odd
+    int ``>= 1`` (else ``"{message}, got {value!r}"``); ``mid`` (channels per head) an int ``>= 2``
+    for a lifting layer, ``>= 3`` for a group layer (which splits it three ways);
+    ``attention_dropout`` in ``[0, 1)``.
+    """
+    for name, val in (("in_channels", in_channels), ("out_channels", out_channels), ("num_heads", num_heads)):
+        if not _is_int(val, 1):
+            raise ValueError(f"{name} must be a positive int, got {val!r}")
+    for message, val in odd:
+        if not _is_int(val, 1, odd=True):
+            raise ValueError(f"{message}, got {val!r}")
+    min_mid = 2 if lifting else 3
+    if not _is_int(mid, min_mid):
+        raise ValueError(f"mid_channels must be an int >= {min_mid} (it defaults to out_channels // 2), got {mid!r}")
+    if not 0.0 <= attention_dropout < 1.0:
+        raise ValueError(f"attention_dropout must be in [0, 1), got {attention_dropout}")
+
+
 class _GroupAttention(nn.Module):
     """Shared implementation; use :class:`LiftingSelfAttention` or :class:`GroupSelfAttention`."""
 
@@ -66,17 +94,8 @@ class _GroupAttention(nn.Module):
     ):
         super().__init__()
         self.group = _groups.get(group)
-        for name, val in (("in_channels", in_channels), ("out_channels", out_channels), ("num_heads", num_heads)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise ValueError(f"{name} must be a positive int, got {val!r}")
         mid = out_channels // 2 if mid_channels is None else mid_channels
-        min_mid = 2 if self.lifting else 3
-        if isinstance(mid, bool) or not isinstance(mid, int) or mid < min_mid:
-            raise ValueError(
-                f"mid_channels must be an int >= {min_mid} (it defaults to out_channels // 2), got {mid!r}"
-            )
-        if not 0.0 <= attention_dropout < 1.0:
-            raise ValueError(f"attention_dropout must be in [0, 1), got {attention_dropout}")
+        check_layer_args(self.lifting, in_channels, out_channels, num_heads, mid, attention_dropout)
         self.neighbourhood = _nb.make(patch_size)
         self.backend = _backends.check(backend)
         self.in_channels, self.out_channels = in_channels, out_channels

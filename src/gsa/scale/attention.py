@@ -59,6 +59,7 @@ import torch
 from torch import nn
 
 from ..nn import backends as _backends
+from ..nn.attention import check_layer_args
 from ..nn.functional import group_attention
 from ..nn.positional import CoordinateMLP
 from .group import ScaleGroup, get
@@ -110,27 +111,6 @@ def dilated_attention(q, k, v, table_of, *, dilation: int, patch_size: int, grou
     return out
 
 
-def _is_int(val, low: int, odd: bool = False) -> bool:
-    ok = not isinstance(val, bool) and isinstance(val, int) and val >= low
-    return ok and (val % 2 == 1 or not odd)
-
-
-def _check_args(lifting, in_channels, out_channels, num_heads, mid, patch_size, scale_window, attention_dropout):
-    """One-line ``ValueError`` for the first bad constructor argument of a scale layer."""
-    for name, val in (("in_channels", in_channels), ("out_channels", out_channels), ("num_heads", num_heads)):
-        if not _is_int(val, 1):
-            raise ValueError(f"{name} must be a positive int, got {val!r}")
-    if not _is_int(patch_size, 1, odd=True):
-        raise ValueError(f"scale self-attention needs an odd int patch_size (a local window), got {patch_size!r}")
-    if not _is_int(scale_window, 1, odd=True):
-        raise ValueError(f"scale_window must be an odd int >= 1 (scales −M … M), got {scale_window!r}")
-    min_mid = 2 if lifting else 3
-    if not _is_int(mid, min_mid):
-        raise ValueError(f"mid_channels must be an int >= {min_mid} (it defaults to out_channels // 2), got {mid!r}")
-    if not 0.0 <= attention_dropout < 1.0:
-        raise ValueError(f"attention_dropout must be in [0, 1), got {attention_dropout}")
-
-
 class _ScaleAttention(nn.Module):
     """Shared implementation; use :class:`ScaleLiftingSelfAttention` or :class:`ScaleGroupSelfAttention`."""
 
@@ -153,9 +133,11 @@ class _ScaleAttention(nn.Module):
         super().__init__()
         self.group: ScaleGroup = get(group)
         mid = out_channels // 2 if mid_channels is None else mid_channels
-        _check_args(
-            self.lifting, in_channels, out_channels, num_heads, mid, patch_size, scale_window, attention_dropout
+        odd = (
+            ("scale self-attention needs an odd int patch_size (a local window)", patch_size),
+            ("scale_window must be an odd int >= 1 (scales −M … M)", scale_window),
         )
+        check_layer_args(self.lifting, in_channels, out_channels, num_heads, mid, attention_dropout, odd=odd)
         self.backend = _backends.check(backend)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.num_heads, self.mid_channels, self.patch_size = num_heads, mid, patch_size

@@ -5,7 +5,7 @@ import torch
 
 from gsa import groups
 from gsa.nn import GroupSelfAttention, LiftingSelfAttention, native
-from gsa.nn.attention import check_layer_args
+from gsa.nn.attention import AttentionHeads, check_layer_args
 from gsa.nn.positional import ENCODINGS
 
 
@@ -144,6 +144,23 @@ def test_check_layer_args_reports_the_first_bad_argument(args, odd, match):
     with pytest.raises(ValueError, match=match):
         check_layer_args(*args, odd=odd)
     check_layer_args(args[0], 4, 6, 1, 3, 0.0, odd=tuple((m, 5) for m, _ in odd))  # all good: no error
+
+
+@pytest.mark.parametrize("lifting, split", [(True, (2, 3, 0)), (False, (1, 1, 3))])
+def test_attention_heads_split_project_and_finish(lifting, split):
+    heads = type("Heads", (AttentionHeads,), {"lifting": lifting})()
+    heads._init_heads(4, 6, 2, 5)
+    assert (heads.row_dim, heads.col_dim, heads.grp_dim) == split
+    x = torch.randn(3, 4, *(() if lifting else (2,)), 5, 6)
+    q, k, v = heads._project(x)
+    G = 1 if lifting else 2
+    assert q.shape == k.shape == v.shape == (3 * 2, 5, 6, G, 5)
+    xl = (x.unsqueeze(2) if lifting else x).permute(0, 3, 4, 2, 1)  # (B, X, Y, G, C)
+    torch.testing.assert_close(q[2 * 2 + 1], heads.query(xl)[2, ..., 5:] / 2)  # batch 2, head 1; 1/√C_in
+    torch.testing.assert_close(k[1 * 2 + 0], heads.key(xl)[1, ..., :5])
+    out = heads._finish(v, 3)  # the heads concatenated again, then ``out``
+    torch.testing.assert_close(out, heads.out(heads.value(xl)).permute(0, 4, 3, 1, 2))
+    assert heads._finish(v[:0], 0).shape == (0, 6, G, 5, 6)
 
 
 def test_unknown_group_raises():

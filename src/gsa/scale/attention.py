@@ -53,13 +53,11 @@ the paper leaves it open) and is not offered.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from ..nn import backends as _backends
-from ..nn.attention import check_layer_args
+from ..nn.attention import AttentionHeads, check_layer_args
 from ..nn.functional import group_attention
 from ..nn.positional import CoordinateMLP
 from .group import ScaleGroup, get
@@ -111,7 +109,7 @@ def dilated_attention(q, k, v, table_of, *, dilation: int, patch_size: int, grou
     return out
 
 
-class _ScaleAttention(nn.Module):
+class _ScaleAttention(AttentionHeads):
     """Shared implementation; use :class:`ScaleLiftingSelfAttention` or :class:`ScaleGroupSelfAttention`."""
 
     lifting: bool = False
@@ -139,19 +137,9 @@ class _ScaleAttention(nn.Module):
         )
         check_layer_args(self.lifting, in_channels, out_channels, num_heads, mid, attention_dropout, odd=odd)
         self.backend = _backends.check(backend)
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.num_heads, self.mid_channels, self.patch_size = num_heads, mid, patch_size
+        self.patch_size = patch_size
         self.scale_window = 1 if self.lifting else scale_window
-        if self.lifting:
-            self.row_dim, self.col_dim, self.grp_dim = mid // 2, mid - mid // 2, 0
-        else:
-            self.row_dim = self.col_dim = mid // 3
-            self.grp_dim = mid - 2 * (mid // 3)
-        inner = num_heads * mid
-        self.query = nn.Linear(in_channels, inner)
-        self.key = nn.Linear(in_channels, inner)
-        self.value = nn.Linear(in_channels, inner)
-        self.out = nn.Linear(inner, out_channels)
+        self._init_heads(in_channels, out_channels, num_heads, mid)
         self.row_encoding = CoordinateMLP(self.row_dim, init=coordinate_init)
         self.col_encoding = CoordinateMLP(self.col_dim, init=coordinate_init)
         if not self.lifting:
@@ -188,17 +176,6 @@ class _ScaleAttention(nn.Module):
         c = off / float(max(self.patch_size // 2, 1))
         return torch.cat([self.row_encoding(c[..., 0:1]), self.col_encoding(c[..., 1:2])], dim=-1)[None]
 
-    def _project(self, x: torch.Tensor):
-        """``(B, C, S', X, Y)`` → ``q, k, v`` of shape ``(B·n, X, Y, S', d)``, ``q`` scaled by ``1/√C_in``."""
-        xl = x.permute(0, 3, 4, 2, 1)  # (B, X, Y, S', C)
-        B, X, Y, G, _ = xl.shape
-        n, d = self.num_heads, self.mid_channels
-
-        def proj(lin):
-            return lin(xl).view(B, X, Y, G, n, d).permute(0, 4, 1, 2, 3, 5).reshape(B * n, X, Y, G, d)
-
-        return proj(self.query) * (1.0 / math.sqrt(self.in_channels)), proj(self.key), proj(self.value)
-
     def _key_scales(self, t: int) -> range:
         """Key scale indices of output scale ``t``: ``t + m`` for ``|m| ≤ M``, truncated to ``0 … S−1``."""
         M = self.scale_window // 2
@@ -227,12 +204,9 @@ class _ScaleAttention(nn.Module):
         """Lifting: ``(B, C_in, X, Y)`` → ``(B, C_out, S, X, Y)``; group: ``(B, C_in, S, X, Y)`` → same."""
         self._check_input(x)
         backend = _backends.check(backend or self.backend)
-        B = x.shape[0]
-        q, k, v = self._project(x.unsqueeze(2) if self.lifting else x)
+        q, k, v = self._project(x)
         o = torch.cat([self._attend(q, k, v, t, backend) for t in range(self.group.num_scales)], dim=3)
-        n, (X, Y, S, d) = self.num_heads, o.shape[1:]
-        o = o.view(B, n, X, Y, S, d).permute(0, 2, 3, 4, 1, 5).reshape(B, X, Y, S, n * d)
-        return self.out(o).permute(0, 4, 3, 1, 2)
+        return self._finish(o, x.shape[0])
 
 
 class ScaleLiftingSelfAttention(_ScaleAttention):

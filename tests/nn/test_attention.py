@@ -5,6 +5,7 @@ import torch
 
 from gsa import groups
 from gsa.nn import GroupSelfAttention, LiftingSelfAttention, native
+from gsa.nn.attention import AttentionHeads, check_layer_args
 from gsa.nn.positional import ENCODINGS
 
 
@@ -124,6 +125,42 @@ def test_half_precision_runs_with_fp32_softmax():
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GroupSelfAttention("p4", 4, 6, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "args, odd, match",
+    [
+        ((True, 0, 6, 1, 3, 0.0), (), r"^in_channels must be a positive int, got 0$"),
+        ((True, 4, True, 1, 3, 0.0), (), r"^out_channels must be a positive int, got True$"),
+        ((True, 4, 6, 1, 1, 0.0), (), r"^mid_channels must be an int >= 2 \(it defaults to .*\), got 1$"),
+        ((False, 4, 6, 1, 2, 0.0), (), r"^mid_channels must be an int >= 3 "),
+        ((False, 4, 6, 1, 3, -0.1), (), r"^attention_dropout must be in \[0, 1\), got -0.1$"),
+        ((False, 4, 6, 1, 3, 0.0), (("k must be odd", 3), ("w must be odd", 4)), r"^w must be odd, got 4$"),
+        ((False, 4, 6, 1, 2, 1.0), (("k must be odd", 2.0),), r"^k must be odd, got 2.0$"),  # before mid
+        ((False, 4, 6, 0, 3, 0.0), (("k must be odd", 2),), r"^num_heads must be"),  # after the heads
+    ],
+)
+def test_check_layer_args_reports_the_first_bad_argument(args, odd, match):
+    with pytest.raises(ValueError, match=match):
+        check_layer_args(*args, odd=odd)
+    check_layer_args(args[0], 4, 6, 1, 3, 0.0, odd=tuple((m, 5) for m, _ in odd))  # all good: no error
+
+
+@pytest.mark.parametrize("lifting, split", [(True, (2, 3, 0)), (False, (1, 1, 3))])
+def test_attention_heads_split_project_and_finish(lifting, split):
+    heads = type("Heads", (AttentionHeads,), {"lifting": lifting})()
+    heads._init_heads(4, 6, 2, 5)
+    assert (heads.row_dim, heads.col_dim, heads.grp_dim) == split
+    x = torch.randn(3, 4, *(() if lifting else (2,)), 5, 6)
+    q, k, v = heads._project(x)
+    G = 1 if lifting else 2
+    assert q.shape == k.shape == v.shape == (3 * 2, 5, 6, G, 5)
+    xl = (x.unsqueeze(2) if lifting else x).permute(0, 3, 4, 2, 1)  # (B, X, Y, G, C)
+    torch.testing.assert_close(q[2 * 2 + 1], heads.query(xl)[2, ..., 5:] / 2)  # batch 2, head 1; 1/√C_in
+    torch.testing.assert_close(k[1 * 2 + 0], heads.key(xl)[1, ..., :5])
+    out = heads._finish(v, 3)  # the heads concatenated again, then ``out``
+    torch.testing.assert_close(out, heads.out(heads.value(xl)).permute(0, 4, 3, 1, 2))
+    assert heads._finish(v[:0], 0).shape == (0, 6, G, 5, 6)
 
 
 def test_unknown_group_raises():

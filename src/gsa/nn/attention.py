@@ -43,10 +43,80 @@ def _autocast_on(device_type: str) -> bool:
         return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
 
 
-class _GroupAttention(nn.Module):
-    """Shared implementation; use :class:`LiftingSelfAttention` or :class:`GroupSelfAttention`."""
+def _is_int(val, low: int, odd: bool = False) -> bool:
+    """Whether ``val`` is an ``int`` (not a ``bool``) ``>= low``, and odd when ``odd``."""
+    ok = not isinstance(val, bool) and isinstance(val, int) and val >= low
+    return ok and (val % 2 == 1 or not odd)
+
+
+def check_layer_args(lifting, in_channels, out_channels, num_heads, mid, attention_dropout, *, odd=()) -> None:
+    """One-line ``ValueError`` for the first bad constructor argument of an attention layer.
+
+    Shared by the layers here and those of :mod:`gsa.scale`. Checked in order: ``in_channels``,
+    ``out_channels`` and ``num_heads`` positive ints; each ``(message, value)`` of ``odd`` an odd
+    int ``>= 1`` (else ``"{message}, got {value!r}"``); ``mid`` (channels per head) an int ``>= 2``
+    for a lifting layer, ``>= 3`` for a group layer (which splits it three ways);
+    ``attention_dropout`` in ``[0, 1)``.
+    """
+    for name, val in (("in_channels", in_channels), ("out_channels", out_channels), ("num_heads", num_heads)):
+        if not _is_int(val, 1):
+            raise ValueError(f"{name} must be a positive int, got {val!r}")
+    for message, val in odd:
+        if not _is_int(val, 1, odd=True):
+            raise ValueError(f"{message}, got {val!r}")
+    min_mid = 2 if lifting else 3
+    if not _is_int(mid, min_mid):
+        raise ValueError(f"mid_channels must be an int >= {min_mid} (it defaults to out_channels // 2), got {mid!r}")
+    if not 0.0 <= attention_dropout < 1.0:
+        raise ValueError(f"attention_dropout must be in [0, 1), got {attention_dropout}")
+
+
+class AttentionHeads(nn.Module):
+    """What every attention layer (here and in :mod:`gsa.scale`) has: the heads' projections.
+
+    A head's ``mid`` channels split into row and column positional channels and, in a group layer,
+    group channels (``row_dim``, ``col_dim``, ``grp_dim``); ``query``, ``key``, ``value`` map
+    ``C_in → num_heads·mid``, ``out`` maps ``num_heads·mid → C_out``. Subclasses set ``lifting``.
+    """
 
     lifting: bool = False
+
+    def _init_heads(self, in_channels: int, out_channels: int, num_heads: int, mid: int) -> None:
+        """Set the channel counts, the split of a head and the projections (arguments checked before)."""
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.num_heads, self.mid_channels = num_heads, mid
+        if self.lifting:
+            self.row_dim, self.col_dim, self.grp_dim = mid // 2, mid - mid // 2, 0
+        else:
+            self.row_dim = self.col_dim = mid // 3
+            self.grp_dim = mid - 2 * (mid // 3)
+        inner = num_heads * mid
+        self.query = nn.Linear(in_channels, inner)
+        self.key = nn.Linear(in_channels, inner)
+        self.value = nn.Linear(in_channels, inner)
+        self.out = nn.Linear(inner, out_channels)
+
+    def _project(self, x: torch.Tensor):
+        """``x`` → channels-last ``q, k, v`` of shape ``(B·n, X, Y, G, d)``, ``q`` scaled by ``1/√C_in``."""
+        xl = x.unsqueeze(2) if self.lifting else x  # (B, C, G, X, Y)
+        xl = xl.permute(0, 3, 4, 2, 1)  # (B, X, Y, G, C)
+        B, X, Y, G, _ = xl.shape
+        n, d = self.num_heads, self.mid_channels
+
+        def proj(lin):
+            return lin(xl).view(B, X, Y, G, n, d).permute(0, 4, 1, 2, 3, 5).reshape(B * n, X, Y, G, d)
+
+        return proj(self.query) * (1.0 / math.sqrt(self.in_channels)), proj(self.key), proj(self.value)
+
+    def _finish(self, o: torch.Tensor, B: int) -> torch.Tensor:
+        """The heads' outputs ``(B·n, X, Y, H, d)`` → ``(B, C_out, H, X, Y)``."""
+        n, (X, Y, H, d) = self.num_heads, o.shape[1:]
+        o = o.view(B, n, X, Y, H, d).permute(0, 2, 3, 4, 1, 5).reshape(B, X, Y, H, n * d)
+        return self.out(o).permute(0, 4, 3, 1, 2)
+
+
+class _GroupAttention(AttentionHeads):
+    """Shared implementation; use :class:`LiftingSelfAttention` or :class:`GroupSelfAttention`."""
 
     def __init__(
         self,
@@ -66,35 +136,14 @@ class _GroupAttention(nn.Module):
     ):
         super().__init__()
         self.group = _groups.get(group)
-        for name, val in (("in_channels", in_channels), ("out_channels", out_channels), ("num_heads", num_heads)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise ValueError(f"{name} must be a positive int, got {val!r}")
         mid = out_channels // 2 if mid_channels is None else mid_channels
-        min_mid = 2 if self.lifting else 3
-        if isinstance(mid, bool) or not isinstance(mid, int) or mid < min_mid:
-            raise ValueError(
-                f"mid_channels must be an int >= {min_mid} (it defaults to out_channels // 2), got {mid!r}"
-            )
-        if not 0.0 <= attention_dropout < 1.0:
-            raise ValueError(f"attention_dropout must be in [0, 1), got {attention_dropout}")
+        check_layer_args(self.lifting, in_channels, out_channels, num_heads, mid, attention_dropout)
         self.neighbourhood = _nb.make(patch_size)
         self.backend = _backends.check(backend)
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.num_heads, self.mid_channels, self.patch_size = num_heads, mid, patch_size
+        self.patch_size = patch_size
         self.chunk_elements = chunk_elements
         self.recompute = recompute
-
-        if self.lifting:
-            self.row_dim, self.col_dim, self.grp_dim = mid // 2, mid - mid // 2, 0
-        else:
-            self.row_dim = self.col_dim = mid // 3
-            self.grp_dim = mid - 2 * (mid // 3)
-
-        inner = num_heads * mid
-        self.query = nn.Linear(in_channels, inner)
-        self.key = nn.Linear(in_channels, inner)
-        self.value = nn.Linear(in_channels, inner)
-        self.out = nn.Linear(inner, out_channels)
+        self._init_heads(in_channels, out_channels, num_heads, mid)
         self._set_positional(positional, make_encoding(positional, self.row_dim + self.col_dim, coordinate_init))
         if not self.lifting:
             self.group_embedding = nn.Embedding(self.group.order, self.grp_dim)
@@ -162,24 +211,6 @@ class _GroupAttention(nn.Module):
                 f"convert the input (x.to({w})) or the layer (.to({x.dtype})), or run under torch.autocast"
             )
 
-    def _project(self, x: torch.Tensor):
-        """``x`` → channels-last ``q, k, v`` of shape ``(B, n, X, Y, G, d)``."""
-        xl = x.unsqueeze(2) if self.lifting else x  # (B, C, G, X, Y)
-        xl = xl.permute(0, 3, 4, 2, 1)  # (B, X, Y, G, C)
-        B, X, Y, G, _ = xl.shape
-        n, d = self.num_heads, self.mid_channels
-
-        def proj(lin):
-            return lin(xl).view(B, X, Y, G, n, d).permute(0, 4, 1, 2, 3, 5)
-
-        return proj(self.query), proj(self.key), proj(self.value)
-
-    def _finish(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``(B, n, X, Y, H, d)`` → ``(B, C_out, H, X, Y)``."""
-        B, n, X, Y, H, d = o.shape
-        o = o.permute(0, 2, 3, 4, 1, 5).reshape(B, X, Y, H, n * d)
-        return self.out(o).permute(0, 4, 3, 1, 2)
-
     # ------------------------------------------------------------------ positional encodings
     def window(self, X: int, Y: int) -> int | None:
         """The neighbourhood computed on an ``X×Y`` input: ``patch_size``, or ``None`` (every pixel) when
@@ -212,9 +243,7 @@ class _GroupAttention(nn.Module):
         self._check_input(x)
         backend = _backends.check(backend or self.backend)
         q, k, v = self._project(x)
-        B, n, X, Y = q.shape[:4]
-        q = q * (1.0 / math.sqrt(self.in_channels))
-        q, k, v = (t.reshape(B * n, *t.shape[2:]) for t in (q, k, v))
+        X, Y = x.shape[-2:]
         o = group_attention(
             q,
             k,
@@ -228,7 +257,7 @@ class _GroupAttention(nn.Module):
             chunk_elements=self.chunk_elements,
             recompute=self.recompute,
         )
-        return self._finish(o.view(B, n, *o.shape[1:]), x)
+        return self._finish(o, x.shape[0])
 
     def positional_table(self, X: int, Y: int, device=None, dtype=torch.float32) -> torch.Tensor:
         """``(|H|, R, p)`` encodings ``ρ_h`` of the ``R`` offsets of :meth:`window` on an ``X×Y`` input."""

@@ -385,39 +385,23 @@ def probabilities(C, Gt, P, mb, u_of_h, H: int, scratch=None, qp=None, tabT=None
     return E, Pn
 
 
-def weights(Pn, E, W, u_of_h, drop: tuple[int, int, int, int], scale: float) -> None:
-    """Write ``scale · Σ_{a_q} Pn ⊙ E ⊙ D`` into the (strided) ``W (*PIX, H, Gk, Kx, Ky)``."""
+def _softmax_args(Pn, E, u_of_h, U: int, drop: tuple[int, int, int, int], scale: float) -> tuple:
+    """The arguments ``gsa_weights`` and ``gsa_backward`` begin with: ``Pn``'s dtype code and pixel
+    layout, ``Pn`` and ``E``, the classes, ``Gq, U, Gk, H, Kx, Ky``, the dropout's ``thr, k0, k1, on``
+    and ``scale``."""
     pix = tuple(Pn.shape[:-4])
     Gq, H, Kx, Ky = Pn.shape[-4:]
     Gk = 1 if E is None else E.shape[-3]
-    U = 1 if E is None else E.shape[-4]
-    npix = Pn.numel() // (Gq * H * Kx * Ky)
-    wps, wis = _split(W, pix)
+    layout = (_code(Pn), math.prod(pix), len(pix), _arr(pix))
     thr, k0, k1, on = drop
-    library().gsa_weights(
-        _code(Pn),
-        npix,
-        len(pix),
-        _arr(pix),
-        _ptr(Pn),
-        _ptr(E),
-        _classes(u_of_h, U),
-        Gq,
-        U,
-        Gk,
-        H,
-        Kx,
-        Ky,
-        thr,
-        k0,
-        k1,
-        on,
-        scale,
-        _ptr(W),
-        wps,
-        wis,
-        _threads(),
-    )
+    return (*layout, _ptr(Pn), _ptr(E), _classes(u_of_h, U), Gq, U, Gk, H, Kx, Ky, thr, k0, k1, on, scale)
+
+
+def weights(Pn, E, W, u_of_h, drop: tuple[int, int, int, int], scale: float) -> None:
+    """Write ``scale · Σ_{a_q} Pn ⊙ E ⊙ D`` into the (strided) ``W (*PIX, H, Gk, Kx, Ky)``."""
+    U = 1 if E is None else E.shape[-4]
+    wps, wis = _split(W, tuple(Pn.shape[:-4]))
+    library().gsa_weights(*_softmax_args(Pn, E, u_of_h, U, drop, scale), _ptr(W), wps, wis, _threads())
 
 
 def backward(
@@ -443,35 +427,14 @@ def backward(
     contiguous or None, and either ``dP`` (like ``Pn``) or, with ``qp (*PIX, Gq, p)`` and ``tabT (H, p, K)``,
     ``dqp (*PIX, Gq, p)`` contiguous and ``dtabT`` (zero-initialised; accumulated). ``scale`` = ``1/(1 − p)``."""
     pix = tuple(Pn.shape[:-4])
-    Gq, H, Kx, Ky = Pn.shape[-4:]
-    Gk = 1 if E is None else E.shape[-3]
     U = E.shape[-4] if E is not None else (1 if dGt is None else dGt.shape[-2])
-    npix = math.prod(pix)
     dwps, dwis = _split(dW, pix)
     wps, wis = _split(W, pix)
     dcps, dcis = _split(dC, pix)
     qps, qis = _split(qp, pix) if dP is None else (_arr([]), _arr([]))
     np_ = 0 if dP is not None else qp.shape[-1]
-    thr, k0, k1, on = drop
     library().gsa_backward(
-        _code(Pn),
-        npix,
-        len(pix),
-        _arr(pix),
-        _ptr(Pn),
-        _ptr(E),
-        _classes(u_of_h, U),
-        Gq,
-        U,
-        Gk,
-        H,
-        Kx,
-        Ky,
-        thr,
-        k0,
-        k1,
-        on,
-        scale,
+        *_softmax_args(Pn, E, u_of_h, U, drop, scale),
         _ptr(dW),
         dwps,
         dwis,

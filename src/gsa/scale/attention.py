@@ -53,12 +53,11 @@ the paper leaves it open) and is not offered.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from ..nn import backends as _backends
+from ..nn.attention import AttentionHeads, check_layer_args
 from ..nn.functional import group_attention
 from ..nn.positional import CoordinateMLP
 from .group import ScaleGroup, get
@@ -110,28 +109,7 @@ def dilated_attention(q, k, v, table_of, *, dilation: int, patch_size: int, grou
     return out
 
 
-def _is_int(val, low: int, odd: bool = False) -> bool:
-    ok = not isinstance(val, bool) and isinstance(val, int) and val >= low
-    return ok and (val % 2 == 1 or not odd)
-
-
-def _check_args(lifting, in_channels, out_channels, num_heads, mid, patch_size, scale_window, attention_dropout):
-    """One-line ``ValueError`` for the first bad constructor argument of a scale layer."""
-    for name, val in (("in_channels", in_channels), ("out_channels", out_channels), ("num_heads", num_heads)):
-        if not _is_int(val, 1):
-            raise ValueError(f"{name} must be a positive int, got {val!r}")
-    if not _is_int(patch_size, 1, odd=True):
-        raise ValueError(f"scale self-attention needs an odd int patch_size (a local window), got {patch_size!r}")
-    if not _is_int(scale_window, 1, odd=True):
-        raise ValueError(f"scale_window must be an odd int >= 1 (scales −M … M), got {scale_window!r}")
-    min_mid = 2 if lifting else 3
-    if not _is_int(mid, min_mid):
-        raise ValueError(f"mid_channels must be an int >= {min_mid} (it defaults to out_channels // 2), got {mid!r}")
-    if not 0.0 <= attention_dropout < 1.0:
-        raise ValueError(f"attention_dropout must be in [0, 1), got {attention_dropout}")
-
-
-class _ScaleAttention(nn.Module):
+class _ScaleAttention(AttentionHeads):
     """Shared implementation; use :class:`ScaleLiftingSelfAttention` or :class:`ScaleGroupSelfAttention`."""
 
     lifting: bool = False
@@ -153,23 +131,15 @@ class _ScaleAttention(nn.Module):
         super().__init__()
         self.group: ScaleGroup = get(group)
         mid = out_channels // 2 if mid_channels is None else mid_channels
-        _check_args(
-            self.lifting, in_channels, out_channels, num_heads, mid, patch_size, scale_window, attention_dropout
+        odd = (
+            ("scale self-attention needs an odd int patch_size (a local window)", patch_size),
+            ("scale_window must be an odd int >= 1 (scales −M … M)", scale_window),
         )
+        check_layer_args(self.lifting, in_channels, out_channels, num_heads, mid, attention_dropout, odd=odd)
         self.backend = _backends.check(backend)
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.num_heads, self.mid_channels, self.patch_size = num_heads, mid, patch_size
+        self.patch_size = patch_size
         self.scale_window = 1 if self.lifting else scale_window
-        if self.lifting:
-            self.row_dim, self.col_dim, self.grp_dim = mid // 2, mid - mid // 2, 0
-        else:
-            self.row_dim = self.col_dim = mid // 3
-            self.grp_dim = mid - 2 * (mid // 3)
-        inner = num_heads * mid
-        self.query = nn.Linear(in_channels, inner)
-        self.key = nn.Linear(in_channels, inner)
-        self.value = nn.Linear(in_channels, inner)
-        self.out = nn.Linear(inner, out_channels)
+        self._init_heads(in_channels, out_channels, num_heads, mid)
         self.row_encoding = CoordinateMLP(self.row_dim, init=coordinate_init)
         self.col_encoding = CoordinateMLP(self.col_dim, init=coordinate_init)
         if not self.lifting:
@@ -206,17 +176,6 @@ class _ScaleAttention(nn.Module):
         c = off / float(max(self.patch_size // 2, 1))
         return torch.cat([self.row_encoding(c[..., 0:1]), self.col_encoding(c[..., 1:2])], dim=-1)[None]
 
-    def _project(self, x: torch.Tensor):
-        """``(B, C, S', X, Y)`` → ``q, k, v`` of shape ``(B·n, X, Y, S', d)``, ``q`` scaled by ``1/√C_in``."""
-        xl = x.permute(0, 3, 4, 2, 1)  # (B, X, Y, S', C)
-        B, X, Y, G, _ = xl.shape
-        n, d = self.num_heads, self.mid_channels
-
-        def proj(lin):
-            return lin(xl).view(B, X, Y, G, n, d).permute(0, 4, 1, 2, 3, 5).reshape(B * n, X, Y, G, d)
-
-        return proj(self.query) * (1.0 / math.sqrt(self.in_channels)), proj(self.key), proj(self.value)
-
     def _key_scales(self, t: int) -> range:
         """Key scale indices of output scale ``t``: ``t + m`` for ``|m| ≤ M``, truncated to ``0 … S−1``."""
         M = self.scale_window // 2
@@ -245,12 +204,9 @@ class _ScaleAttention(nn.Module):
         """Lifting: ``(B, C_in, X, Y)`` → ``(B, C_out, S, X, Y)``; group: ``(B, C_in, S, X, Y)`` → same."""
         self._check_input(x)
         backend = _backends.check(backend or self.backend)
-        B = x.shape[0]
-        q, k, v = self._project(x.unsqueeze(2) if self.lifting else x)
+        q, k, v = self._project(x)
         o = torch.cat([self._attend(q, k, v, t, backend) for t in range(self.group.num_scales)], dim=3)
-        n, (X, Y, S, d) = self.num_heads, o.shape[1:]
-        o = o.view(B, n, X, Y, S, d).permute(0, 2, 3, 4, 1, 5).reshape(B, X, Y, S, n * d)
-        return self.out(o).permute(0, 4, 3, 1, 2)
+        return self._finish(o, x.shape[0])
 
 
 class ScaleLiftingSelfAttention(_ScaleAttention):

@@ -5,7 +5,9 @@ Rows are query tokens ``(pixel i, query element a_q)`` (row ``i·Gq + a_q``), co
 of a row/column pair is ``q·k + q[:p]·table[h, offset(j − i)] + group_scores[i, a_q, u(h), a_k]``
 (``−inf`` outside the window); its softmax over the columns is the reference's one softmax over
 ``(j, a_k)``, i.e. both levels of the factorised core's softmax at once. Every kernel recomputes its
-score tiles; accumulation is in ``ACC`` (float32, or float64 for float64 inputs).
+score tiles in :func:`_tile`; accumulation is in ``ACC`` (float32, or float64 for float64 inputs).
+The compile-time constants stay separate ``tl.constexpr`` parameters: one constexpr ``NamedTuple``
+would need a newer Triton than the ``[gpu]`` extra's ``triton>=3.0`` (3.2 cannot read its fields).
 
 * :func:`fwd` — per (row block, batch, h): online softmax over the columns in the row block's
   window band, the value product, and the row's log-sum-exp for the backward pass.
@@ -37,19 +39,9 @@ def _fmix(h):
 
 @triton.jit
 def _row_drop(
-    seed_ptr,
-    b,
-    rows,
-    X: tl.constexpr,
-    Y: tl.constexpr,
-    Gq: tl.constexpr,
-    B,
-    LOCAL: tl.constexpr,
-    CROWS: tl.constexpr,
-    CB: tl.constexpr,
-    TX: tl.constexpr,
-    TY: tl.constexpr,
-):
+    seed_ptr, b, rows, X: tl.constexpr, Y: tl.constexpr, Gq: tl.constexpr, B, LOCAL: tl.constexpr,
+    CROWS: tl.constexpr, CB: tl.constexpr, TX: tl.constexpr, TY: tl.constexpr,
+):  # fmt: skip
     """Per row: the chunk's hash keys ``(k0, k1)`` and ``pixel_in_chunk · Gq + a_q`` (int64)."""
     i = rows // Gq
     a = rows % Gq
@@ -95,31 +87,10 @@ def _keep(k0, k1, base, h, ak, kx, ky, thr, H: tl.constexpr, Gk: tl.constexpr, K
 
 @triton.jit
 def _tile(
-    q_ptr,
-    k_ptr,
-    tab_ptr,
-    gs_ptr,
-    b,
-    h,
-    u,
-    rows,
-    cols,
-    d,
-    X: tl.constexpr,
-    Y: tl.constexpr,
-    Gq: tl.constexpr,
-    Gk: tl.constexpr,
-    P: tl.constexpr,
-    U: tl.constexpr,
-    LOCAL: tl.constexpr,
-    RAD: tl.constexpr,
-    R: tl.constexpr,
-    KX: tl.constexpr,
-    KY: tl.constexpr,
-    HAS_GS: tl.constexpr,
-    BD: tl.constexpr,
-    ACC: tl.constexpr,
-):
+    q_ptr, k_ptr, tab_ptr, gs_ptr, b, h, u, rows, cols, d, X: tl.constexpr, Y: tl.constexpr, Gq: tl.constexpr,
+    Gk: tl.constexpr, P: tl.constexpr, U: tl.constexpr, LOCAL: tl.constexpr, RAD: tl.constexpr, R: tl.constexpr,
+    KX: tl.constexpr, KY: tl.constexpr, HAS_GS: tl.constexpr, BD: tl.constexpr, ACC: tl.constexpr,
+):  # fmt: skip
     """Scores ``(BM, BN)`` of rows × columns for element ``h`` (class ``u``), ``−inf`` where invalid;
     also the validity mask, the table row of each pair, the query and key tiles and the slot axes."""
     N: tl.constexpr = X * Y
@@ -161,16 +132,38 @@ def _tile(
 
 
 @triton.jit
+def _v_tile(v_ptr, b, cols, dv, NK: tl.constexpr, BDV: tl.constexpr, ACC: tl.constexpr):
+    """The values ``(BN, BDV)`` of the key tokens ``cols`` (``NK = N·Gk`` of them; zeros outside) and
+    their mask."""
+    dvc = tl.arange(0, BDV)
+    vmask = (cols < NK)[:, None] & (dvc[None, :] < dv)
+    vb = tl.load(v_ptr + (b.to(tl.int64) * NK + cols[:, None]) * dv + dvc[None, :], mask=vmask, other=0.0)
+    return vb.to(ACC), vmask
+
+
+@triton.jit
+def _row_state(
+    lse_ptr, delta_ptr, do_ptr, b, h, rows, dv, N: tl.constexpr, Gq: tl.constexpr, H: tl.constexpr,
+    BDV: tl.constexpr, ACC: tl.constexpr,
+):  # fmt: skip
+    """The backward's inputs of the rows for element ``h``: log-sum-exp and ``delta`` ``(BM,)``, and
+    the output gradient ``(BM, BDV)`` of each row's pixel."""
+    rmask = rows < N * Gq
+    lrow = (b.to(tl.int64) * H + h) * (N * Gq) + rows
+    lse = tl.load(lse_ptr + lrow, mask=rmask, other=0.0)
+    delta = tl.load(delta_ptr + lrow, mask=rmask, other=0.0)
+    dvc = tl.arange(0, BDV)
+    do_rows = (b.to(tl.int64) * N + rows // Gq) * H + h
+    dmask = rmask[:, None] & (dvc[None, :] < dv)
+    dob = tl.load(do_ptr + do_rows[:, None] * dv + dvc[None, :], mask=dmask, other=0.0)
+    return lse, delta, dob.to(ACC)
+
+
+@triton.jit
 def _band(
-    blk,
-    BLOCK: tl.constexpr,
-    G_own: tl.constexpr,
-    G_other: tl.constexpr,
-    X: tl.constexpr,
-    Y: tl.constexpr,
-    LOCAL: tl.constexpr,
-    RAD: tl.constexpr,
-):
+    blk, BLOCK: tl.constexpr, G_own: tl.constexpr, G_other: tl.constexpr, X: tl.constexpr, Y: tl.constexpr,
+    LOCAL: tl.constexpr, RAD: tl.constexpr,
+):  # fmt: skip
     """``[start, end)`` of the other side's tokens that tokens ``blk·BLOCK …`` can meet (window rows)."""
     if LOCAL:
         t0 = blk * BLOCK
@@ -184,44 +177,12 @@ def _band(
 
 @triton.jit
 def fwd(
-    q_ptr,
-    k_ptr,
-    v_ptr,
-    tab_ptr,
-    gs_ptr,
-    cls_ptr,
-    seed_ptr,
-    o_ptr,
-    lse_ptr,
-    B,
-    d,
-    dv,
-    thr,
-    scale,
-    X: tl.constexpr,
-    Y: tl.constexpr,
-    Gq: tl.constexpr,
-    Gk: tl.constexpr,
-    H: tl.constexpr,
-    P: tl.constexpr,
-    U: tl.constexpr,
-    LOCAL: tl.constexpr,
-    RAD: tl.constexpr,
-    R: tl.constexpr,
-    KX: tl.constexpr,
-    KY: tl.constexpr,
-    HAS_GS: tl.constexpr,
-    DROP: tl.constexpr,
-    CROWS: tl.constexpr,
-    CB: tl.constexpr,
-    TX: tl.constexpr,
-    TY: tl.constexpr,
-    BM: tl.constexpr,
-    BN: tl.constexpr,
-    BD: tl.constexpr,
-    BDV: tl.constexpr,
-    ACC: tl.constexpr,
-):
+    q_ptr, k_ptr, v_ptr, tab_ptr, gs_ptr, cls_ptr, seed_ptr, o_ptr, lse_ptr, B, d, dv, thr, scale, X: tl.constexpr,
+    Y: tl.constexpr, Gq: tl.constexpr, Gk: tl.constexpr, H: tl.constexpr, P: tl.constexpr, U: tl.constexpr,
+    LOCAL: tl.constexpr, RAD: tl.constexpr, R: tl.constexpr, KX: tl.constexpr, KY: tl.constexpr,
+    HAS_GS: tl.constexpr, DROP: tl.constexpr, CROWS: tl.constexpr, CB: tl.constexpr, TX: tl.constexpr,
+    TY: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr, ACC: tl.constexpr,
+):  # fmt: skip
     """Row outputs ``o (B, N·Gq, H, dv)`` (before the sum over ``a_q``) and ``lse (B, H, N·Gq)``."""
     pid = tl.program_id(0)
     b = tl.program_id(1)
@@ -237,35 +198,12 @@ def fwd(
     den = tl.zeros((BM,), ACC)
     acc = tl.zeros((BM, BDV), ACC)
     dvc = tl.arange(0, BDV)
-    bk = b.to(tl.int64) * (N * Gk)
     for c0 in range(c_start, c_end, BN):
         cols = c0 + tl.arange(0, BN)
         s, valid, ridx, qb, kb, ak, kx, ky = _tile(
-            q_ptr,
-            k_ptr,
-            tab_ptr,
-            gs_ptr,
-            b,
-            h,
-            u,
-            rows,
-            cols,
-            d,
-            X,
-            Y,
-            Gq,
-            Gk,
-            P,
-            U,
-            LOCAL,
-            RAD,
-            R,
-            KX,
-            KY,
-            HAS_GS,
-            BD,
-            ACC,
-        )
+            q_ptr, k_ptr, tab_ptr, gs_ptr, b, h, u, rows, cols, d, X, Y, Gq, Gk, P, U, LOCAL, RAD, R, KX, KY,
+            HAS_GS, BD, ACC,
+        )  # fmt: skip
         m_new = tl.maximum(m, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         alpha = tl.exp(m - m_safe)
@@ -274,8 +212,7 @@ def fwd(
         if DROP:
             keep = _keep(k0, k1, base, h, ak, kx, ky, thr, H, Gk, KX, KY)
             p = tl.where(keep, p * scale, 0.0)
-        vmask = (cols < N * Gk)[:, None] & (dvc[None, :] < dv)
-        vb = tl.load(v_ptr + (bk + cols[:, None]) * dv + dvc[None, :], mask=vmask, other=0.0).to(ACC)
+        vb, _ = _v_tile(v_ptr, b, cols, dv, N * Gk, BDV, ACC)
         acc = acc * alpha[:, None] + tl.dot(p, vb, input_precision="ieee", out_dtype=ACC)
         m = m_new
     den = tl.where(rmask, den, 1.0)
@@ -288,100 +225,30 @@ def fwd(
 
 @triton.jit
 def _row_grads_h(
-    q_ptr,
-    k_ptr,
-    v_ptr,
-    tab_ptr,
-    gs_ptr,
-    seed_ptr,
-    do_ptr,
-    lse_ptr,
-    delta_ptr,
-    dtab_ptr,
-    b,
-    h,
-    u,
-    rows,
-    dq,
-    dg,
-    c_start,
-    c_end,
-    B,
-    d,
-    dv,
-    thr,
-    scale,
-    X: tl.constexpr,
-    Y: tl.constexpr,
-    Gq: tl.constexpr,
-    Gk: tl.constexpr,
-    H: tl.constexpr,
-    P: tl.constexpr,
-    U: tl.constexpr,
-    LOCAL: tl.constexpr,
-    RAD: tl.constexpr,
-    R: tl.constexpr,
-    KX: tl.constexpr,
-    KY: tl.constexpr,
-    HAS_GS: tl.constexpr,
-    DROP: tl.constexpr,
-    CROWS: tl.constexpr,
-    CB: tl.constexpr,
-    TX: tl.constexpr,
-    TY: tl.constexpr,
-    BN: tl.constexpr,
-    BD: tl.constexpr,
-    BDV: tl.constexpr,
-    BG: tl.constexpr,
-    ACC: tl.constexpr,
-):
+    q_ptr, k_ptr, v_ptr, tab_ptr, gs_ptr, seed_ptr, do_ptr, lse_ptr, delta_ptr, dtab_ptr, b, h, u, rows, dq, dg,
+    c_start, c_end, B, d, dv, thr, scale, X: tl.constexpr, Y: tl.constexpr, Gq: tl.constexpr, Gk: tl.constexpr,
+    H: tl.constexpr, P: tl.constexpr, U: tl.constexpr, LOCAL: tl.constexpr, RAD: tl.constexpr, R: tl.constexpr,
+    KX: tl.constexpr, KY: tl.constexpr, HAS_GS: tl.constexpr, DROP: tl.constexpr, CROWS: tl.constexpr,
+    CB: tl.constexpr, TX: tl.constexpr, TY: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+    BG: tl.constexpr, ACC: tl.constexpr,
+):  # fmt: skip
     """:func:`bwd_rows` for one output element ``h``: ``(dq, dg)`` with its contributions added."""
     N: tl.constexpr = X * Y
     rmask = rows < N * Gq
     bq = b.to(tl.int64) * (N * Gq)
-    bk = b.to(tl.int64) * (N * Gk)
-    lrow = (b.to(tl.int64) * H + h) * (N * Gq) + rows
-    lse = tl.load(lse_ptr + lrow, mask=rmask, other=0.0)
-    delta = tl.load(delta_ptr + lrow, mask=rmask, other=0.0)
-    dvc = tl.arange(0, BDV)
+    lse, delta, dob = _row_state(lse_ptr, delta_ptr, do_ptr, b, h, rows, dv, N, Gq, H, BDV, ACC)
     dc = tl.arange(0, BD)
     gc = tl.arange(0, BG)
-    do_rows = (b.to(tl.int64) * N + rows // Gq) * H + h
-    dob = tl.load(do_ptr + do_rows[:, None] * dv + dvc[None, :], mask=rmask[:, None] & (dvc[None, :] < dv), other=0.0)
-    dob = dob.to(ACC)
     if DROP:
         k0, k1, base = _row_drop(seed_ptr, b, rows, X, Y, Gq, B, LOCAL, CROWS, CB, TX, TY)
     for c0 in range(c_start, c_end, BN):
         cols = c0 + tl.arange(0, BN)
         s, valid, ridx, qb, kb, ak, kx, ky = _tile(
-            q_ptr,
-            k_ptr,
-            tab_ptr,
-            gs_ptr,
-            b,
-            h,
-            u,
-            rows,
-            cols,
-            d,
-            X,
-            Y,
-            Gq,
-            Gk,
-            P,
-            U,
-            LOCAL,
-            RAD,
-            R,
-            KX,
-            KY,
-            HAS_GS,
-            BD,
-            ACC,
-        )
+            q_ptr, k_ptr, tab_ptr, gs_ptr, b, h, u, rows, cols, d, X, Y, Gq, Gk, P, U, LOCAL, RAD, R, KX, KY,
+            HAS_GS, BD, ACC,
+        )  # fmt: skip
         p = tl.exp(s - lse[:, None])
-        vmask = (cols < N * Gk)[:, None] & (dvc[None, :] < dv)
-        vb = tl.load(v_ptr + (bk + cols[:, None]) * dv + dvc[None, :], mask=vmask, other=0.0).to(ACC)
+        vb, _ = _v_tile(v_ptr, b, cols, dv, N * Gk, BDV, ACC)
         dp = tl.dot(dob, tl.trans(vb), input_precision="ieee", out_dtype=ACC)
         if DROP:
             keep = _keep(k0, k1, base, h, ak, kx, ky, thr, H, Gk, KX, KY)
@@ -402,50 +269,13 @@ def _row_grads_h(
 
 @triton.jit
 def bwd_rows(
-    q_ptr,
-    k_ptr,
-    v_ptr,
-    tab_ptr,
-    gs_ptr,
-    hs_ptr,
-    ustart_ptr,
-    seed_ptr,
-    do_ptr,
-    lse_ptr,
-    delta_ptr,
-    dq_ptr,
-    dtab_ptr,
-    dgs_ptr,
-    B,
-    d,
-    dv,
-    thr,
-    scale,
-    X: tl.constexpr,
-    Y: tl.constexpr,
-    Gq: tl.constexpr,
-    Gk: tl.constexpr,
-    H: tl.constexpr,
-    P: tl.constexpr,
-    U: tl.constexpr,
-    LOCAL: tl.constexpr,
-    RAD: tl.constexpr,
-    R: tl.constexpr,
-    KX: tl.constexpr,
-    KY: tl.constexpr,
-    HAS_GS: tl.constexpr,
-    DROP: tl.constexpr,
-    CROWS: tl.constexpr,
-    CB: tl.constexpr,
-    TX: tl.constexpr,
-    TY: tl.constexpr,
-    BM: tl.constexpr,
-    BN: tl.constexpr,
-    BD: tl.constexpr,
-    BDV: tl.constexpr,
-    BG: tl.constexpr,
-    ACC: tl.constexpr,
-):
+    q_ptr, k_ptr, v_ptr, tab_ptr, gs_ptr, hs_ptr, ustart_ptr, seed_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr,
+    dtab_ptr, dgs_ptr, B, d, dv, thr, scale, X: tl.constexpr, Y: tl.constexpr, Gq: tl.constexpr, Gk: tl.constexpr,
+    H: tl.constexpr, P: tl.constexpr, U: tl.constexpr, LOCAL: tl.constexpr, RAD: tl.constexpr, R: tl.constexpr,
+    KX: tl.constexpr, KY: tl.constexpr, HAS_GS: tl.constexpr, DROP: tl.constexpr, CROWS: tl.constexpr,
+    CB: tl.constexpr, TX: tl.constexpr, TY: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr,
+    BDV: tl.constexpr, BG: tl.constexpr, ACC: tl.constexpr,
+):  # fmt: skip
     """``dq (B, N·Gq, d)``, ``dgs (B, N·Gq, U, Gk)`` (written) and ``dtab (H, R, p)`` (added to).
 
     Output elements are visited class by class (``hs``: the ``h`` sorted by class, ``ustart``: where
@@ -466,53 +296,10 @@ def bwd_rows(
         for t in range(t0, t1):
             h = tl.load(hs_ptr + t)
             dq, dg = _row_grads_h(
-                q_ptr,
-                k_ptr,
-                v_ptr,
-                tab_ptr,
-                gs_ptr,
-                seed_ptr,
-                do_ptr,
-                lse_ptr,
-                delta_ptr,
-                dtab_ptr,
-                b,
-                h,
-                u,
-                rows,
-                dq,
-                dg,
-                c_start,
-                c_end,
-                B,
-                d,
-                dv,
-                thr,
-                scale,
-                X,
-                Y,
-                Gq,
-                Gk,
-                H,
-                P,
-                U,
-                LOCAL,
-                RAD,
-                R,
-                KX,
-                KY,
-                HAS_GS,
-                DROP,
-                CROWS,
-                CB,
-                TX,
-                TY,
-                BN,
-                BD,
-                BDV,
-                BG,
-                ACC,
-            )
+                q_ptr, k_ptr, v_ptr, tab_ptr, gs_ptr, seed_ptr, do_ptr, lse_ptr, delta_ptr, dtab_ptr, b, h, u, rows,
+                dq, dg, c_start, c_end, B, d, dv, thr, scale, X, Y, Gq, Gk, H, P, U, LOCAL, RAD, R, KX, KY, HAS_GS,
+                DROP, CROWS, CB, TX, TY, BN, BD, BDV, BG, ACC,
+            )  # fmt: skip
         if HAS_GS:
             gmask = rmask[:, None] & (gc[None, :] < Gk)
             tl.store(dgs_ptr + ((bq + rows[:, None]) * U + u) * Gk + gc[None, :], dg, mask=gmask)
@@ -522,47 +309,13 @@ def bwd_rows(
 
 @triton.jit
 def bwd_cols(
-    q_ptr,
-    k_ptr,
-    v_ptr,
-    tab_ptr,
-    gs_ptr,
-    cls_ptr,
-    seed_ptr,
-    do_ptr,
-    lse_ptr,
-    delta_ptr,
-    dk_ptr,
-    dv_ptr,
-    B,
-    d,
-    dv,
-    thr,
-    scale,
-    X: tl.constexpr,
-    Y: tl.constexpr,
-    Gq: tl.constexpr,
-    Gk: tl.constexpr,
-    H: tl.constexpr,
-    P: tl.constexpr,
-    U: tl.constexpr,
-    LOCAL: tl.constexpr,
-    RAD: tl.constexpr,
-    R: tl.constexpr,
-    KX: tl.constexpr,
-    KY: tl.constexpr,
-    HAS_GS: tl.constexpr,
-    DROP: tl.constexpr,
-    CROWS: tl.constexpr,
-    CB: tl.constexpr,
-    TX: tl.constexpr,
-    TY: tl.constexpr,
-    BM: tl.constexpr,
-    BN: tl.constexpr,
-    BD: tl.constexpr,
-    BDV: tl.constexpr,
+    q_ptr, k_ptr, v_ptr, tab_ptr, gs_ptr, cls_ptr, seed_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr, B, d, dv,
+    thr, scale, X: tl.constexpr, Y: tl.constexpr, Gq: tl.constexpr, Gk: tl.constexpr, H: tl.constexpr,
+    P: tl.constexpr, U: tl.constexpr, LOCAL: tl.constexpr, RAD: tl.constexpr, R: tl.constexpr, KX: tl.constexpr,
+    KY: tl.constexpr, HAS_GS: tl.constexpr, DROP: tl.constexpr, CROWS: tl.constexpr, CB: tl.constexpr,
+    TX: tl.constexpr, TY: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
     ACC: tl.constexpr,
-):
+):  # fmt: skip
     """``dk (B, N·Gk, d)`` and ``dv (B, N·Gk, dv)``, per column block."""
     pid = tl.program_id(0)
     b = tl.program_id(1)
@@ -573,47 +326,18 @@ def bwd_cols(
     dvc = tl.arange(0, BDV)
     dc = tl.arange(0, BD)
     bk = b.to(tl.int64) * (N * Gk)
-    vmask = cmask[:, None] & (dvc[None, :] < dv)
-    vb = tl.load(v_ptr + (bk + cols[:, None]) * dv + dvc[None, :], mask=vmask, other=0.0).to(ACC)
+    vb, vmask = _v_tile(v_ptr, b, cols, dv, N * Gk, BDV, ACC)
     dk = tl.zeros((BN, BD), ACC)
     dvv = tl.zeros((BN, BDV), ACC)
     for h in range(H):
         u = tl.load(cls_ptr + h)
         for r0 in range(r_start, r_end, BM):
             rows = r0 + tl.arange(0, BM)
-            rmask = rows < N * Gq
             s, valid, ridx, qb, kb, ak, kx, ky = _tile(
-                q_ptr,
-                k_ptr,
-                tab_ptr,
-                gs_ptr,
-                b,
-                h,
-                u,
-                rows,
-                cols,
-                d,
-                X,
-                Y,
-                Gq,
-                Gk,
-                P,
-                U,
-                LOCAL,
-                RAD,
-                R,
-                KX,
-                KY,
-                HAS_GS,
-                BD,
-                ACC,
-            )
-            lrow = (b.to(tl.int64) * H + h) * (N * Gq) + rows
-            lse = tl.load(lse_ptr + lrow, mask=rmask, other=0.0)
-            delta = tl.load(delta_ptr + lrow, mask=rmask, other=0.0)
-            do_rows = (b.to(tl.int64) * N + rows // Gq) * H + h
-            dmask = rmask[:, None] & (dvc[None, :] < dv)
-            dob = tl.load(do_ptr + do_rows[:, None] * dv + dvc[None, :], mask=dmask, other=0.0).to(ACC)
+                q_ptr, k_ptr, tab_ptr, gs_ptr, b, h, u, rows, cols, d, X, Y, Gq, Gk, P, U, LOCAL, RAD, R, KX, KY,
+                HAS_GS, BD, ACC,
+            )  # fmt: skip
+            lse, delta, dob = _row_state(lse_ptr, delta_ptr, do_ptr, b, h, rows, dv, N, Gq, H, BDV, ACC)
             p = tl.exp(s - lse[:, None])
             dp = tl.dot(dob, tl.trans(vb), input_precision="ieee", out_dtype=ACC)
             pd = p

@@ -72,23 +72,20 @@ __all__ = [
 ]
 
 
+def _chunk_inputs(q, kp, vp, table, gt, spec: Spec, b0: int, b1: int, plan) -> tuple:
+    """One chunk's ``(q, kslab, vslab, table, gt)``: batch entries ``b0 : b1``, the query rows of
+    ``plan`` and the key/value rows they need (:meth:`Spec.slab`); views, ``gt`` None stays None."""
+    rows = slice(plan.x0, plan.x1)
+    gtc = None if gt is None else gt[b0:b1, rows]
+    return q[b0:b1, rows], spec.slab(kp, b0, b1, plan), spec.slab(vp, b0, b1, plan), table, gtc
+
+
 def forward_chunks(q, kp, vp, table, gt, spec: Spec) -> torch.Tensor:
     """The output ``(Bn, X, Y, H, dv)`` of every chunk, without autograd (``kp/vp`` padded by :meth:`Spec.pad`)."""
     scratch = _Scratch()
 
     def one(cid, b0, b1, plan):
-        gtc = None if gt is None else gt[b0:b1, plan.x0 : plan.x1]
-        return chunk_forward(
-            q[b0:b1, plan.x0 : plan.x1],
-            spec.slab(kp, b0, b1, plan),
-            spec.slab(vp, b0, b1, plan),
-            table,
-            gtc,
-            plan,
-            spec,
-            cid,
-            scratch,
-        )
+        return chunk_forward(*_chunk_inputs(q, kp, vp, table, gt, spec, b0, b1, plan), plan, spec, cid, scratch)
 
     o = _over_chunks(spec, one)
     scratch.clear()
@@ -120,20 +117,8 @@ def backward_chunks(q, kp, vp, table, gt, spec: Spec, do):
     scratch = _Scratch()
     for cid, b0, b1, plan in spec.chunks():
         state["b0"], state["b1"] = b0, b1
-        gtc = None if gt is None else gt[b0:b1, plan.x0 : plan.x1]
-        chunk_backward(
-            q[b0:b1, plan.x0 : plan.x1],
-            spec.slab(kp, b0, b1, plan),
-            spec.slab(vp, b0, b1, plan),
-            table,
-            gtc,
-            plan,
-            spec,
-            cid,
-            do[b0:b1, plan.x0 : plan.x1],
-            grads,
-            scratch,
-        )
+        inputs = _chunk_inputs(q, kp, vp, table, gt, spec, b0, b1, plan)
+        chunk_backward(*inputs, plan, spec, cid, do[b0:b1, plan.x0 : plan.x1], grads, scratch)
     scratch.clear()
     return dq, dkp, dvp, dtable, dgt
 
@@ -182,17 +167,7 @@ def attend(q, kp, vp, table, gt, spec: Spec, *, training: bool, recompute: bool,
     from torch.utils.checkpoint import checkpoint
 
     def one(cid, b0, b1, plan):
-        gtc = None if gt is None else gt[b0:b1, plan.x0 : plan.x1]
-        args = (
-            q[b0:b1, plan.x0 : plan.x1],
-            spec.slab(kp, b0, b1, plan),
-            spec.slab(vp, b0, b1, plan),
-            table,
-            gtc,
-            plan,
-            spec,
-            training,
-        )
+        args = (*_chunk_inputs(q, kp, vp, table, gt, spec, b0, b1, plan), plan, spec, training)
         if needs_grad and recompute:
             return checkpoint(chunk_differentiable, *args, use_reentrant=False)
         return chunk_differentiable(*args)

@@ -13,7 +13,7 @@ from torch import nn
 
 from .. import groups as _groups
 from ..nn.attention import GroupSelfAttention, LiftingSelfAttention
-from ..nn.blocks import TransformerBlock, make_activation, make_norm
+from ..nn.blocks import Crop, TransformerBlock, make_activation, make_norm
 from ..nn.positional import COORDINATE_INITS, ENCODINGS, CoordinateMLP
 
 __all__ = ["GSANetConfig", "GSANet", "ORIGINAL_STYLE", "READOUTS", "HEAD_INITS", "default_pretrained_cfg"]
@@ -255,7 +255,7 @@ class GSANet(nn.Module):
         for layer in reversed(self.blocks):
             if isinstance(layer, nn.MaxPool3d):
                 need *= 2
-            elif isinstance(layer, TransformerBlock):
+            elif isinstance(getattr(layer, "crop", None), Crop):  # a block (of any layer type) that crops
                 need += 2 * layer.crop.size
         return need * self.config.input_pool
 

@@ -131,17 +131,6 @@ class ScaleGSANet(GSANet):
                     layers.append(nn.Dropout(cfg.dropout_after_pool))
         return layers, c
 
-    def min_input_size(self) -> int:
-        """The smallest image side: each crop must leave a pixel, each 2×2 max-pool a 1×1 map (times
-        ``input_pool``)."""
-        need = 1
-        for layer in reversed(self.blocks):
-            if isinstance(layer, nn.MaxPool3d):
-                need *= 2
-            elif isinstance(layer, ScaleBlock):
-                need += 2 * layer.crop.size
-        return need * self.config.input_pool
-
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, S, X, Y)`` → ``(B, C, S)`` per :attr:`config.readout` (``"sum"``: Haar-weighted)."""
         readout = self.config.readout

@@ -173,6 +173,11 @@ def test_why_not_gives_reasons(device, monkeypatch):
         assert "torch.compile" in backends.why_not("triton", call())
     assert "one dtype" in backends.why_not("triton", call(v=v.float()))
     assert "one dtype" in backends.why_not("triton", call(q=q.int(), k=k.int(), v=v.int(), table=table.int()))
+    with monkeypatch.context() as m:
+        m.setattr(tb, "_version", lambda: (3, 2))
+        assert "float64 needs triton >= 3.9" in backends.why_not("triton", call())
+        f32 = dict(q=q.float(), k=k.float(), v=v.float(), table=table.float())
+        assert backends.why_not("triton", call(**f32, group_scores=None if gs is None else gs.float())) is None
     if not CUDA:
         monkeypatch.delenv("TRITON_INTERPRET", raising=False)
         assert "needs a CUDA device, got cpu" in backends.why_not("triton", call())

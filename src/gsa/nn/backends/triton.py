@@ -44,6 +44,18 @@ def _installed() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+#: float64 ``tl.dot`` compiles with triton 3.9 (tested); triton 3.2 refuses it ("Unsupported lhs dtype fp64")
+_FLOAT64_TRITON = (3, 9)
+
+
+@functools.lru_cache(maxsize=None)
+def _version() -> tuple[int, ...]:
+    """The installed triton's ``(major, minor)`` (read from its metadata, without importing it)."""
+    from importlib.metadata import version
+
+    return tuple(int(p) for p in version("triton").split(".")[:2] if p.isdigit())
+
+
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
@@ -57,6 +69,9 @@ def why_not(call: AttentionCall) -> str | None:
     tensors = [call.q, call.k, call.v, call.table] + ([] if call.group_scores is None else [call.group_scores])
     if call.q.dtype not in _DTYPES or any(t.dtype != call.q.dtype for t in tensors):
         return f"needs one dtype of {', '.join(str(d) for d in _DTYPES)} for all inputs, got {call.q.dtype}"
+    if call.q.dtype == torch.float64 and _version() < _FLOAT64_TRITON:
+        least, found = ".".join(map(str, _FLOAT64_TRITON)), ".".join(map(str, _version()))
+        return f"float64 needs triton >= {least} (float64 matrix products), found {found}"
     if not call.recompute:
         return "recompute=False keeps the probabilities for autograd, which only the PyTorch path does"
     if compiling():

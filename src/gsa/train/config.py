@@ -71,7 +71,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             name="mini",
             description=(
-                "CPU demo (~10 min on 2 cores) on the embedded rotmnist-mini: a small p4 GSA-Net "
+                "CPU demo (~8 min on 2 cores) on the embedded rotmnist-mini: a small p4 GSA-Net "
                 "(rotmnist blocks, 24 channels, 2 heads, 8 in the lifting layer, 3x3, sum read-out) on the digits "
                 "averaged over 2x2 pixels (14x14), two epochs of all 7,000 training images, batch 16, Adam 5e-3 "
                 "with warm-up and cosine decay"

@@ -88,7 +88,7 @@ def _zero_pixels(p):
 
 
 def _too_small_for_the_model(p):
-    x, y = _good_arrays(size=8)  # the mini recipe's crops and max-pool need 22x22
+    x, y = _good_arrays(size=3)  # the mini recipe's 2x2 input pooling and max-pool need 4x4
     _npz(p, images=x, labels=y)
 
 
@@ -104,7 +104,7 @@ NPZ_CASES = {
     "empty-test-split": (_empty_test_split, "the test split has no images"),
     "constant-images": (_constant_images, "std 0 in every channel"),
     "zero-pixel-images": (_zero_pixels, "images need a channel and a pixel"),
-    "too-small-for-the-model": (_too_small_for_the_model, "at least 22x22"),
+    "too-small-for-the-model": (_too_small_for_the_model, "at least 4x4"),
 }
 
 

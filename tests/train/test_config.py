@@ -7,6 +7,9 @@ import pytest
 from gsa.errors import ConfigError
 from gsa.train.config import RECIPES, TrainConfig, config_diff, config_from_file, get_recipe, make_config
 
+#: the mini recipe's model_args, written out once (the recipe is compared with these literal values)
+MINI_MODEL_ARGS = {"channels": 24, "num_heads": 2, "lifting_heads": 8, "readout": "sum", "input_pool": 2, "crop": 0}
+
 
 def test_paper_recipes_match_appendix_f():
     r = get_recipe("rotmnist")
@@ -33,14 +36,7 @@ def test_paper_recipes_match_appendix_f():
     m = get_recipe("mini")
     assert (m.dataset, m.group, m.patch_size, m.optimizer, m.lr) == ("rotmnist-mini", "p4", 3, "adam", 5e-3)
     assert (m.batch_size, m.epochs, m.scheduler, m.warmup_epochs) == (16, 2, "cosine", 0.1)
-    assert m.model_args == {
-        "channels": 24,
-        "num_heads": 2,
-        "lifting_heads": 8,
-        "readout": "sum",
-        "input_pool": 2,
-        "crop": 0,
-    }
+    assert m.model_args == MINI_MODEL_ARGS
 
 
 def test_cosine_recipes_warm_up_ten_epochs_as_the_original_code():
@@ -83,23 +79,8 @@ def test_cifar10_recipe_trains_with_the_codes_dropout_and_dropout_still_override
 
 def test_model_args_merge_recipe_and_overrides():
     cfg = make_config("mini", model_args={"num_heads": 2, "whitening_scale": 1.0})
-    assert cfg.model_args == {
-        "channels": 24,
-        "num_heads": 2,
-        "lifting_heads": 8,
-        "readout": "sum",
-        "input_pool": 2,
-        "crop": 0,
-        "whitening_scale": 1.0,
-    }
-    assert get_recipe("mini").model_args == {
-        "channels": 24,
-        "num_heads": 2,
-        "lifting_heads": 8,
-        "readout": "sum",
-        "input_pool": 2,
-        "crop": 0,
-    }  # not mutated
+    assert cfg.model_args == {**MINI_MODEL_ARGS, "whitening_scale": 1.0}
+    assert get_recipe("mini").model_args == MINI_MODEL_ARGS  # not mutated
     assert make_config("rotmnist").model_args == {}
 
 
@@ -232,14 +213,7 @@ def test_config_file_overrides_win_none_included(tmp_path):
     path = make_config("mini", grad_clip=1.0, max_steps=20, lr=0.1).save(tmp_path)
     cfg = config_from_file(path, grad_clip=None, max_steps=None, patch_size=None, lr=0.2, model_args={"channels": 8})
     assert cfg.grad_clip is None and cfg.max_steps is None and cfg.patch_size is None and cfg.lr == 0.2
-    assert cfg.model_args == {
-        "channels": 8,
-        "num_heads": 2,
-        "lifting_heads": 8,
-        "readout": "sum",
-        "input_pool": 2,
-        "crop": 0,
-    }
+    assert cfg.model_args == {**MINI_MODEL_ARGS, "channels": 8}
 
 
 def test_yaml_config_file(tmp_path):

@@ -159,6 +159,23 @@ def test_bad_input_pool_raises(value):
         create("rotmnist", input_pool=value)
 
 
+def test_head_channels_sets_every_heads_width_and_keeps_invariance_exact():
+    net = create("rotmnist", group="p4", channels=12, num_heads=4, head_channels=3, crop=0, head_init="whitening")
+    layers = [net.lifting] + [m.attention for m in net.blocks if hasattr(m, "attention")]
+    assert [(m.num_heads, m.mid_channels) for m in layers] == [(4, 3)] * 6
+    assert net.lifting.query.out_features == 12  # 4 heads x 3 channels: the usual multi-head split
+    wide = create("rotmnist", group="p4", channels=12, num_heads=4, crop=0)
+    assert wide.lifting.mid_channels == 6 and wide.num_parameters() > net.num_parameters()
+    errs = gsa.check_equivariance(net, "p4", (1, 1, 28, 28))
+    assert max(errs.values()) < 1e-11, errs
+
+
+@pytest.mark.parametrize("value", [0, 2, 4.0, True])
+def test_bad_head_channels_raises(value):
+    with pytest.raises(ValueError, match="head_channels must be None .* or an int >= 3"):
+        create("rotmnist", head_channels=value)
+
+
 def test_empty_batch_gives_empty_logits():
     net = create("rotmnist", group="p4", num_heads=1).eval()
     assert net(torch.randn(0, 1, 28, 28)).shape == (0, 10)

@@ -16,6 +16,8 @@ def test_the_preset_builds_a_scale_net_and_a_z2_twin_of_equal_size():
     assert twin.num_parameters() == net.num_parameters()
     assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
     assert net.min_input_size() == 2
+    narrow = create("scalemnist", num_heads=4, head_channels=3)  # every layer's heads 3 channels wide
+    assert {m.mid_channels for m in narrow.modules() if hasattr(m, "mid_channels")} == {3}
     # the paper's presets keep p4 when no group is given
     assert create("rotmnist", channels=6, num_heads=1).group is gsa.groups.get("p4")
     assert isinstance(create("rotmnist", group="scale2x2", channels=6, num_heads=1), ScaleGSANet)
@@ -30,6 +32,7 @@ def test_the_preset_builds_a_scale_net_and_a_z2_twin_of_equal_size():
         (dict(group="scale1x3"), "unknown scale group"),
         (dict(group="p4"), "the scalemnist preset is a scale network: group must be a scale group .*, got 'p4'"),
         (dict(positional="joint"), "the scale layers have the row/column positional encoding only, got 'joint'"),
+        (dict(head_channels=2), "head_channels must be None .* or an int >= 3"),
     ],
 )
 def test_bad_configs_raise_one_line(overrides, match):

@@ -92,7 +92,7 @@ class ScaleGSANet(GSANet):
         self.config = cfg
         self.group = _scale.get(cfg.group)
         att = dict(patch_size=cfg.patch_size, attention_dropout=cfg.attention_dropout, backend=cfg.backend,
-                   coordinate_init=cfg.coordinate_init)  # fmt: skip
+                   coordinate_init=cfg.coordinate_init, mid_channels=cfg.head_channels)  # fmt: skip
         self.input_dropout = nn.Dropout(cfg.input_dropout)
         self.input_pool = make_input_pool(cfg.input_pool)
         c = cfg.channels

@@ -62,7 +62,7 @@ class ModelSpec:
 def _original(**kw) -> dict:
     from gsa.models import ORIGINAL_STYLE
 
-    return {**MINI_GSA, **ORIGINAL_STYLE, **kw}
+    return {**MINI_GSA, **ORIGINAL_STYLE, "norm": "layer", **kw}
 
 
 #: The models the benchmark knows; ``--models`` picks a comma-separated subset.
@@ -70,7 +70,15 @@ MODELS: dict[str, ModelSpec] = {
     "gsa-p4": ModelSpec("gsa", "p4", dict(MINI_GSA), "the main command's GSA-Net (recipe mini), defaults"),
     "gsa-z2": ModelSpec("gsa", "z2", dict(MINI_GSA), "same GSA-Net on the trivial group"),
     "gsa-p4m": ModelSpec("gsa", "p4m", dict(MINI_GSA), "same GSA-Net on rotations and mirrors"),
-    "gsa-p4-original": ModelSpec("gsa", "p4", _original(), "gsa-p4 with the original code's read-out and init"),
+    "gsa-p4-original": ModelSpec(
+        "gsa", "p4", _original(), "gsa-p4 with the original code's read-out, init and layer norm"
+    ),
+    "gsa-p4-layernorm": ModelSpec(
+        "gsa",
+        "p4",
+        {**MINI_GSA, "norm": "layer"},
+        "gsa-p4 with the paper's layer norm (the mini recipe before batch norm)",
+    ),
     "gsa-p4-sum": ModelSpec("gsa", "p4", {**MINI_GSA, "readout": "sum"}, "gsa-p4 with the sum read-out"),
     "gsa-p4-zerobias": ModelSpec(
         "gsa", "p4", {**MINI_GSA, "coordinate_init": "zero"}, "gsa-p4 with zero positional-MLP biases"

@@ -235,7 +235,15 @@ def test_default_train_is_the_mini_recipe_on_rotmnist_mini(capsys):
     assert cfg["patch_size"] == 3 and cfg["optimizer"] == "adam" and cfg["lr"] == 5e-3
     assert (
         cfg["model_args"]
-        == {"channels": 24, "num_heads": 2, "lifting_heads": 8, "readout": "sum", "input_pool": 2, "crop": 0}
+        == {
+            "channels": 24,
+            "num_heads": 2,
+            "lifting_heads": 8,
+            "readout": "sum",
+            "input_pool": 2,
+            "crop": 0,
+            "norm": "batch",
+        }
         and cfg["train_subset"] == 7000
     )
     assert cfg["warmup_epochs"] == 0.1 and cfg["scheduler"] == "cosine"

@@ -8,7 +8,15 @@ from gsa.errors import ConfigError
 from gsa.train.config import RECIPES, TrainConfig, config_diff, config_from_file, get_recipe, make_config
 
 #: the mini recipe's model_args, written out once (the recipe is compared with these literal values)
-MINI_MODEL_ARGS = {"channels": 24, "num_heads": 2, "lifting_heads": 8, "readout": "sum", "input_pool": 2, "crop": 0}
+MINI_MODEL_ARGS = {
+    "channels": 24,
+    "num_heads": 2,
+    "lifting_heads": 8,
+    "readout": "sum",
+    "input_pool": 2,
+    "crop": 0,
+    "norm": "batch",
+}
 
 
 def test_paper_recipes_match_appendix_f():

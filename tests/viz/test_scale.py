@@ -19,9 +19,12 @@ def test_rescale_digits_dilates_each_image_by_its_own_factor():
 
 
 @pytest.mark.slow
-def test_quick_scale_accuracy_figure(tmp_path):
+def test_quick_scale_accuracy_figure(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    res = scale_accuracy_figure(tmp_path / "scale_accuracy.png", setup=ScaleSetup.quick())
+    res = scale_accuracy_figure(tmp_path / "scale_accuracy.png", setup=ScaleSetup.quick(), progress="plain")
+    out = capsys.readouterr().out
+    assert "scale2x3 epoch 1/1, step 2/2: train loss" in out and "img/s" in out  # progress while training
+    assert res["setup"]["model_args"]["norm"] == "batch" and res["setup"]["warmup"] == 0.05  # recorded
     data = (tmp_path / "scale_accuracy.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert res["factors"] == [0.5, 1.0, 2.0] and res["train_images"] == 16

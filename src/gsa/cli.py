@@ -593,7 +593,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 0
     try:
-        from gsa.errors import GsaError, TrainingInterrupted
+        from gsa.errors import GsaError, TrainingInterrupted, one_line
     except Exception:  # pragma: no cover - broken install
         raise
     debug = os.environ.get("GSA_DEBUG", "").strip().lower() in {"1", "true", "yes"}
@@ -605,7 +605,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         if _is_main_rank():
             kind = "" if isinstance(exc, TrainingInterrupted) else "error: "
-            print(f"gsa: {kind}{' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+            print(f"gsa: {kind}{one_line(exc)}", file=sys.stderr, flush=True)
         return exc.exit_code
     except BrokenPipeError:  # e.g. `gsa train --print-config | head`
         try:

@@ -12,8 +12,9 @@ one-line ``gsa: error: ...`` message (no traceback) and the error's ``exit_code`
     └── TrainingInterrupted       exit 130 stopped on Ctrl-C / SIGTERM after saving a checkpoint
 
 ``ConfigError`` and ``DataError`` are also :class:`ValueError`, so code that catches ``ValueError``
-still sees them; ``MissingDependencyError`` is also an :class:`ImportError`. This module imports
-nothing from gsa (every layer may raise these).
+still sees them; ``MissingDependencyError`` is also an :class:`ImportError`. :func:`one_line` is the
+message the command line prints (also for an error re-raised from a DataLoader worker). This module
+imports nothing from gsa (every layer may raise these).
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ __all__ = [
     "NonFiniteLossError",
     "TrainingInterrupted",
     "MissingDependencyError",
+    "one_line",
 ]
+
+_WORKER_PREFIX = "Caught "
+_WORKER_MARK = " in DataLoader worker process "
 
 
 class GsaError(Exception):
@@ -82,3 +87,21 @@ class TrainingInterrupted(GsaError):
     def __init__(self, message: str, *, step: int) -> None:
         super().__init__(message)
         self.step = step
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line, as the command line prints it.
+
+    An error raised inside a DataLoader worker reaches the main process re-raised by PyTorch with its
+    message replaced by ``"Caught DataError in DataLoader worker process 0. Original Traceback ..."``
+    and the worker's whole traceback; the original message (after the traceback's last
+    ``module.Class:``) is what is returned then, followed by where it happened."""
+    text = str(exc)
+    first = text.split("\n", 1)[0]
+    if first.startswith(_WORKER_PREFIX) and _WORKER_MARK in first:
+        name = type(exc).__name__
+        cut = max(text.rfind(f".{name}: "), text.rfind(f"\n{name}: "))
+        if cut >= 0:
+            where = first[len(_WORKER_PREFIX) + len(name) + 1 :].rstrip(".")
+            text = f"{text[text.index(': ', cut) + 2 :]} ({where})"
+    return " ".join(text.split())

@@ -35,6 +35,14 @@ def locate_run(path: str | Path, which: str = "best") -> tuple[TrainConfig, Path
     return TrainConfig.load(run_dir), weights
 
 
+def _run_model(cfg: TrainConfig, weights: Path, hooks: Hooks):
+    """``(model, data spec)``: the model of ``cfg`` built by ``hooks`` with ``weights`` loaded, in eval mode."""
+    spec = hooks.info_fn(cfg.dataset)
+    model = hooks.model_fn(cfg, spec)
+    ckpt.load_weights(weights, model, cfg)  # raises CheckpointError naming the file (or the differing fields)
+    return model.eval(), spec
+
+
 def load_run_model(path: str | Path, which: str = "best", hooks: Optional[Hooks] = None):
     """``(model, config, data spec)`` of a run directory or a ``.safetensors`` file inside one: the model
     (CPU, eval mode) with the run's weights; the spec gives its input size and normalisation.
@@ -42,12 +50,9 @@ def load_run_model(path: str | Path, which: str = "best", hooks: Optional[Hooks]
     Unlike :func:`gsa.models.load`, which rebuilds a GSA-Net from the weight file alone, this builds
     the model with the run's hooks, so it also serves models of user hooks and weight files written
     before the model record existed."""
-    hooks = hooks or get_hooks()
     cfg, weights = locate_run(path, which)
-    spec = hooks.info_fn(cfg.dataset)
-    model = hooks.model_fn(cfg, spec)
-    ckpt.load_weights(weights, model, cfg)  # raises CheckpointError naming the file (or the differing fields)
-    return model.eval(), cfg, spec
+    model, spec = _run_model(cfg, weights, hooks or get_hooks())
+    return model, cfg, spec
 
 
 def evaluate_run(
@@ -90,10 +95,8 @@ def evaluate_run(
 
     dev = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    spec = hooks.info_fn(cfg.dataset)
-    model = hooks.model_fn(cfg, spec).to(dev)
-    ckpt.load_weights(weights, model, cfg)  # raises CheckpointError naming the file (or the differing fields)
-    model.eval()
+    model, spec = _run_model(cfg, weights, hooks)
+    model = model.to(dev)
     ds = hooks.dataset_fn(cfg, split)
     tensors = None if cfg.loader == "dataloader" else materialize(ds, force=(cfg.loader == "tensor"))
     bs = cfg.effective_eval_batch_size()

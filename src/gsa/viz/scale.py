@@ -96,12 +96,12 @@ def _train(group: str, x: torch.Tensor, y: torch.Tensor, setup: ScaleSetup, prog
 
     torch.manual_seed(setup.seed)
     net = create("scalemnist", group=group, **setup.model_args).to(setup.device)
-    steps = setup.epochs * math.ceil(len(x) / setup.batch_size)
+    per_epoch = math.ceil(len(x) / setup.batch_size)
+    steps = setup.epochs * per_epoch
     opt = torch.optim.Adam(net.parameters(), lr=setup.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, LRSchedule("cosine", steps, round(setup.warmup * steps)))
     gen = torch.Generator().manual_seed(setup.seed)
     net.train()
-    per_epoch = math.ceil(len(x) / setup.batch_size)
     report = max(1, per_epoch // 4)  # a progress line every quarter epoch
     t0, step, total, seen = time.time(), 0, 0.0, 0
     for epoch in range(setup.epochs):

@@ -69,9 +69,12 @@ def test_register_refuses_incomplete_backends_and_rule_names():
 
 def test_auto_and_fast_on_the_cpu():
     call = _call()
-    want = "native" if native.available() else "pytorch"
+    want = "fused" if native.available() else "pytorch"
     assert backends.select("auto", call).name == want
     assert backends.select("fast", call).name == want
+    chunked = "native" if native.available() else "pytorch"  # with dropout, or global: the chunked core
+    assert backends.select("auto", _call(dropout=0.1)).name == chunked
+    assert backends.select("fast", _call(dropout=0.1)).name == chunked
     assert backends.select("dense", call).name == "reference"
     with native.disabled():
         assert backends.select("auto", call).name == "pytorch"
@@ -125,7 +128,7 @@ def test_every_cpu_backend_agrees_for_group_orders_beyond_the_papers(g, ps):
     torch.manual_seed(0)
     layer = GroupSelfAttention(g, 3, 6, num_heads=2, patch_size=ps).double().eval()
     x = torch.randn(1, 3, layer.group.order, 6, 5, dtype=torch.float64)
-    names = ["reference", "pytorch", "flex"] + (["native"] if native.available() else [])
+    names = ["reference", "pytorch", "flex"] + (["native", "fused"] if native.available() and ps else [])
     with torch.no_grad():
         dense = layer(x, backend="dense")
         for name in names:

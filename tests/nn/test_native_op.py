@@ -1,7 +1,7 @@
-"""The native core as custom operators: gradients, ``torch.compile`` with inductor, ``torch.export``.
+"""The native cores as custom operators: gradients, ``torch.compile`` with inductor, ``torch.export``.
 
-``gsa::chunked_attention`` must stay in the graph (not be replaced by the traced PyTorch path), and
-give the eager result.
+``gsa::chunked_attention`` (backend ``"native"``) and ``gsa::local_attention`` (backend ``"fused"``)
+must stay in the graph (not be replaced by the traced PyTorch path), and give the eager result.
 """
 
 import warnings
@@ -13,11 +13,11 @@ from gsa.nn import GroupSelfAttention, native
 
 pytestmark = pytest.mark.skipif(not native.available(), reason=f"no native kernels here ({native.status()})")
 
-OP = "gsa.chunked_attention"
+OPS = {"native": "gsa.chunked_attention", "fused": "gsa.local_attention"}
 
 
-def _op_nodes(graph) -> int:
-    return sum(1 for n in graph.nodes if OP in str(n.target))
+def _op_nodes(graph, backend="native") -> int:
+    return sum(1 for n in graph.nodes if OPS[backend] in str(n.target))
 
 
 @pytest.mark.parametrize("g,ps,dropout", [("p4", 3, 0.0), ("p4m", None, 0.0), ("p4", 3, 0.3)])
@@ -44,7 +44,8 @@ def test_operator_gradients_match_the_reference(g, ps, dropout):
 
 
 @pytest.mark.slow
-def test_torch_compile_with_inductor_keeps_the_native_operator():
+@pytest.mark.parametrize("backend", ["native", "fused"])
+def test_torch_compile_with_inductor_keeps_the_native_operator(backend):
     """A whole GSA-Net, one graph, inductor; outputs and gradients equal the eager model's."""
     from torch._inductor.compile_fx import compile_fx
 
@@ -54,11 +55,13 @@ def test_torch_compile_with_inductor_keeps_the_native_operator():
     seen = []
 
     def inductor_recording(gm, example_inputs):
-        seen.append(_op_nodes(gm.graph))
+        seen.append(_op_nodes(gm.graph, backend))
         return compile_fx(gm, example_inputs)
 
     torch.manual_seed(0)
-    model = create("rotmnist", group="p4", patch_size=3, channels=6, num_heads=2, head_init="whitening")
+    model = create(
+        "rotmnist", group="p4", patch_size=3, channels=6, num_heads=2, head_init="whitening", backend=backend
+    )
     model.eval()  # no dropout, fixed norms: eager and compiled compute the same function
     x = torch.randn(2, 1, 28, 28, requires_grad=True)
     compiled = torch.compile(model, backend=inductor_recording, fullgraph=True)
@@ -70,16 +73,19 @@ def test_torch_compile_with_inductor_keeps_the_native_operator():
     torch.testing.assert_close(g_c, g_e, rtol=1e-3, atol=1e-4)
 
 
-def test_torch_export_of_a_gsanet_holds_the_native_operator():
+@pytest.mark.parametrize("backend", ["native", "fused"])
+def test_torch_export_of_a_gsanet_holds_the_native_operator(backend):
     from gsa.models import create
 
     torch.manual_seed(0)
-    model = create("rotmnist", group="p4", patch_size=3, channels=6, num_heads=2, head_init="whitening").eval()
+    model = create(
+        "rotmnist", group="p4", patch_size=3, channels=6, num_heads=2, head_init="whitening", backend=backend
+    ).eval()
     x = torch.randn(2, 1, 28, 28)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ep = torch.export.export(model, (x,))
     assert not [w for w in caught if "register_buffer" in str(w.message)]  # tracing does not mutate the model
-    assert _op_nodes(ep.graph) >= 2
+    assert _op_nodes(ep.graph, backend) >= 2
     with torch.no_grad():
         torch.testing.assert_close(ep.module()(x), model(x), rtol=1e-5, atol=1e-5)

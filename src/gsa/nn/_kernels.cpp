@@ -481,11 +481,358 @@ void fold_add(const T* tiles, const i64* ts, i64 Bc, i64 nx, i64 ny, i64 G, i64 
             }
 }
 
+
+// ---- fused local attention: one pass per query pixel over its k×k window, no intermediate tensors.
+// Lane layout: batch × heads b is the innermost axis, padded to Bp (a multiple of the lane count L,
+// 64 bytes of T), and every step runs on L lanes at once (SIMD, no gathers, no reductions across lanes):
+//   q (X, Y, Gq, d, Bp), k (X, Y, Gk, d, Bp), v (X, Y, Gk, dv, Bp), gt (X, Y, Gq, U, Gk, Bp) or null,
+//   out (X, Y, H, dv, Bp); tab (H, R, p) with R = ks² offsets (dx, dy) in row-major order of [-r, r]²;
+//   cls (H) the class u(h) of each output element, or null (U = 1).
+// Scores S[a_q, h, s, a_k] = q[a_q]·k[j_s, a_k] + gt[a_q, u(h), a_k] + q[a_q, :p]·tab[h, r_s] over the
+// slots s of the window inside the image; softmax over (s, a_k) in two levels as in gsa_probs (over a_k
+// per slot, then over slots with lse = mx + log sm applied as exp(P + mx − m) · sm), weights
+// W[h, s, a_k] = Σ_{a_q} Pn[a_q, h, s] E[a_q, u(h), s, a_k], out[h] = Σ_{s, a_k} W v[j_s, a_k].
+// The backward pass recomputes E and Pn per pixel. Threads split the lane blocks and the rows (backward:
+// stripes in two phases), so no two threads write the same key's gradient at once.
+
+#define GSA_LANES _Pragma("omp simd") for (int l = 0; l < L; ++l)
+
+struct LocalShape {
+    int X, Y, Gq, Gk, H, U, d, dv, p, ks;
+    i64 Bp;
+};
+
+struct Window {
+    int ns;      // slots inside the image
+    int r[4096]; // offset index of each slot
+    i64 j[4096]; // key pixel (xx·Y + yy) of each slot
+};
+
+inline void window_of(Window& w, int x, int y, const LocalShape& sh) {
+    const int rad = sh.ks / 2;
+    w.ns = 0;
+    for (int dx = -rad; dx <= rad; ++dx) {
+        const int xx = x + dx;
+        if (xx < 0 || xx >= sh.X) continue;
+        for (int dy = -rad; dy <= rad; ++dy) {
+            const int yy = y + dy;
+            if (yy < 0 || yy >= sh.Y) continue;
+            w.r[w.ns] = (dx + rad) * sh.ks + (dy + rad);
+            w.j[w.ns] = static_cast<i64>(xx) * sh.Y + yy;
+            ++w.ns;
+        }
+    }
+}
+
+// Per-thread scratch of one pixel (all lane-major: [...][L]).
+template <typename T, int L>
+struct LocalScratch {
+    std::vector<T> C, mx, sm, E, Pn, W, dW, dPn, dE, g, s2, dC, dtab;
+    LocalScratch(const LocalShape& sh, bool backward) {
+        const size_t K = static_cast<size_t>(sh.ks) * sh.ks, Gq = sh.Gq, Gk = sh.Gk, U = sh.U, H = sh.H;
+        const size_t nE = backward ? Gq : 1;
+        C.resize(K * Gk * L);
+        mx.resize(U * K * L);
+        sm.resize(U * K * L);
+        E.resize(nE * U * K * Gk * L);
+        Pn.resize(nE * H * K * L);
+        W.resize(H * K * Gk * L);
+        if (!backward) return;
+        dW.resize(H * K * Gk * L);
+        dPn.resize(H * K * L);
+        dE.resize(U * K * Gk * L);
+        g.resize(H * L);
+        s2.resize(U * K * L);
+        dC.resize(K * Gk * L);
+        dtab.assign(H * K * sh.p * L, T(0));
+    }
+};
+
+// E (U, ns, Gk, L) and Pn (H, ns, L) of query element a_q at pixel pix for the lanes at b0; W += Pn ⊗ E.
+template <typename T, int L>
+inline void local_probs(const LocalShape& sh, const Window& w, i64 pix, int aq, i64 b0, const T* q, const T* k,
+                        const T* tab, const T* gt, const i64* cls, LocalScratch<T, L>& sc, T* E, T* Pn) {
+    const int ns = w.ns, Gk = sh.Gk, d = sh.d, U = sh.U, R = sh.ks * sh.ks;
+    const i64 Bp = sh.Bp;
+    const T* qa = q + (pix * sh.Gq + aq) * d * Bp + b0;
+    T* C = sc.C.data();
+    for (int s = 0; s < ns; ++s)
+        for (int a = 0; a < Gk; ++a) {
+            const T* kp = k + (w.j[s] * Gk + a) * d * Bp + b0;
+            T acc[L] = {};
+            for (int c = 0; c < d; ++c) GSA_LANES acc[l] += qa[c * Bp + l] * kp[c * Bp + l];
+            GSA_LANES C[(s * Gk + a) * L + l] = acc[l];
+        }
+    for (int u = 0; u < U; ++u) {
+        const T* ga = gt ? gt + ((pix * sh.Gq + aq) * U + u) * Gk * Bp + b0 : nullptr;
+        for (int s = 0; s < ns; ++s) {
+            T* e = E + (u * ns + s) * Gk * L;
+            T m[L], sum[L] = {};
+            GSA_LANES m[l] = -std::numeric_limits<T>::infinity();
+            for (int a = 0; a < Gk; ++a) GSA_LANES {
+                    e[a * L + l] = C[(s * Gk + a) * L + l] + (ga ? ga[a * Bp + l] : T(0));
+                    m[l] = std::max(m[l], e[a * L + l]);
+                }
+            for (int a = 0; a < Gk; ++a) GSA_LANES {
+                    e[a * L + l] = expneg(e[a * L + l] - m[l]);
+                    sum[l] += e[a * L + l];
+                }
+            T inv[L];
+            GSA_LANES inv[l] = T(1) / sum[l];
+            for (int a = 0; a < Gk; ++a) GSA_LANES e[a * L + l] *= inv[l];
+            T* mx = sc.mx.data() + (u * ns + s) * L;
+            T* sm = sc.sm.data() + (u * ns + s) * L;
+            GSA_LANES {
+                mx[l] = m[l];
+                sm[l] = sum[l];
+            }
+        }
+    }
+    for (int h = 0; h < sh.H; ++h) {
+        const int u = cls ? static_cast<int>(cls[h]) : 0;
+        T* P = Pn + h * ns * L;
+        T m[L];
+        GSA_LANES m[l] = -std::numeric_limits<T>::infinity();
+        for (int s = 0; s < ns; ++s) {
+            const T* tr = tab + (static_cast<i64>(h) * R + w.r[s]) * sh.p;
+            const T* mx = sc.mx.data() + (u * ns + s) * L;
+            T acc[L];
+            GSA_LANES acc[l] = mx[l];
+            for (int c = 0; c < sh.p; ++c) {
+                const T t = tr[c];
+                GSA_LANES acc[l] += qa[c * Bp + l] * t;
+            }
+            GSA_LANES {
+                P[s * L + l] = acc[l];
+                m[l] = std::max(m[l], acc[l]);
+            }
+        }
+        T sum[L] = {};
+        for (int s = 0; s < ns; ++s) {
+            const T* sm = sc.sm.data() + (u * ns + s) * L;
+            GSA_LANES {
+                P[s * L + l] = expneg(P[s * L + l] - m[l]) * sm[l];
+                sum[l] += P[s * L + l];
+            }
+        }
+        T inv[L];
+        GSA_LANES inv[l] = T(1) / sum[l];
+        for (int s = 0; s < ns; ++s) GSA_LANES P[s * L + l] *= inv[l];
+    }
+    T* W = sc.W.data();
+    for (int h = 0; h < sh.H; ++h) {
+        const int u = cls ? static_cast<int>(cls[h]) : 0;
+        for (int s = 0; s < ns; ++s) {
+            const T* P = Pn + (h * ns + s) * L;
+            const T* e = E + (u * ns + s) * Gk * L;
+            T* wr = W + (h * ns + s) * Gk * L;
+            for (int a = 0; a < Gk; ++a) GSA_LANES wr[a * L + l] += P[l] * e[a * L + l];
+        }
+    }
+}
+
+template <typename T, int L>
+void local_forward(LocalShape sh, const T* q, const T* k, const T* v, const T* tab, const T* gt, const i64* cls,
+                   T* out, int nthreads) {
+    const int X = sh.X, Y = sh.Y, Gk = sh.Gk, H = sh.H, dv = sh.dv;
+    const i64 Bp = sh.Bp, nblk = Bp / L;
+#pragma omp parallel num_threads(threads(nthreads))
+    {
+        Window* w = new Window;
+        LocalScratch<T, L> sc(sh, false);
+#pragma omp for schedule(dynamic, 1)
+        for (i64 job = 0; job < nblk * X; ++job) {
+            const i64 b0 = (job / X) * L;
+            const int x = static_cast<int>(job % X);
+            for (int y = 0; y < Y; ++y) {
+                const i64 pix = static_cast<i64>(x) * Y + y;
+                window_of(*w, x, y, sh);
+                const int ns = w->ns;
+                std::fill(sc.W.begin(), sc.W.begin() + static_cast<size_t>(H) * ns * Gk * L, T(0));
+                for (int aq = 0; aq < sh.Gq; ++aq)
+                    local_probs<T, L>(sh, *w, pix, aq, b0, q, k, tab, gt, cls, sc, sc.E.data(), sc.Pn.data());
+                for (int h = 0; h < H; ++h)
+                    for (int c = 0; c < dv; ++c) {
+                        T acc[L] = {};
+                        for (int s = 0; s < ns; ++s) {
+                            const T* wr = sc.W.data() + (h * ns + s) * Gk * L;
+                            const T* vp = v + w->j[s] * Gk * dv * Bp + c * Bp + b0;
+                            for (int a = 0; a < Gk; ++a) GSA_LANES acc[l] += wr[a * L + l] * vp[a * dv * Bp + l];
+                        }
+                        T* o = out + ((pix * H + h) * dv + c) * Bp + b0;
+                        GSA_LANES o[l] = acc[l];
+                    }
+            }
+        }
+        delete w;
+    }
+}
+
+template <typename T, int L>
+void local_backward(LocalShape sh, const T* q, const T* k, const T* v, const T* tab, const T* gt, const i64* cls,
+                    const T* dout, T* dq, T* dk, T* dvv, T* dtab, T* dgt, int nthreads) {
+    // dk, dvv, dtab accumulated (zero them first); dq, dgt written.
+    const int X = sh.X, Y = sh.Y, Gq = sh.Gq, Gk = sh.Gk, H = sh.H, U = sh.U, d = sh.d, dv = sh.dv, p = sh.p;
+    const int K = sh.ks * sh.ks;
+    const i64 Bp = sh.Bp, nblk = Bp / L;
+    // Jobs: (lane block, stripe of `rows` query rows). A stripe's windows write key rows within `rad` of
+    // it, so stripes of the same parity (rows >= 2 rad apart) never write the same key: even stripes
+    // run first, then odd ones.
+    const int rad = sh.ks / 2, rows = std::max(2 * rad, 1);
+    const i64 nstripe = (X + rows - 1) / rows;
+#pragma omp parallel num_threads(threads(nthreads))
+    {
+        Window* w = new Window;
+        LocalScratch<T, L> sc(sh, true);
+        for (int parity = 0; parity < 2; ++parity) {
+#pragma omp for schedule(dynamic, 1)
+            for (i64 job = 0; job < nblk * ((nstripe + 1 - parity) / 2); ++job) {
+                const i64 per = (nstripe + 1 - parity) / 2;
+                const i64 b0 = (job / per) * L;
+                const int x0 = static_cast<int>((2 * (job % per) + parity) * rows);
+                for (int x = x0; x < std::min(x0 + rows, X); ++x)
+                    for (int y = 0; y < Y; ++y) {
+                        const i64 pix = static_cast<i64>(x) * Y + y;
+                        window_of(*w, x, y, sh);
+                        const int ns = w->ns;
+                        const size_t eS = static_cast<size_t>(U) * ns * Gk * L, pS = static_cast<size_t>(H) * ns * L;
+                        std::fill(sc.W.begin(), sc.W.begin() + static_cast<size_t>(H) * ns * Gk * L, T(0));
+                        for (int aq = 0; aq < Gq; ++aq)
+                            local_probs<T, L>(sh, *w, pix, aq, b0, q, k, tab, gt, cls, sc, sc.E.data() + aq * eS,
+                                              sc.Pn.data() + aq * pS);
+                        // values: o[h] = Σ W v  →  dW = do · v, dv += W do
+                        const T* dop = dout + pix * H * dv * Bp + b0;
+                        for (int s = 0; s < ns; ++s)
+                            for (int a = 0; a < Gk; ++a) {
+                                const i64 vo = (w->j[s] * Gk + a) * dv * Bp + b0;
+                                for (int h = 0; h < H; ++h) {
+                                    const T* wr = sc.W.data() + ((h * ns + s) * Gk + a) * L;
+                                    T acc[L] = {};
+                                    for (int c = 0; c < dv; ++c) {
+                                        const T* dc = dop + (h * dv + c) * Bp;
+                                        T* dvp = dvv + vo + c * Bp;
+                                        const T* vp = v + vo + c * Bp;
+                                        GSA_LANES {
+                                            acc[l] += dc[l] * vp[l];
+                                            dvp[l] += wr[l] * dc[l];
+                                        }
+                                    }
+                                    T* dw = sc.dW.data() + ((h * ns + s) * Gk + a) * L;
+                                    GSA_LANES dw[l] = acc[l];
+                                }
+                            }
+                        for (int aq = 0; aq < Gq; ++aq) {
+                            const T* E = sc.E.data() + aq * eS;
+                            const T* Pn = sc.Pn.data() + aq * pS;
+                            T* dE = sc.dE.data();
+                            T* s2 = sc.s2.data();
+                            T* dPn = sc.dPn.data();
+                            std::fill(dE, dE + eS, T(0));
+                            std::fill(s2, s2 + static_cast<size_t>(U) * ns * L, T(0));
+                            for (int h = 0; h < H; ++h) {
+                                const int u = cls ? static_cast<int>(cls[h]) : 0;
+                                T gh[L] = {};
+                                for (int s = 0; s < ns; ++s) {
+                                    const T* e = E + (u * ns + s) * Gk * L;
+                                    const T* dw = sc.dW.data() + (h * ns + s) * Gk * L;
+                                    T* de = dE + (u * ns + s) * Gk * L;
+                                    const T* pn = Pn + (h * ns + s) * L;
+                                    T acc[L] = {};
+                                    for (int a = 0; a < Gk; ++a) GSA_LANES {
+                                            acc[l] += dw[a * L + l] * e[a * L + l];
+                                            de[a * L + l] += dw[a * L + l] * pn[l];
+                                        }
+                                    GSA_LANES {
+                                        dPn[(h * ns + s) * L + l] = acc[l];
+                                        gh[l] += pn[l] * acc[l];
+                                    }
+                                }
+                                T* gp = sc.g.data() + h * L;
+                                GSA_LANES gp[l] = gh[l];
+                            }
+                            const T* qa = q + (pix * Gq + aq) * d * Bp + b0;
+                            T* dqa = dq + (pix * Gq + aq) * d * Bp + b0;
+                            for (int c = 0; c < d; ++c) GSA_LANES dqa[c * Bp + l] = T(0);
+                            for (int h = 0; h < H; ++h) {
+                                const int u = cls ? static_cast<int>(cls[h]) : 0;
+                                const T* gp = sc.g.data() + h * L;
+                                for (int s = 0; s < ns; ++s) {
+                                    const T* pn = Pn + (h * ns + s) * L;
+                                    const T* dpn = dPn + (h * ns + s) * L;
+                                    T* s2u = s2 + (u * ns + s) * L;
+                                    T dp[L];
+                                    GSA_LANES {
+                                        dp[l] = pn[l] * (dpn[l] - gp[l]);
+                                        s2u[l] += pn[l] * gp[l];
+                                    }
+                                    const i64 t = (static_cast<i64>(h) * K + w->r[s]) * p;
+                                    T* dtl = sc.dtab.data() + t * L;
+                                    for (int c = 0; c < p; ++c) {
+                                        const T tv = tab[t + c];
+                                        GSA_LANES {
+                                            dqa[c * Bp + l] += dp[l] * tv;
+                                            dtl[c * L + l] += dp[l] * qa[c * Bp + l];
+                                        }
+                                    }
+                                }
+                            }
+                            T* dC = sc.dC.data();
+                            std::fill(dC, dC + static_cast<size_t>(ns) * Gk * L, T(0));
+                            for (int u = 0; u < U; ++u) {
+                                T* dg = dgt ? dgt + ((pix * Gq + aq) * U + u) * Gk * Bp + b0 : nullptr;
+                                if (dg)
+                                    for (int a = 0; a < Gk; ++a) GSA_LANES dg[a * Bp + l] = T(0);
+                                for (int s = 0; s < ns; ++s) {
+                                    const T* e = E + (u * ns + s) * Gk * L;
+                                    const T* de = dE + (u * ns + s) * Gk * L;
+                                    const T* sv = s2 + (u * ns + s) * L;
+                                    for (int a = 0; a < Gk; ++a) {
+                                        T dt[L];
+                                        GSA_LANES {
+                                            dt[l] = e[a * L + l] * (de[a * L + l] - sv[l]);
+                                            dC[(s * Gk + a) * L + l] += dt[l];
+                                        }
+                                        if (dg) GSA_LANES dg[a * Bp + l] += dt[l];
+                                    }
+                                }
+                            }
+                            for (int s = 0; s < ns; ++s)
+                                for (int a = 0; a < Gk; ++a) {
+                                    const T* dc = dC + (s * Gk + a) * L;
+                                    const i64 ko = (w->j[s] * Gk + a) * d * Bp + b0;
+                                    for (int c = 0; c < d; ++c) GSA_LANES {
+                                            dqa[c * Bp + l] += dc[l] * k[ko + c * Bp + l];
+                                            dk[ko + c * Bp + l] += dc[l] * qa[c * Bp + l];
+                                        }
+                                }
+                        }
+                    }
+            }
+        }
+#pragma omp critical
+        {
+            const size_t n = sc.dtab.size() / L;
+            for (size_t i = 0; i < n; ++i) {
+                T acc = 0;
+                for (int l = 0; l < L; ++l) acc += sc.dtab[i * L + l];
+                dtab[i] += acc;
+            }
+        }
+        delete w;
+    }
+}
+#undef GSA_LANES
+
+template <typename T>
+constexpr int local_lanes() {
+    return static_cast<int>(64 / sizeof(T));
+}
+
 }  // namespace
 
 extern "C" {
 
-int gsa_abi_version() { return 4; }
+int gsa_abi_version() { return 5; }
 
 void gsa_probs(int dtype, i64 npix, int nd, const i64* psize, const void* C, const i64* Cps, const i64* Cis,
                const void* Gt, const void* P, const i64* Pps, const i64* Pis, const void* qp, const i64* Qps,
@@ -540,6 +887,37 @@ void gsa_fold_add(int dtype, const void* tiles, const i64* ts, i64 Bc, i64 nx, i
         fold_add<float>((const float*)tiles, ts, Bc, nx, ny, G, Wx, Wy, c, Tx, Ty, (float*)dst, ds, nthreads);
     else
         fold_add<double>((const double*)tiles, ts, Bc, nx, ny, G, Wx, Wy, c, Tx, Ty, (double*)dst, ds, nthreads);
+}
+
+int gsa_local_lanes(int dtype) { return dtype == 0 ? local_lanes<float>() : local_lanes<double>(); }
+
+void gsa_local_forward(int dtype, i64 Bp, int X, int Y, int Gq, int Gk, int H, int U, int d, int dv, int p, int ks,
+                       const void* q, const void* k, const void* v, const void* tab, const void* gt, const i64* cls,
+                       void* out, int nthreads) {
+    LocalShape sh{X, Y, Gq, Gk, H, U, d, dv, p, ks, Bp};
+    if (dtype == 0)
+        local_forward<float, local_lanes<float>()>(sh, (const float*)q, (const float*)k, (const float*)v,
+                                                   (const float*)tab, (const float*)gt, cls, (float*)out, nthreads);
+    else
+        local_forward<double, local_lanes<double>()>(sh, (const double*)q, (const double*)k, (const double*)v,
+                                                     (const double*)tab, (const double*)gt, cls, (double*)out,
+                                                     nthreads);
+}
+
+void gsa_local_backward(int dtype, i64 Bp, int X, int Y, int Gq, int Gk, int H, int U, int d, int dv, int p, int ks,
+                        const void* q, const void* k, const void* v, const void* tab, const void* gt, const i64* cls,
+                        const void* dout, void* dq, void* dk, void* dv_, void* dtab, void* dgt, int nthreads) {
+    LocalShape sh{X, Y, Gq, Gk, H, U, d, dv, p, ks, Bp};
+    if (dtype == 0)
+        local_backward<float, local_lanes<float>()>(sh, (const float*)q, (const float*)k, (const float*)v,
+                                                    (const float*)tab, (const float*)gt, cls, (const float*)dout,
+                                                    (float*)dq, (float*)dk, (float*)dv_, (float*)dtab, (float*)dgt,
+                                                    nthreads);
+    else
+        local_backward<double, local_lanes<double>()>(sh, (const double*)q, (const double*)k, (const double*)v,
+                                                      (const double*)tab, (const double*)gt, cls,
+                                                      (const double*)dout, (double*)dq, (double*)dk, (double*)dv_,
+                                                      (double*)dtab, (double*)dgt, nthreads);
 }
 
 }  // extern "C"

@@ -54,10 +54,12 @@ __all__ = [
     "weights",
     "backward",
     "fold_add",
+    "local_forward",
+    "local_backward",
 ]
 
 _SOURCE = Path(__file__).with_name("_kernels.cpp")
-_ABI = 4
+_ABI = 5
 _lock = threading.Lock()
 _state: dict = {"lib": None, "tried": False, "error": None, "path": None, "off": 0, "scratch": None}
 
@@ -210,8 +212,21 @@ def _declare(lib) -> None:
                                  _vp, _i64p, _i64p, _vp, _i64p, _i64p, _vp, _vp, _i64p, _i64p, _vp, _i, _vp, _vp,
                                  _vp, _i64p, _i64p, _vp, _i]
     lib.gsa_fold_add.argtypes = [_i, _vp, _i64p, _l, _l, _l, _l, _l, _l, _l, _l, _l, _vp, _i64p, _i]
+    lib.gsa_local_forward.argtypes = [_i, _l, _i, _i, _i, _i, _i, _i, _i, _i, _i, _i, _vp, _vp, _vp, _vp, _vp, _i64p,
+                                      _vp, _i]
+    lib.gsa_local_backward.argtypes = [_i, _l, _i, _i, _i, _i, _i, _i, _i, _i, _i, _i, _vp, _vp, _vp, _vp, _vp,
+                                       _i64p, _vp, _vp, _vp, _vp, _vp, _vp, _i]
+    lib.gsa_local_lanes.argtypes = [_i]
+    lib.gsa_local_lanes.restype = _i
     # fmt: on
-    for f in (lib.gsa_probs, lib.gsa_weights, lib.gsa_backward, lib.gsa_fold_add):
+    for f in (
+        lib.gsa_probs,
+        lib.gsa_weights,
+        lib.gsa_backward,
+        lib.gsa_fold_add,
+        lib.gsa_local_forward,
+        lib.gsa_local_backward,
+    ):
         f.restype = None
 
 
@@ -478,3 +493,79 @@ def fold_add(tiles, dst, nx: int, ny: int, G: int, Wx: int, Wy: int, Tx: int, Ty
         _arr(dst.stride()),
         _threads(),
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# fused local attention (one kernel per direction; see "fused local attention" in _kernels.cpp)
+
+
+def _lanes(dtype: torch.dtype) -> int:
+    """SIMD lanes of the fused kernels for ``dtype`` (64 bytes: 16 float32, 8 float64)."""
+    return int(library().gsa_local_lanes(0 if dtype == torch.float32 else 1))
+
+
+def _to_lanes(t: torch.Tensor | None, Bp: int) -> torch.Tensor | None:
+    """``(Bn, ...)`` → ``(..., Bp)`` contiguous, batch × heads last and zero-padded to ``Bp`` lanes."""
+    if t is None:
+        return None
+    t = t.movedim(0, -1)
+    if t.shape[-1] != Bp:
+        t = torch.nn.functional.pad(t, (0, Bp - t.shape[-1]))
+    return t.contiguous()
+
+
+def _from_lanes(t: torch.Tensor, Bn: int) -> torch.Tensor:
+    """Inverse of :func:`_to_lanes`: ``(..., Bp)`` → ``(Bn, ...)`` contiguous."""
+    return t[..., :Bn].movedim(-1, 0).contiguous()
+
+
+def _local_args(q, k, v, table, gt, classes, patch_size: int, Bp: int) -> tuple:
+    """Dtype code, sizes and pointers shared by the two fused kernels (tensors already in lane layout)."""
+    X, Y, Gq, d = q.shape[:4]
+    Gk, dv = k.shape[2], v.shape[-2]
+    H, p = table.shape[0], table.shape[-1]
+    U = 1 if gt is None else gt.shape[3]
+    sizes = (_code(q), Bp, X, Y, Gq, Gk, H, U, d, dv, p, patch_size)
+    return (*sizes, _ptr(q), _ptr(k), _ptr(v), _ptr(table), _ptr(gt), _classes(classes, U))
+
+
+def _padded(Bn: int, dtype: torch.dtype) -> int:
+    L = _lanes(dtype)
+    return -(-Bn // L) * L
+
+
+def local_forward(q, k, v, table, gt, classes, patch_size: int) -> torch.Tensor:
+    """Local attention in one fused pass: ``q (Bn, X, Y, Gq, d)``, ``k (Bn, X, Y, Gk, d)``, ``v (Bn, X, Y, Gk, dv)``,
+    ``table (|H|, k², p)``, ``gt (Bn, X, Y, Gq, U, Gk)`` or None, ``classes (|H|,)`` or None, of one dtype
+    → ``(Bn, X, Y, |H|, dv)``. No dropout."""
+    Bn, X, Y = q.shape[:3]
+    Bp = _padded(Bn, q.dtype)
+    ql, kl, vl, gl = (_to_lanes(t, Bp) for t in (q, k, v, gt))
+    table = table.contiguous()
+    out = torch.empty((X, Y, table.shape[0], v.shape[-1], Bp), dtype=q.dtype)
+    library().gsa_local_forward(*_local_args(ql, kl, vl, table, gl, classes, patch_size, Bp), _ptr(out), _threads())
+    return _from_lanes(out, Bn)
+
+
+def local_backward(dout, q, k, v, table, gt, classes, patch_size: int) -> tuple:
+    """Gradients ``(dq, dk, dv, dtable, dgt)`` of :func:`local_forward` for ``dout (Bn, X, Y, |H|, dv)``;
+    ``dgt`` None when ``gt`` is. Recomputes the probabilities per pixel."""
+    Bn = q.shape[0]
+    Bp = _padded(Bn, q.dtype)
+    ql, kl, vl, gl, dol = (_to_lanes(t, Bp) for t in (q, k, v, gt, dout))
+    table = table.contiguous()
+    dq = torch.empty_like(ql)
+    dk, dv, dtable = torch.zeros_like(kl), torch.zeros_like(vl), torch.zeros_like(table)
+    dgt = None if gl is None else torch.empty_like(gl)
+    library().gsa_local_backward(
+        *_local_args(ql, kl, vl, table, gl, classes, patch_size, Bp),
+        _ptr(dol),
+        _ptr(dq),
+        _ptr(dk),
+        _ptr(dv),
+        _ptr(dtable),
+        _ptr(dgt),
+        _threads(),
+    )
+    grads = (_from_lanes(t, Bn) for t in (dq, dk, dv))
+    return (*grads, dtable, None if dgt is None else _from_lanes(dgt, Bn))

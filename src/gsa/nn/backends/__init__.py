@@ -8,7 +8,8 @@ A backend is an object with
 * ``attend(call: AttentionCall) -> Tensor``: the attended values ``(B, X, Y, |H|, dv)``;
 * ``auto_devices``: the device types on which ``backend="auto"`` may choose it (``()``: never).
 
-Registered here: ``"reference"`` (the dense oracle, :mod:`.reference`), ``"native"`` and ``"pytorch"``
+Registered here: ``"reference"`` (the dense oracle, :mod:`.reference`), ``"fused"`` (local attention in
+one native CPU kernel per direction, no dropout, :mod:`.fused`), ``"native"`` and ``"pytorch"``
 (the chunked core with and without the C++ kernels, :mod:`.chunked`), ``"flex"``
 (:func:`torch.nn.attention.flex_attention`, :mod:`.flex`) and ``"triton"`` (fused Triton kernels,
 forward and backward, :mod:`.triton`; needs the optional ``triton`` package). Add one with
@@ -16,9 +17,10 @@ forward and backward, :mod:`.triton`; needs the optional ``triton`` package). Ad
 
 Selection (:func:`select`), in one place:
 
-* ``"auto"`` — the first of ``triton`` (CUDA), ``flex`` (CUDA), ``native`` (CPU), ``pytorch`` that
-  can run;
-* ``"fast"`` — the chunked core: ``native`` when it can run, else ``pytorch``;
+* ``"auto"`` — the first of ``triton`` (CUDA), ``flex`` (CUDA), ``fused`` (CPU), ``native`` (CPU),
+  ``pytorch`` that can run;
+* ``"fast"`` — the fastest CPU path that can run: ``fused``, else the chunked core (``native``, else
+  ``pytorch``);
 * ``"dense"`` — another name of ``"reference"``;
 * any registered name — that backend; when it cannot run, a warning (once per backend and reason)
   says why and the ``"auto"`` choice runs instead.
@@ -51,8 +53,8 @@ __all__ = [
 
 _log = logging.getLogger("gsa")
 _REGISTRY: dict = {}
-_AUTO_ORDER = ["triton", "flex", "native", "pytorch"]
-_POLICIES = {"auto": None, "fast": ("native", "pytorch")}
+_AUTO_ORDER = ["triton", "flex", "fused", "native", "pytorch"]
+_POLICIES = {"auto": None, "fast": ("fused", "native", "pytorch")}
 _ALIASES = {"dense": "reference"}
 _warned: set = set()
 
@@ -205,9 +207,9 @@ def _warn_once(requested: str, reason: str, fallback: str) -> None:
 
 
 def _register_builtins() -> None:
-    from . import chunked, flex, reference, triton
+    from . import chunked, flex, fused, reference, triton
 
-    for b in (reference.BACKEND, chunked.NATIVE, chunked.PYTORCH, flex.BACKEND, triton.BACKEND):
+    for b in (reference.BACKEND, fused.BACKEND, chunked.NATIVE, chunked.PYTORCH, flex.BACKEND, triton.BACKEND):
         register(b)
 
 

@@ -58,6 +58,8 @@ def default_grid(devices, batches, quick: bool) -> list[Case]:
             for g in ("z2", "p8", "p4m"):
                 cases.append(Case("rotmnist", g, 5, 8, 28, "fast", dev, dt))
             cases.append(Case("rotmnist", "p4", None, 8, 28, "fast", dev, dt))
+            # the main command's network (gsa train: recipe mini, no dropout), at its batch size
+            cases.append(Case("mini", "p4", 3, 16, 28, "fast", dev, dt, attention_dropout=0.0))
             cases.append(Case("cifar10", "z2", 5, 8, 32, "fast", dev, dt))
             cases.append(Case("pcam", "p4", 5, 8, 96, "fast", dev, dt))
             if dev.startswith("cuda"):

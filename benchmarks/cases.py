@@ -32,7 +32,7 @@ CUDA_ONLY = ("flex", "triton")  # implementations that run only on CUDA devices
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    workload: str  # "lifting", "group", or a preset name ("rotmnist", "cifar10", "pcam")
+    workload: str  # "lifting", "group", a preset name ("rotmnist", "cifar10", "pcam"), or "mini"
     group: str
     patch_size: int | None  # None: global
     batch: int
@@ -86,6 +86,10 @@ def build(case: Case) -> torch.nn.Module:
             patch_size=case.patch_size,
             attention_dropout=case.attention_dropout,
         )
+    elif case.workload == "mini":  # the main command's network (recipe mini, as in benchmarks.learning)
+        from .learning import MINI_GSA
+
+        m = create("rotmnist", group=case.group, **{**MINI_GSA, "patch_size": case.patch_size})
     else:
         m = create(case.workload, group=case.group, patch_size=case.patch_size)
     if case.impl == "original":

@@ -4,8 +4,9 @@ Every format is written with the attention layers switched to the ``"reference"`
 pure-PyTorch oracle of :mod:`gsa.nn.backends`; the layers' ``backend`` is restored afterwards), in eval
 mode, with a dynamic batch dimension. The other backends do not export everywhere:
 
-* ``"native"`` is the custom operator ``gsa::chunked_attention`` running C++ kernels: ONNX has no such
-  operator, and a pt2 file holding it needs gsa's compiled kernels wherever it is loaded;
+* ``"native"`` and ``"fused"`` are the custom operators ``gsa::chunked_attention`` and
+  ``gsa::local_attention`` running C++ kernels: ONNX has no such operators, and a pt2 file holding
+  them needs gsa's compiled kernels wherever it is loaded;
 * ``"pytorch"`` (the chunked core) plans its chunks from the batch size, so pt2 and TorchScript files
   would fix the batch, and the ONNX exporter has no translation of its ``as_strided_scatter``;
 * ``"flex"`` needs CUDA.

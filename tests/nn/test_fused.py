@@ -69,7 +69,8 @@ def test_operator_gradcheck():
     t = lambda *s: torch.randn(*s, dtype=torch.float64, requires_grad=True)  # noqa: E731
     args = (t(Bn, X, Y, Gq, d), t(Bn, X, Y, Gk, d), t(Bn, X, Y, Gk, dv), t(H, ps * ps, p), t(Bn, X, Y, Gq, U, Gk))
     classes = torch.tensor([1, 0])
-    f = lambda *a: fused.local_attention(*a, classes, ps)  # noqa: E731
+    seed = torch.zeros((), dtype=torch.int64)
+    f = lambda *a: fused.local_attention(*a, classes, seed, ps, 0.0)  # noqa: E731
     assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-8, rtol=1e-6)
 
 
@@ -95,25 +96,13 @@ def test_why_not_and_selection():
     assert backends.select("auto", _call()).name == "fused"
     assert backends.select("fast", _call()).name == "fused"
     assert "local attention only" in backends.why_not("fused", _call(patch_size=None))
-    assert "dropout" in backends.why_not("fused", _call(dropout=0.1))
-    assert backends.select("auto", _call(dropout=0.1)).name == "native"
+    assert backends.select("auto", _call(dropout=0.1)).name == "fused"
     assert "one dtype" in backends.why_not("fused", _call(table=torch.randn(4, 9, 2, dtype=torch.float64)))
     half = _call(q=torch.randn(2, 4, 4, 4, 6, dtype=torch.bfloat16))
     assert "float32 or float64" in backends.why_not("fused", half)
     with native.disabled():
         assert "disabled" in backends.why_not("fused", _call())
         assert backends.select("auto", _call()).name == "pytorch"
-
-
-def test_a_layer_trains_with_fused_and_evaluates_with_dropout_elsewhere():
-    """Dropout in training goes to the chunked core; the same layer evaluates with the fused kernel."""
-    torch.manual_seed(4)
-    layer = GroupSelfAttention("p4", 3, 6, num_heads=2, patch_size=3, attention_dropout=0.2)
-    x = torch.randn(2, 3, 4, 5, 5)
-    layer.train()
-    layer(x).sum().backward()  # chunked core, with masks
-    layer.eval()
-    torch.testing.assert_close(layer(x, backend="fused"), layer(x, backend="native"), rtol=1e-5, atol=1e-6)
 
 
 def test_torch_export_keeps_the_operator():
@@ -123,3 +112,73 @@ def test_torch_export_keeps_the_operator():
     ep = torch.export.export(layer, (x,))
     assert any("gsa.local_attention" in str(n.target) for n in ep.graph.nodes)
     torch.testing.assert_close(ep.module()(x), layer(x))
+
+
+def _windowed_reference(q, k, v, table, gt, classes, ps, keep):
+    """Dense per-window attention in PyTorch: probabilities ``(B, N, Gq, H, R, Gk)`` times ``keep``
+    (the scaled masks, or 1), summed over ``a_q``, applied to the zero-padded value windows."""
+    import torch.nn.functional as F
+
+    B, X, Y, Gq, _ = q.shape
+    Gk, H, r, R = k.shape[3], table.shape[0], ps // 2, ps * ps
+
+    def windows(t):  # (B, X, Y, G, c) → (B, X, Y, R, G, c), zero outside the image
+        w = F.pad(t, (0, 0, 0, 0, r, r, r, r)).unfold(1, ps, 1).unfold(2, ps, 1)
+        return w.permute(0, 1, 2, 5, 6, 3, 4).reshape(B, X, Y, R, Gk, -1)
+
+    d = torch.arange(-r, r + 1)
+    inside = lambda n: ((torch.arange(n)[:, None] + d) >= 0) & ((torch.arange(n)[:, None] + d) < n)  # noqa: E731
+    valid = (inside(X)[:, None, :, None] & inside(Y)[None, :, None, :]).reshape(X, Y, R)
+    s = torch.einsum("bxyqc,bxyrkc->bxyqrk", q, windows(k))[:, :, :, :, None]  # (B, X, Y, Gq, 1, R, Gk)
+    s = s + torch.einsum("bxyqc,hrc->bxyqhr", q[..., : table.shape[-1]], table)[..., None]
+    if gt is not None:
+        g = gt if classes is None else gt.index_select(4, classes)
+        s = s + g.expand(B, X, Y, Gq, H, Gk)[:, :, :, :, :, None, :]
+    s = s.masked_fill(~valid[None, :, :, None, None, :, None], float("-inf"))
+    probs = torch.softmax(s.flatten(-2), -1).view(s.shape) * keep
+    return torch.einsum("bxyqhrk,bxyrkc->bxyhc", probs, windows(v))
+
+
+@pytest.mark.parametrize("g_classes", [None, [1, 0, 1]])
+def test_dropout_masks_are_the_counter_hash_of_the_documented_layout(g_classes):
+    from gsa.nn import masks
+
+    torch.manual_seed(6)
+    B, X, Y, Gq, Gk, H, d, dv, p, ps, drop = 3, 4, 5, 3, 2, 3, 4, 3, 2, 3, 0.3
+    U = 1 if g_classes is None else 2
+    t = lambda *s: torch.randn(*s, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    q, k, v, table, gt = (
+        t(B, X, Y, Gq, d),
+        t(B, X, Y, Gk, d),
+        t(B, X, Y, Gk, dv),
+        t(H, ps * ps, p),
+        t(B, X, Y, Gq, U, Gk),
+    )
+    classes = None if g_classes is None else torch.tensor(g_classes)
+    seed = torch.tensor(123456789, dtype=torch.int64)
+    params = masks.dropout_params(drop, int(seed), 0)
+    keep = masks.keep_mask(params, 0, (X, Y, Gq, H, ps * ps, Gk, B), "cpu").to(torch.float64) / (1 - drop)
+    keep = keep.permute(6, 0, 1, 2, 3, 4, 5)  # (B, X, Y, Gq, H, R, Gk)
+    assert 0.5 < keep.bool().double().mean().item() < 0.9
+    inputs = (q, k, v, table, gt)
+    out = fused.local_attention(*inputs, classes, seed, ps, drop)
+    ref = _windowed_reference(*inputs, classes, ps, keep)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    w = torch.randn(out.shape, dtype=torch.float64)
+    for a, b in zip(torch.autograd.grad((out * w).sum(), inputs), torch.autograd.grad((ref * w).sum(), inputs)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
+
+
+def test_dropout_gradcheck_and_fresh_masks_per_call():
+    torch.manual_seed(7)
+    layer = GroupSelfAttention("p4", 3, 6, num_heads=2, patch_size=3, attention_dropout=0.3).double()
+    x = torch.randn(2, 3, 4, 4, 5, dtype=torch.float64, requires_grad=True)
+
+    def f(inp):
+        torch.manual_seed(5)  # the per-call seed comes from PyTorch's generator
+        return layer(inp, backend="fused")
+
+    assert torch.autograd.gradcheck(f, (x,), eps=1e-6, atol=1e-7, rtol=1e-5)
+    assert not torch.equal(layer(x, backend="fused"), layer(x, backend="fused"))  # a new seed per call
+    layer.eval()  # no dropout in evaluation
+    torch.testing.assert_close(layer(x, backend="fused"), layer(x, backend="reference"), rtol=1e-10, atol=1e-12)

@@ -499,8 +499,21 @@ void fold_add(const T* tiles, const i64* ts, i64 Bc, i64 nx, i64 ny, i64 G, i64 
 
 struct LocalShape {
     int X, Y, Gq, Gk, H, U, d, dv, p, ks;
-    i64 Bp;
+    i64 Bp, Bn;    // lanes (padded) and batch × heads
+    Drop drop;     // attention dropout: keep D = hash(counter) >= thr, counters as in local_keep
+    double scale;  // 1 / (1 − p)
 };
+
+// Scaled keep-mask s·D of the L lanes at b0 for (pix, a_q, h, offset r, a_k): counters
+// ((((pix·Gq + a_q)·H + h)·R + r)·Gk + a_k)·Bn + b, i.e. the masks of a (X·Y, Gq, H, R, Gk, Bn) tensor.
+template <typename T, int L>
+inline void local_keep(const LocalShape& sh, i64 pix, int aq, int h, int r, int a, i64 b0, T* m, uint32_t* hw) {
+    const int R = sh.ks * sh.ks;
+    const uint64_t c = static_cast<uint64_t>(((((pix * sh.Gq + aq) * sh.H + h) * R + r) * sh.Gk + a) * sh.Bn + b0);
+    keep_run(sh.drop, c, L, m, hw);
+    const T sc = static_cast<T>(sh.scale);
+    GSA_LANES m[l] *= sc;
+}
 
 struct Window {
     int ns;      // slots inside the image
@@ -527,7 +540,7 @@ inline void window_of(Window& w, int x, int y, const LocalShape& sh) {
 // Per-thread scratch of one pixel (all lane-major: [...][L]).
 template <typename T, int L>
 struct LocalScratch {
-    std::vector<T> C, mx, sm, E, Pn, W, dW, dPn, dE, g, s2, dC, dtab;
+    std::vector<T> C, mx, sm, E, Pn, W, dW, dPn, dE, g, s2, dC, dtab, X;
     LocalScratch(const LocalShape& sh, bool backward) {
         const size_t K = static_cast<size_t>(sh.ks) * sh.ks, Gq = sh.Gq, Gk = sh.Gk, U = sh.U, H = sh.H;
         const size_t nE = backward ? Gq : 1;
@@ -545,6 +558,7 @@ struct LocalScratch {
         s2.resize(U * K * L);
         dC.resize(K * Gk * L);
         dtab.assign(H * K * sh.p * L, T(0));
+        X.resize(Gk * L);
     }
 };
 
@@ -620,13 +634,22 @@ inline void local_probs(const LocalShape& sh, const Window& w, i64 pix, int aq, 
         for (int s = 0; s < ns; ++s) GSA_LANES P[s * L + l] *= inv[l];
     }
     T* W = sc.W.data();
+    T mk[L];
+    uint32_t hw[L / 2 + 2];
     for (int h = 0; h < sh.H; ++h) {
         const int u = cls ? static_cast<int>(cls[h]) : 0;
         for (int s = 0; s < ns; ++s) {
             const T* P = Pn + (h * ns + s) * L;
             const T* e = E + (u * ns + s) * Gk * L;
             T* wr = W + (h * ns + s) * Gk * L;
-            for (int a = 0; a < Gk; ++a) GSA_LANES wr[a * L + l] += P[l] * e[a * L + l];
+            if (!sh.drop.on) {
+                for (int a = 0; a < Gk; ++a) GSA_LANES wr[a * L + l] += P[l] * e[a * L + l];
+                continue;
+            }
+            for (int a = 0; a < Gk; ++a) {
+                local_keep<T, L>(sh, pix, aq, h, w.r[s], a, b0, mk, hw);
+                GSA_LANES wr[a * L + l] += P[l] * e[a * L + l] * mk[l];
+            }
         }
     }
 }
@@ -684,6 +707,8 @@ void local_backward(LocalShape sh, const T* q, const T* k, const T* v, const T* 
     {
         Window* w = new Window;
         LocalScratch<T, L> sc(sh, true);
+        T mk[L];
+        uint32_t hw[L / 2 + 2];
         for (int parity = 0; parity < 2; ++parity) {
 #pragma omp for schedule(dynamic, 1)
             for (i64 job = 0; job < nblk * ((nstripe + 1 - parity) / 2); ++job) {
@@ -737,6 +762,14 @@ void local_backward(LocalShape sh, const T* q, const T* k, const T* v, const T* 
                                     const T* dw = sc.dW.data() + (h * ns + s) * Gk * L;
                                     T* de = dE + (u * ns + s) * Gk * L;
                                     const T* pn = Pn + (h * ns + s) * L;
+                                    if (sh.drop.on) {  // X = dW ⊙ s·D of this a_q in place of dW
+                                        T* x = sc.X.data();
+                                        for (int a = 0; a < Gk; ++a) {
+                                            local_keep<T, L>(sh, pix, aq, h, w->r[s], a, b0, mk, hw);
+                                            GSA_LANES x[a * L + l] = dw[a * L + l] * mk[l];
+                                        }
+                                        dw = x;
+                                    }
                                     T acc[L] = {};
                                     for (int a = 0; a < Gk; ++a) GSA_LANES {
                                             acc[l] += dw[a * L + l] * e[a * L + l];
@@ -891,10 +924,11 @@ void gsa_fold_add(int dtype, const void* tiles, const i64* ts, i64 Bc, i64 nx, i
 
 int gsa_local_lanes(int dtype) { return dtype == 0 ? local_lanes<float>() : local_lanes<double>(); }
 
-void gsa_local_forward(int dtype, i64 Bp, int X, int Y, int Gq, int Gk, int H, int U, int d, int dv, int p, int ks,
-                       const void* q, const void* k, const void* v, const void* tab, const void* gt, const i64* cls,
-                       void* out, int nthreads) {
-    LocalShape sh{X, Y, Gq, Gk, H, U, d, dv, p, ks, Bp};
+void gsa_local_forward(int dtype, i64 Bp, i64 Bn, int X, int Y, int Gq, int Gk, int H, int U, int d, int dv, int p,
+                       int ks, uint32_t thr, uint32_t k0, uint32_t k1, int drop_on, double scale, const void* q,
+                       const void* k, const void* v, const void* tab, const void* gt, const i64* cls, void* out,
+                       int nthreads) {
+    LocalShape sh{X, Y, Gq, Gk, H, U, d, dv, p, ks, Bp, Bn, Drop{thr, k0, k1, drop_on}, scale};
     if (dtype == 0)
         local_forward<float, local_lanes<float>()>(sh, (const float*)q, (const float*)k, (const float*)v,
                                                    (const float*)tab, (const float*)gt, cls, (float*)out, nthreads);
@@ -904,10 +938,11 @@ void gsa_local_forward(int dtype, i64 Bp, int X, int Y, int Gq, int Gk, int H, i
                                                      nthreads);
 }
 
-void gsa_local_backward(int dtype, i64 Bp, int X, int Y, int Gq, int Gk, int H, int U, int d, int dv, int p, int ks,
+void gsa_local_backward(int dtype, i64 Bp, i64 Bn, int X, int Y, int Gq, int Gk, int H, int U, int d, int dv,
+                        int p, int ks, uint32_t thr, uint32_t k0, uint32_t k1, int drop_on, double scale,
                         const void* q, const void* k, const void* v, const void* tab, const void* gt, const i64* cls,
                         const void* dout, void* dq, void* dk, void* dv_, void* dtab, void* dgt, int nthreads) {
-    LocalShape sh{X, Y, Gq, Gk, H, U, d, dv, p, ks, Bp};
+    LocalShape sh{X, Y, Gq, Gk, H, U, d, dv, p, ks, Bp, Bn, Drop{thr, k0, k1, drop_on}, scale};
     if (dtype == 0)
         local_backward<float, local_lanes<float>()>(sh, (const float*)q, (const float*)k, (const float*)v,
                                                     (const float*)tab, (const float*)gt, cls, (const float*)dout,

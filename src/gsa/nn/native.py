@@ -212,10 +212,10 @@ def _declare(lib) -> None:
                                  _vp, _i64p, _i64p, _vp, _i64p, _i64p, _vp, _vp, _i64p, _i64p, _vp, _i, _vp, _vp,
                                  _vp, _i64p, _i64p, _vp, _i]
     lib.gsa_fold_add.argtypes = [_i, _vp, _i64p, _l, _l, _l, _l, _l, _l, _l, _l, _l, _vp, _i64p, _i]
-    lib.gsa_local_forward.argtypes = [_i, _l, _i, _i, _i, _i, _i, _i, _i, _i, _i, _i, _vp, _vp, _vp, _vp, _vp, _i64p,
-                                      _vp, _i]
-    lib.gsa_local_backward.argtypes = [_i, _l, _i, _i, _i, _i, _i, _i, _i, _i, _i, _i, _vp, _vp, _vp, _vp, _vp,
-                                       _i64p, _vp, _vp, _vp, _vp, _vp, _vp, _i]
+    lib.gsa_local_forward.argtypes = [_i, _l, _l, _i, _i, _i, _i, _i, _i, _i, _i, _i, _i, _u, _u, _u, _i, _d,
+                                      _vp, _vp, _vp, _vp, _vp, _i64p, _vp, _i]
+    lib.gsa_local_backward.argtypes = [_i, _l, _l, _i, _i, _i, _i, _i, _i, _i, _i, _i, _i, _u, _u, _u, _i, _d,
+                                       _vp, _vp, _vp, _vp, _vp, _i64p, _vp, _vp, _vp, _vp, _vp, _vp, _i]
     lib.gsa_local_lanes.argtypes = [_i]
     lib.gsa_local_lanes.restype = _i
     # fmt: on
@@ -519,13 +519,13 @@ def _from_lanes(t: torch.Tensor, Bn: int) -> torch.Tensor:
     return t[..., :Bn].movedim(-1, 0).contiguous()
 
 
-def _local_args(q, k, v, table, gt, classes, patch_size: int, Bp: int) -> tuple:
-    """Dtype code, sizes and pointers shared by the two fused kernels (tensors already in lane layout)."""
+def _local_args(q, k, v, table, gt, classes, patch_size: int, Bn: int, Bp: int, drop, scale: float) -> tuple:
+    """Dtype code, sizes, dropout and pointers shared by the two fused kernels (tensors in lane layout)."""
     X, Y, Gq, d = q.shape[:4]
     Gk, dv = k.shape[2], v.shape[-2]
     H, p = table.shape[0], table.shape[-1]
     U = 1 if gt is None else gt.shape[3]
-    sizes = (_code(q), Bp, X, Y, Gq, Gk, H, U, d, dv, p, patch_size)
+    sizes = (_code(q), Bp, Bn, X, Y, Gq, Gk, H, U, d, dv, p, patch_size, *drop, scale)
     return (*sizes, _ptr(q), _ptr(k), _ptr(v), _ptr(table), _ptr(gt), _classes(classes, U))
 
 
@@ -534,20 +534,26 @@ def _padded(Bn: int, dtype: torch.dtype) -> int:
     return -(-Bn // L) * L
 
 
-def local_forward(q, k, v, table, gt, classes, patch_size: int) -> torch.Tensor:
+_NO_DROP = (0, 0, 0, 0)
+
+
+def local_forward(q, k, v, table, gt, classes, patch_size: int, drop=_NO_DROP, scale: float = 1.0) -> torch.Tensor:
     """Local attention in one fused pass: ``q (Bn, X, Y, Gq, d)``, ``k (Bn, X, Y, Gk, d)``, ``v (Bn, X, Y, Gk, dv)``,
     ``table (|H|, k², p)``, ``gt (Bn, X, Y, Gq, U, Gk)`` or None, ``classes (|H|,)`` or None, of one dtype
-    → ``(Bn, X, Y, |H|, dv)``. No dropout."""
+    → ``(Bn, X, Y, |H|, dv)``. Attention dropout: ``drop`` from :func:`gsa.nn.masks.dropout_params` and
+    ``scale = 1/(1 − p)``; the probability of ``(b, pixel, a_q, h, offset, a_k)`` is kept where
+    :func:`gsa.nn.masks.keep_mask` of an ``(X·Y, Gq, |H|, k², Gk, Bn)`` tensor is."""
     Bn, X, Y = q.shape[:3]
     Bp = _padded(Bn, q.dtype)
     ql, kl, vl, gl = (_to_lanes(t, Bp) for t in (q, k, v, gt))
     table = table.contiguous()
     out = torch.empty((X, Y, table.shape[0], v.shape[-1], Bp), dtype=q.dtype)
-    library().gsa_local_forward(*_local_args(ql, kl, vl, table, gl, classes, patch_size, Bp), _ptr(out), _threads())
+    args = _local_args(ql, kl, vl, table, gl, classes, patch_size, Bn, Bp, drop, scale)
+    library().gsa_local_forward(*args, _ptr(out), _threads())
     return _from_lanes(out, Bn)
 
 
-def local_backward(dout, q, k, v, table, gt, classes, patch_size: int) -> tuple:
+def local_backward(dout, q, k, v, table, gt, classes, patch_size: int, drop=_NO_DROP, scale: float = 1.0) -> tuple:
     """Gradients ``(dq, dk, dv, dtable, dgt)`` of :func:`local_forward` for ``dout (Bn, X, Y, |H|, dv)``;
     ``dgt`` None when ``gt`` is. Recomputes the probabilities per pixel."""
     Bn = q.shape[0]
@@ -558,7 +564,7 @@ def local_backward(dout, q, k, v, table, gt, classes, patch_size: int) -> tuple:
     dk, dv, dtable = torch.zeros_like(kl), torch.zeros_like(vl), torch.zeros_like(table)
     dgt = None if gl is None else torch.empty_like(gl)
     library().gsa_local_backward(
-        *_local_args(ql, kl, vl, table, gl, classes, patch_size, Bp),
+        *_local_args(ql, kl, vl, table, gl, classes, patch_size, Bn, Bp, drop, scale),
         _ptr(dol),
         _ptr(dq),
         _ptr(dk),

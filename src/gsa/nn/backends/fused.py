@@ -3,14 +3,21 @@
 For each query pixel the kernel visits its ``k×k`` window once: content, group and positional
 scores, both softmax levels of :mod:`gsa.nn.fastcore` (over the key group element inside each slot,
 then over the slots), the weights summed over the query group element and the value aggregation,
-with no intermediate tensor. The backward kernel recomputes the probabilities per pixel and
-accumulates the key, value and table gradients in place. Work is split over batch × heads, so no
-two threads write the same key's gradient.
+with no intermediate tensor. Batch × heads is the SIMD lane axis (16 float32 lanes), so every step
+is a vector operation without gathers. The backward kernel recomputes the probabilities per pixel
+and accumulates the key, value and table gradients in place; threads split lane blocks and stripes
+of rows so that no two write the same key at once.
 
 No tiles, chunks or band matrices: on small images and windows (rotMNIST-sized layers, where the
 chunked core spends most of its time moving tiles) it is the fastest CPU path. It takes local
-attention without attention dropout (``dropout=0``, which every evaluation and the ``mini`` recipe
-use) on float32/float64 CPU tensors; anything else goes to the chunked core (``why_not`` says why).
+attention on float32/float64 CPU tensors; global attention goes to the chunked core (``why_not``
+says why).
+
+Attention dropout draws its masks inline from the counter hash of :mod:`gsa.nn.masks` with a per-call
+seed: the probability of ``(b, pixel, a_q, h, offset, a_k)`` is kept where
+:func:`gsa.nn.masks.keep_mask` of an ``(X·Y, Gq, |H|, k², Gk, B)`` tensor is (``b`` = batch × heads,
+innermost), so the backward pass regenerates exactly the forward's masks. They are drawn like the
+chunked core's masks but are not the same masks (those follow its chunk plan).
 
 Registered as the custom operators ``gsa::local_attention`` and ``gsa::local_attention_backward``,
 so ``torch.compile`` and :func:`torch.export.export` keep the kernels whole.
@@ -23,6 +30,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .. import masks as _masks
 from .. import native as _native
 from ..neighbourhood import Local
 from . import AttentionCall
@@ -30,6 +38,13 @@ from . import AttentionCall
 __all__ = ["BACKEND", "local_attention", "local_attention_backward"]
 
 _MAX_PATCH = 63  # the kernel's window buffers hold up to 64 × 64 slots
+
+
+def _dropout(dropout: float, seed: Tensor) -> tuple:
+    """``(drop, scale)`` arguments of the kernels for attention dropout ``dropout`` keyed by ``seed``."""
+    if dropout <= 0:
+        return (0, 0, 0, 0), 1.0
+    return _masks.dropout_params(dropout, int(seed), 0), 1.0 / (1.0 - dropout)
 
 
 @torch.library.custom_op("gsa::local_attention", mutates_args=(), device_types="cpu")
@@ -40,17 +55,17 @@ def local_attention(
     table: Tensor,
     group_scores: Optional[Tensor],
     classes: Optional[Tensor],
+    seed: Tensor,
     patch_size: int,
+    dropout: float,
 ) -> Tensor:
-    """``(B, X, Y, |H|, dv)``: see :func:`gsa.nn.functional.group_attention` (local, no dropout)."""
-    gt = None if group_scores is None else group_scores.contiguous()
-    return _native.local_forward(
-        q.contiguous(), k.contiguous(), v.contiguous(), table.contiguous(), gt, classes, patch_size
-    )
+    """``(B, X, Y, |H|, dv)``: see :func:`gsa.nn.functional.group_attention` (local windows; ``seed`` a
+    0-d int64 tensor, the masks' key when ``dropout > 0``)."""
+    return _native.local_forward(q, k, v, table, group_scores, classes, patch_size, *_dropout(dropout, seed))
 
 
 @local_attention.register_fake
-def _(q, k, v, table, group_scores, classes, patch_size):
+def _(q, k, v, table, group_scores, classes, seed, patch_size, dropout):
     B, X, Y = q.shape[:3]
     return q.new_empty((B, X, Y, table.shape[0], v.shape[-1]))
 
@@ -64,39 +79,40 @@ def local_attention_backward(
     table: Tensor,
     group_scores: Optional[Tensor],
     classes: Optional[Tensor],
+    seed: Tensor,
     patch_size: int,
+    dropout: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients ``(dq, dk, dv, dtable, dgroup_scores)`` (the last is empty without group scores)."""
-    gt = None if group_scores is None else group_scores.contiguous()
-    dq, dk, dv, dtable, dgt = _native.local_backward(
-        grad.contiguous(), q.contiguous(), k.contiguous(), v.contiguous(), table.contiguous(), gt, classes, patch_size
-    )
+    drop = _dropout(dropout, seed)
+    dq, dk, dv, dtable, dgt = _native.local_backward(grad, q, k, v, table, group_scores, classes, patch_size, *drop)
     return dq, dk, dv, dtable, q.new_empty(0) if dgt is None else dgt
 
 
 @local_attention_backward.register_fake
-def _(grad, q, k, v, table, group_scores, classes, patch_size):
+def _(grad, q, k, v, table, group_scores, classes, seed, patch_size, dropout):
     dgs = q.new_empty(0) if group_scores is None else torch.empty_like(group_scores)
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(table), dgs
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, table, group_scores, classes, patch_size = inputs
-    ctx.save_for_backward(q, k, v, table, group_scores, classes)
-    ctx.patch_size = patch_size
+    q, k, v, table, group_scores, classes, seed, patch_size, dropout = inputs
+    ctx.save_for_backward(q, k, v, table, group_scores, classes, seed)
+    ctx.settings = (patch_size, dropout)
     ctx.has_group_scores = group_scores is not None
 
 
 def _backward(ctx, grad):
-    q, k, v, table, group_scores, classes = ctx.saved_tensors
-    dq, dk, dv, dtable, dgs = local_attention_backward(grad, q, k, v, table, group_scores, classes, ctx.patch_size)
-    return dq, dk, dv, dtable, dgs if ctx.has_group_scores else None, None, None
+    q, k, v, table, group_scores, classes, seed = ctx.saved_tensors
+    dq, dk, dv, dtable, dgs = local_attention_backward(grad, q, k, v, table, group_scores, classes, seed, *ctx.settings)
+    return dq, dk, dv, dtable, dgs if ctx.has_group_scores else None, None, None, None, None
 
 
 local_attention.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _classes(call: AttentionCall) -> Tensor | None:
+    """``call.classes`` on the queries' device, or None when there is one class (the kernel's default)."""
     if call.classes is None or call.group_scores is None or call.group_scores.shape[4] == 1:
         return None
     return call.classes.to(call.q.device)
@@ -104,20 +120,18 @@ def _classes(call: AttentionCall) -> Tensor | None:
 
 class _Fused:
     name = "fused"
-    description = "local attention in one native CPU kernel per direction (no dropout)"
+    description = "local attention in one native CPU kernel per direction"
     auto_devices: tuple[str, ...] = ("cpu",)
 
     def __repr__(self) -> str:
         return f"<gsa attention backend {self.name!r}>"
 
     def why_not(self, call: AttentionCall) -> str | None:
-        """Local windows up to 63×63, no attention dropout, one float32/float64 dtype, native kernels built."""
+        """Local windows up to 63×63, one float32/float64 dtype on the CPU, native kernels built."""
         if not isinstance(call.neighbourhood, Local):
             return "the fused kernel computes local attention only (patch_size=None is global)"
         if call.patch_size > _MAX_PATCH:
             return f"the fused kernel takes windows up to {_MAX_PATCH}x{_MAX_PATCH}, got {call.patch_size}"
-        if call.dropout > 0:
-            return "the fused kernel has no attention dropout (the chunked core draws its masks)"
         reason = _native.why_not(call.q)
         if reason is not None:
             return reason
@@ -127,8 +141,13 @@ class _Fused:
         return None
 
     def attend(self, call: AttentionCall) -> Tensor:
-        """See :func:`local_attention`."""
-        return local_attention(call.q, call.k, call.v, call.table, call.group_scores, _classes(call), call.patch_size)
+        """See :func:`local_attention`; the per-call dropout seed is drawn here, from PyTorch's generator."""
+        if call.dropout > 0:
+            seed = torch.randint(0, 2**62, (), dtype=torch.int64)
+        else:
+            seed = torch.zeros((), dtype=torch.int64)
+        args = (call.q, call.k, call.v, call.table, call.group_scores, _classes(call), seed)
+        return local_attention(*args, call.patch_size, call.dropout)
 
 
 BACKEND = _Fused()

@@ -3,10 +3,10 @@
 A :class:`Case` is one workload (a lifting or group layer, or a preset model) at one batch size,
 image size, group and neighbourhood, on one device and dtype, run by one implementation:
 
-* ``fast``     — the library's fast CPU path (``backend="fast"``: with attention dropout, as in these
-  training cases, the chunked core with its native kernels; without, the fused kernel);
-* ``fused``    — the fused local-attention kernel (``backend="fused"``, CPU), run without attention
-  dropout (it has none), like ``flex``;
+* ``fast``     — the library's fast CPU path (``backend="fast"``: the fused kernel for local attention,
+  the chunked core with its native kernels for global attention);
+* ``native``   — the chunked core with its native kernels (``backend="native"``, CPU), the default
+  before the fused kernel;
 * ``dense``    — the library's all-pairs oracle (``backend="dense"``, the ``"reference"`` backend);
 * ``original`` — the original release's algorithm (:mod:`benchmarks.original`, registered as a backend:
   ``unfold``, full score tensor);
@@ -26,7 +26,7 @@ import math
 
 import torch
 
-IMPLS = ("original", "fast", "fused", "dense", "flex", "triton")
+IMPLS = ("original", "fast", "native", "dense", "flex", "triton")
 CUDA_ONLY = ("flex", "triton")  # implementations that run only on CUDA devices
 
 
@@ -97,7 +97,7 @@ def build(case: Case) -> torch.nn.Module:
     for mod in m.modules():
         if isinstance(mod, (LiftingSelfAttention, GroupSelfAttention)):
             mod.backend = case.impl
-            if case.impl in ("flex", "fused"):  # no attention dropout in these kernels
+            if case.impl == "flex":  # flex_attention has no attention dropout
                 mod.attention_dropout.p = 0.0
     return m
 

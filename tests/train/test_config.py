@@ -43,7 +43,7 @@ def test_paper_recipes_match_appendix_f():
     assert (p.optimizer, p.scheduler, p.lr, p.batch_size, p.epochs) == ("sgd", "cosine", 0.01, 8, 100)
     m = get_recipe("mini")
     assert (m.dataset, m.group, m.patch_size, m.optimizer, m.lr) == ("rotmnist-mini", "p4", 3, "adam", 5e-3)
-    assert (m.batch_size, m.epochs, m.scheduler, m.warmup_epochs) == (16, 2, "cosine", 0.1)
+    assert (m.batch_size, m.epochs, m.scheduler, m.warmup_epochs) == (16, 5, "cosine", 0.1)
     assert m.model_args == MINI_MODEL_ARGS
 
 

@@ -9,7 +9,7 @@ A backend is an object with
 * ``auto_devices``: the device types on which ``backend="auto"`` may choose it (``()``: never).
 
 Registered here: ``"reference"`` (the dense oracle, :mod:`.reference`), ``"fused"`` (local attention in
-one native CPU kernel per direction, no dropout, :mod:`.fused`), ``"native"`` and ``"pytorch"``
+one native CPU kernel per direction, :mod:`.fused`), ``"native"`` and ``"pytorch"``
 (the chunked core with and without the C++ kernels, :mod:`.chunked`), ``"flex"``
 (:func:`torch.nn.attention.flex_attention`, :mod:`.flex`) and ``"triton"`` (fused Triton kernels,
 forward and backward, :mod:`.triton`; needs the optional ``triton`` package). Add one with

@@ -1,5 +1,6 @@
 """``gsa.nn.backends``: the registry, the selection rule, its warnings and its log lines."""
 
+import dataclasses
 import logging
 import warnings
 
@@ -72,9 +73,11 @@ def test_auto_and_fast_on_the_cpu():
     want = "fused" if native.available() else "pytorch"
     assert backends.select("auto", call).name == want
     assert backends.select("fast", call).name == want
-    chunked = "native" if native.available() else "pytorch"  # with dropout, or global: the chunked core
-    assert backends.select("auto", _call(dropout=0.1)).name == chunked
-    assert backends.select("fast", _call(dropout=0.1)).name == chunked
+    assert backends.select("auto", _call(dropout=0.1)).name == want
+    chunked = "native" if native.available() else "pytorch"  # global attention: the chunked core
+    glob = dataclasses.replace(_call(), patch_size=None)
+    assert backends.select("auto", glob).name == chunked
+    assert backends.select("fast", glob).name == chunked
     assert backends.select("dense", call).name == "reference"
     with native.disabled():
         assert backends.select("auto", call).name == "pytorch"

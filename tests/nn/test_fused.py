@@ -182,3 +182,24 @@ def test_dropout_gradcheck_and_fresh_masks_per_call():
     assert not torch.equal(layer(x, backend="fused"), layer(x, backend="fused"))  # a new seed per call
     layer.eval()  # no dropout in evaluation
     torch.testing.assert_close(layer(x, backend="fused"), layer(x, backend="reference"), rtol=1e-10, atol=1e-12)
+
+
+def test_gradients_are_bit_identical_for_any_thread_count():
+    """Every gradient is summed in a fixed order (the table's per job, then over jobs), so training
+    is reproducible whichever thread ran which part."""
+    torch.manual_seed(8)
+    layer = GroupSelfAttention("p4m", 4, 8, num_heads=3, patch_size=3, attention_dropout=0.2)
+    x = torch.randn(7, 4, 8, 9, 6, requires_grad=True)
+    before = torch.get_num_threads()
+    grads = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            torch.manual_seed(9)  # the same dropout seed
+            out = layer(x, backend="fused")
+            grads.append(torch.autograd.grad(out.square().sum(), [x, *layer.parameters()], allow_unused=True))
+    finally:
+        torch.set_num_threads(before)
+    for other in grads[1:]:
+        for a, b in zip(grads[0], other):
+            assert (a is None and b is None) or torch.equal(a, b)

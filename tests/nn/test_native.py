@@ -38,10 +38,10 @@ def _close(a, b, tol):
     assert (a - b).abs().max() <= tol * b.abs().max().clamp_min(1.0)
 
 
-def _run(layer, x, w):
+def _run(layer, x, w, backend):
     x = x.detach().requires_grad_()
     torch.manual_seed(11)  # the per-call dropout seed
-    out = layer(x)
+    out = layer(x, backend=backend)
     grads = torch.autograd.grad((out * w).sum(), [x, *layer.parameters()], allow_unused=True)
     return out, grads
 
@@ -56,10 +56,10 @@ def test_native_matches_pytorch_path(cls, g, ps, dtype, dropout):
     shape = (2, 3, 7, 6) if cls is LiftingSelfAttention else (2, 3, layer.group.order, 7, 6)
     x = torch.randn(shape, dtype=dtype)
     w = torch.randn(layer(x).shape, dtype=dtype)
-    out_n, g_n = _run(layer, x, w)
+    out_n, g_n = _run(layer, x, w, "native")  # the chunked core (auto picks the fused kernel for windows)
     with native.disabled(), masks.hash_masks():
         assert not native.usable(x)
-        out_t, g_t = _run(layer, x, w)
+        out_t, g_t = _run(layer, x, w, "pytorch")
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     _close(out_n, out_t, tol)
     for a, b in zip(g_n, g_t):
@@ -76,10 +76,11 @@ def test_float32_softmax_is_accurate():
     torch.manual_seed(0)
     layer = GroupSelfAttention("p4", 4, 8, num_heads=2, patch_size=5)
     x = 3 * torch.randn(2, 4, 4, 9, 9)
-    ref = layer.double()(x.double())
-    out = layer.float()(x)
-    err = (out.double() - ref).abs().max() / ref.abs().max()
-    assert err < 1e-5
+    ref = layer.double()(x.double(), backend="reference")
+    for backend in ("native", "fused"):
+        out = layer.float()(x, backend=backend)
+        err = (out.double() - ref).abs().max() / ref.abs().max()
+        assert err < 1e-5, backend
 
 
 def test_inference_without_grad_uses_the_same_kernels():
@@ -87,9 +88,9 @@ def test_inference_without_grad_uses_the_same_kernels():
     layer = GroupSelfAttention("p4m", 3, 6, num_heads=2, patch_size=3).double().eval()
     x = torch.randn(1, 3, 8, 5, 5, dtype=torch.float64)
     with torch.no_grad():
-        a = layer(x)
+        a = layer(x, backend="native")
         with native.disabled():
-            b = layer(x)
+            b = layer(x, backend="pytorch")
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
 
 

@@ -188,5 +188,5 @@ def test_why_not_gives_reasons(device, monkeypatch):
 def test_auto_prefers_triton_on_cuda_only(device):
     inputs = _inputs(4, 4, 4, 1, 3, 3, 3, device=device)
     call = AttentionCall(*inputs, 3, 0.1, 1 << 20, True)
-    assert backends.select("auto", call).name == ("triton" if CUDA else ("native" if native.available() else "pytorch"))
+    assert backends.select("auto", call).name == ("triton" if CUDA else ("fused" if native.available() else "pytorch"))
     assert "triton" in backends.names() and tb.BACKEND.auto_devices == ("cuda",)

@@ -701,8 +701,12 @@ void local_backward(LocalShape sh, const T* q, const T* k, const T* v, const T* 
     // Jobs: (lane block, stripe of `rows` query rows). A stripe's windows write key rows within `rad` of
     // it, so stripes of the same parity (rows >= 2 rad apart) never write the same key: even stripes
     // run first, then odd ones.
+    // The table gradient is summed per job, then over jobs in a fixed order: the result does not depend
+    // on which thread ran which job (deterministic for any thread count).
     const int rad = sh.ks / 2, rows = std::max(2 * rad, 1);
-    const i64 nstripe = (X + rows - 1) / rows;
+    const i64 nstripe = (X + rows - 1) / rows, even = nblk * ((nstripe + 1) / 2);
+    const size_t ntab = static_cast<size_t>(H) * K * p;
+    std::vector<T> part(static_cast<size_t>(nblk * nstripe) * ntab);
 #pragma omp parallel num_threads(threads(nthreads))
     {
         Window* w = new Window;
@@ -712,6 +716,7 @@ void local_backward(LocalShape sh, const T* q, const T* k, const T* v, const T* 
         for (int parity = 0; parity < 2; ++parity) {
 #pragma omp for schedule(dynamic, 1)
             for (i64 job = 0; job < nblk * ((nstripe + 1 - parity) / 2); ++job) {
+                T* pj = part.data() + static_cast<size_t>(parity ? even + job : job) * ntab;
                 const i64 per = (nstripe + 1 - parity) / 2;
                 const i64 b0 = (job / per) * L;
                 const int x0 = static_cast<int>((2 * (job % per) + parity) * rows);
@@ -840,18 +845,21 @@ void local_backward(LocalShape sh, const T* q, const T* k, const T* v, const T* 
                                 }
                         }
                     }
-            }
-        }
-#pragma omp critical
-        {
-            const size_t n = sc.dtab.size() / L;
-            for (size_t i = 0; i < n; ++i) {
-                T acc = 0;
-                for (int l = 0; l < L; ++l) acc += sc.dtab[i * L + l];
-                dtab[i] += acc;
+                for (size_t i = 0; i < ntab; ++i) {  // this job's table gradient, lanes summed
+                    T acc = 0;
+                    for (int l = 0; l < L; ++l) acc += sc.dtab[i * L + l];
+                    pj[i] = acc;
+                }
+                std::fill(sc.dtab.begin(), sc.dtab.end(), T(0));
             }
         }
         delete w;
+    }
+    const i64 njobs = nblk * nstripe;
+    for (size_t i = 0; i < ntab; ++i) {
+        T acc = 0;
+        for (i64 j = 0; j < njobs; ++j) acc += part[static_cast<size_t>(j) * ntab + i];
+        dtab[i] += acc;
     }
 }
 #undef GSA_LANES

@@ -34,6 +34,8 @@ from .. import masks as _masks
 from .. import native as _native
 from ..neighbourhood import Local
 from . import AttentionCall
+from .chunked import _classes
+from .native_op import empty_grads
 
 __all__ = ["BACKEND", "local_attention", "local_attention_backward"]
 
@@ -91,8 +93,7 @@ def local_attention_backward(
 
 @local_attention_backward.register_fake
 def _(grad, q, k, v, table, group_scores, classes, seed, patch_size, dropout):
-    dgs = q.new_empty(0) if group_scores is None else torch.empty_like(group_scores)
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(table), dgs
+    return empty_grads(q, k, v, table, group_scores)
 
 
 def _setup_context(ctx, inputs, output):
@@ -109,13 +110,6 @@ def _backward(ctx, grad):
 
 
 local_attention.register_autograd(_backward, setup_context=_setup_context)
-
-
-def _classes(call: AttentionCall) -> Tensor | None:
-    """``call.classes`` on the queries' device, or None when there is one class (the kernel's default)."""
-    if call.classes is None or call.group_scores is None or call.group_scores.shape[4] == 1:
-        return None
-    return call.classes.to(call.q.device)
 
 
 class _Fused:

@@ -100,10 +100,16 @@ def chunked_attention_backward(
     return dq, dk.contiguous(), dv.contiguous(), dtable, q.new_empty(0) if dgs is None else dgs
 
 
-@chunked_attention_backward.register_fake
-def _(grad, q, k, v, table, group_scores, classes, seed, patch_size, dropout, chunk_elements):
+def empty_grads(q: Tensor, k: Tensor, v: Tensor, table: Tensor, group_scores: Optional[Tensor]) -> tuple:
+    """Fake gradients ``(dq, dk, dv, dtable, dgroup_scores)`` of an attention operator (shapes only; the
+    last is empty without group scores), for the backward operators' fake implementations."""
     dgs = q.new_empty(0) if group_scores is None else torch.empty_like(group_scores)
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(table), dgs
+
+
+@chunked_attention_backward.register_fake
+def _(grad, q, k, v, table, group_scores, classes, seed, patch_size, dropout, chunk_elements):
+    return empty_grads(q, k, v, table, group_scores)
 
 
 def _setup_context(ctx, inputs, output):

@@ -9,6 +9,13 @@
 //   gsa_backward   W again, dPn, dE, both softmax adjoints → W, dP (or dq_pos, dtable), dC = Σ_u dT, dGt = Σ_κ dT
 //   gsa_fold_add   adjoint of the key tiling: add overlapping tiles into the padded key gradient
 //
+// and, for the "fused" backend (gsa/nn/backends/fused.py), whole local-attention layers in one pass per
+// query pixel, batch × heads on the SIMD lanes (see "fused local attention" below):
+//
+//   gsa_local_forward    scores, both softmax levels, dropout, weights and value aggregation → out
+//   gsa_local_backward   the same recomputed per pixel, then every adjoint → dq, dk, dv, dtable, dgt
+//   gsa_local_lanes      the lane count L of a dtype (the layout's padding unit)
+//
 // A "pixel" is one query position of the chunk's pixel layout (up to 6 dims, e.g. (Bc, nx, ny, Tx, Ty)).
 // Strided tensors are described by per-dim pixel strides and inner strides (in elements). Contiguous
 // tensors produced here are indexed (pixel, ...) in row-major order.
@@ -491,8 +498,8 @@ void fold_add(const T* tiles, const i64* ts, i64 Bc, i64 nx, i64 ny, i64 G, i64 
 // Scores S[a_q, h, s, a_k] = q[a_q]·k[j_s, a_k] + gt[a_q, u(h), a_k] + q[a_q, :p]·tab[h, r_s] over the
 // slots s of the window inside the image; softmax over (s, a_k) in two levels as in gsa_probs (over a_k
 // per slot, then over slots with lse = mx + log sm applied as exp(P + mx − m) · sm), weights
-// W[h, s, a_k] = Σ_{a_q} Pn[a_q, h, s] E[a_q, u(h), s, a_k], out[h] = Σ_{s, a_k} W v[j_s, a_k].
-// The backward pass recomputes E and Pn per pixel. Threads split the lane blocks and the rows (backward:
+// W[h, s, a_k] = Σ_{a_q} D Pn[a_q, h, s] E[a_q, u(h), s, a_k], out[h] = Σ_{s, a_k} W v[j_s, a_k], with the
+// scaled dropout keep-mask D of local_keep (1 without dropout). The backward pass recomputes E and Pn per pixel. Threads split the lane blocks and the rows (backward:
 // stripes in two phases), so no two threads write the same key's gradient at once.
 
 #define GSA_LANES _Pragma("omp simd") for (int l = 0; l < L; ++l)

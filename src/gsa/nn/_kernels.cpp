@@ -719,7 +719,7 @@ void local_backward(LocalShape sh, const T* q, const T* k, const T* v, const T* 
         Window* w = new Window;
         LocalScratch<T, L> sc(sh, true);
         T mk[L];
-        uint32_t hw[L / 2 + 2];
+        std::vector<uint32_t> hwv(L / 2 + 2);  // keep_run scratch (heap, like the chunked kernels')
         for (int parity = 0; parity < 2; ++parity) {
 #pragma omp for schedule(dynamic, 1)
             for (i64 job = 0; job < nblk * ((nstripe + 1 - parity) / 2); ++job) {
@@ -777,7 +777,7 @@ void local_backward(LocalShape sh, const T* q, const T* k, const T* v, const T* 
                                     if (sh.drop.on) {  // X = dW ⊙ s·D of this a_q in place of dW
                                         T* x = sc.X.data();
                                         for (int a = 0; a < Gk; ++a) {
-                                            local_keep<T, L>(sh, pix, aq, h, w->r[s], a, b0, mk, hw);
+                                            local_keep<T, L>(sh, pix, aq, h, w->r[s], a, b0, mk, hwv.data());
                                             GSA_LANES x[a * L + l] = dw[a * L + l] * mk[l];
                                         }
                                         dw = x;

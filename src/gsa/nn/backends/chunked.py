@@ -68,12 +68,17 @@ def attend(call: AttentionCall, *, use_native: bool) -> torch.Tensor:
     )
 
 
-def _attend_native(call: AttentionCall) -> torch.Tensor:
-    """The custom operator; the per-call dropout seed is drawn here, from PyTorch's generator."""
+def op_seed(call: AttentionCall) -> torch.Tensor:
+    """The 0-d int64 dropout seed a native custom operator takes for ``call``: drawn from PyTorch's
+    generator when ``call`` has attention dropout, else zero (no draw: the generator is untouched)."""
     if call.dropout > 0:
-        seed = torch.randint(0, 2**62, (), dtype=torch.int64)
-    else:
-        seed = torch.zeros((), dtype=torch.int64)
+        return torch.randint(0, 2**62, (), dtype=torch.int64)
+    return torch.zeros((), dtype=torch.int64)
+
+
+def _attend_native(call: AttentionCall) -> torch.Tensor:
+    """The custom operator, with the per-call dropout seed of :func:`op_seed`."""
+    seed = op_seed(call)
     return native_op.chunked_attention(
         call.q,
         call.k,

@@ -34,7 +34,7 @@ from .. import masks as _masks
 from .. import native as _native
 from ..neighbourhood import Local
 from . import AttentionCall
-from .chunked import _classes
+from .chunked import _classes, op_seed
 from .native_op import empty_grads
 
 __all__ = ["BACKEND", "local_attention", "local_attention_backward"]
@@ -43,9 +43,8 @@ _MAX_PATCH = 63  # the kernel's window buffers hold up to 64 × 64 slots
 
 
 def _dropout(dropout: float, seed: Tensor) -> tuple:
-    """``(drop, scale)`` arguments of the kernels for attention dropout ``dropout`` keyed by ``seed``."""
-    if dropout <= 0:
-        return (0, 0, 0, 0), 1.0
+    """``(drop, scale)`` arguments of the kernels for attention dropout ``dropout`` keyed by ``seed``
+    (:func:`gsa.nn.masks.dropout_params` switches the masks off for ``dropout = 0``)."""
     return _masks.dropout_params(dropout, int(seed), 0), 1.0 / (1.0 - dropout)
 
 
@@ -135,12 +134,8 @@ class _Fused:
         return None
 
     def attend(self, call: AttentionCall) -> Tensor:
-        """See :func:`local_attention`; the per-call dropout seed is drawn here, from PyTorch's generator."""
-        if call.dropout > 0:
-            seed = torch.randint(0, 2**62, (), dtype=torch.int64)
-        else:
-            seed = torch.zeros((), dtype=torch.int64)
-        args = (call.q, call.k, call.v, call.table, call.group_scores, _classes(call), seed)
+        """See :func:`local_attention`; the per-call dropout seed is :func:`.chunked.op_seed`'s."""
+        args = (call.q, call.k, call.v, call.table, call.group_scores, _classes(call), op_seed(call))
         return local_attention(*args, call.patch_size, call.dropout)
 
 

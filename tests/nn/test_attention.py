@@ -155,11 +155,14 @@ def test_attention_heads_split_project_and_finish(lifting, split):
     q, k, v = heads._project(x)
     G = 1 if lifting else 2
     assert q.shape == k.shape == v.shape == (3 * 2, 5, 6, G, 5)
+    assert all(t.movedim(0, -1).is_contiguous() for t in (q, k, v))  # batch × heads innermost in memory
     xl = (x.unsqueeze(2) if lifting else x).permute(0, 3, 4, 2, 1)  # (B, X, Y, G, C)
     torch.testing.assert_close(q[2 * 2 + 1], heads.query(xl)[2, ..., 5:] / 2)  # batch 2, head 1; 1/√C_in
     torch.testing.assert_close(k[1 * 2 + 0], heads.key(xl)[1, ..., :5])
     out = heads._finish(v, 3)  # the heads concatenated again, then ``out``
     torch.testing.assert_close(out, heads.out(heads.value(xl)).permute(0, 4, 3, 1, 2))
+    assert out.is_contiguous()
+    torch.testing.assert_close(heads._finish(v.contiguous(), 3), out)  # any strides of the heads' outputs
     assert heads._finish(v[:0], 0).shape == (0, 6, G, 5, 6)
 
 
@@ -253,3 +256,14 @@ def test_index_tables_are_non_persistent_buffers_moved_with_the_module():
     assert not {"class_index", "output_classes"} & set(layer.state_dict())
     layer.to("meta")
     assert layer.class_index.device.type == "meta" and layer.output_classes.device.type == "meta"
+
+
+def test_projections_accept_any_module_in_place_of_the_linear_maps():
+    """A wrapped (say, adapted or quantised) projection goes through the generic channels-last path."""
+    torch.manual_seed(0)
+    layer = GroupSelfAttention("p4", 4, 6, num_heads=2, patch_size=3)
+    x = torch.randn(2, 4, 4, 5, 5)
+    want = layer(x)
+    for name in ("query", "key", "value", "out"):
+        setattr(layer, name, torch.nn.Sequential(getattr(layer, name)))
+    torch.testing.assert_close(layer(x), want, rtol=1e-5, atol=1e-6)

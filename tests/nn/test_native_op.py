@@ -89,3 +89,25 @@ def test_torch_export_of_a_gsanet_holds_the_native_operator(backend):
     assert _op_nodes(ep.graph, backend) >= 2
     with torch.no_grad():
         torch.testing.assert_close(ep.module()(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["native", "fused"])
+@pytest.mark.parametrize("layout", ["contiguous", "batch-innermost"])
+def test_opcheck_fakes_match_the_kernels_for_any_input_strides(backend, layout):
+    """``torch.library.opcheck``: schema, autograd registration and fakes whose strides are the real
+    outputs' (compiled graphs assert them), for batch-major inputs and the projections' own layout."""
+    from gsa.nn.backends import fused, native_op
+
+    torch.manual_seed(0)
+    layer = GroupSelfAttention("p4m", 3, 6, num_heads=3, patch_size=3)
+    x = torch.randn(2, 3, layer.group.order, 5, 4)
+    q, k, v = (t.detach() for t in layer._project(x))  # batch × heads innermost in memory
+    if layout == "contiguous":
+        q, k, v = (t.contiguous() for t in (q, k, v))
+    gt = layer._group_scores(q).detach()
+    args = (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), layer.positional_table(5, 4).detach(), gt)
+    extra = (layer._output_classes("cpu"), torch.tensor(7), 3, 0.2)
+    if backend == "native":
+        torch.library.opcheck(native_op.chunked_attention, (*args, *extra, 1 << 16))
+    else:
+        torch.library.opcheck(fused.local_attention, (*args, *extra))

@@ -97,22 +97,42 @@ class AttentionHeads(nn.Module):
         self.out = nn.Linear(inner, out_channels)
 
     def _project(self, x: torch.Tensor):
-        """``x`` → channels-last ``q, k, v`` of shape ``(B·n, X, Y, G, d)``, ``q`` scaled by ``1/√C_in``."""
+        """``x`` → ``q, k, v`` of shape ``(B·n, X, Y, G, d)``, ``q`` scaled by ``1/√C_in``.
+
+        Index ``b·n + head`` of the first axis is batch element ``b``'s head; in memory the tensors are
+        batch-innermost, ``(X, Y, G, d, B·n)`` contiguous (the fused kernels' lane layout, so that they
+        need no copy of their own), each made by one batched product and one copy."""
         xl = x.unsqueeze(2) if self.lifting else x  # (B, C, G, X, Y)
-        xl = xl.permute(0, 3, 4, 2, 1)  # (B, X, Y, G, C)
-        B, X, Y, G, _ = xl.shape
-        n, d = self.num_heads, self.mid_channels
+        B, C, G, X, Y = xl.shape
+        flat = xl.reshape(B, C, G * X * Y)
 
-        def proj(lin):
-            return lin(xl).view(B, X, Y, G, n, d).permute(0, 4, 1, 2, 3, 5).reshape(B * n, X, Y, G, d)
+        def proj(lin, scale=None):
+            y = _linear_channels_first(lin, flat, scale)  # (B, n·d, G·X·Y)
+            y = y.view(B, self.num_heads, self.mid_channels, G, X, Y).permute(4, 5, 3, 2, 0, 1).contiguous()
+            return y.view(X, Y, G, self.mid_channels, B * self.num_heads).movedim(-1, 0)
 
-        return proj(self.query) * (1.0 / math.sqrt(self.in_channels)), proj(self.key), proj(self.value)
+        return proj(self.query, 1.0 / math.sqrt(self.in_channels)), proj(self.key), proj(self.value)
 
     def _finish(self, o: torch.Tensor, B: int) -> torch.Tensor:
-        """The heads' outputs ``(B·n, X, Y, H, d)`` → ``(B, C_out, H, X, Y)``."""
+        """The heads' outputs ``(B·n, X, Y, H, d)`` (any strides) → ``(B, C_out, H, X, Y)`` contiguous."""
         n, (X, Y, H, d) = self.num_heads, o.shape[1:]
-        o = o.view(B, n, X, Y, H, d).permute(0, 2, 3, 4, 1, 5).reshape(B, X, Y, H, n * d)
-        return self.out(o).permute(0, 4, 3, 1, 2)
+        o = o.view(B, n, X, Y, H, d).permute(0, 1, 5, 4, 2, 3).reshape(B, n * d, H * X * Y)
+        y = _linear_channels_first(self.out, o)
+        return y.view(B, y.shape[1], H, X, Y)
+
+
+def _linear_channels_first(lin: nn.Module, x: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """``lin`` (a linear map ``C → C'``, times ``scale``) applied to ``x (B, C, N)`` → ``(B, C', N)``:
+    one batched product for an :class:`~torch.nn.Linear`, any other module on a channels-last copy."""
+    if type(lin) is not nn.Linear:
+        y = lin(x.transpose(1, 2)).transpose(1, 2)
+        return y if scale is None else y * scale
+    w, b = lin.weight, lin.bias
+    if scale is not None:
+        w, b = w * scale, None if b is None else b * scale
+    w = w.expand(x.shape[0], *w.shape)
+    y = torch.bmm(w, x)
+    return y if b is None else y.add_(b.view(1, -1, 1))  # faster than baddbmm's broadcast copy
 
 
 class _GroupAttention(AttentionHeads):
@@ -204,7 +224,7 @@ class _GroupAttention(AttentionHeads):
             raise ValueError(
                 f"{type(self).__name__} expects an image of at least 1x1 pixels {want}, got shape {tuple(x.shape)}"
             )
-        w = self.query.weight.dtype
+        w = next(self.query.parameters()).dtype  # also for a wrapped projection
         if x.dtype != w and not _backends.compiling() and not _autocast_on(x.device.type):
             raise TypeError(
                 f"{type(self).__name__} expects {w} input (the dtype of its parameters), got {x.dtype}; "
@@ -274,7 +294,7 @@ class _GroupAttention(AttentionHeads):
         if self.lifting:
             return None
         H = self.group.order
-        t = q[..., self.row_dim + self.col_dim :] @ self.group_embedding.weight.t()  # (..., Gq, |H|)
+        t = q[..., self.row_dim + self.col_dim :].contiguous() @ self.group_embedding.weight.t()  # (..., Gq, |H|)
         flat = self.class_index.to(q.device)  # (Gq·U·Gk,) into the flattened (Gq, |H|) axis (a no-op once moved)
         U = self._classes[1].numel()
         return t.flatten(-2).index_select(-1, flat).view(*t.shape[:-2], H, U, H)

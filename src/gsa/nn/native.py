@@ -505,7 +505,8 @@ def _lanes(dtype: torch.dtype) -> int:
 
 
 def _to_lanes(t: torch.Tensor | None, Bp: int) -> torch.Tensor | None:
-    """``(Bn, ...)`` → ``(..., Bp)`` contiguous, batch × heads last and zero-padded to ``Bp`` lanes."""
+    """``(Bn, ...)`` → ``(..., Bp)`` contiguous, batch × heads last and zero-padded to ``Bp`` lanes (no copy
+    for a batch-innermost tensor such as :meth:`gsa.nn.attention.AttentionHeads._project` makes, ``Bn = Bp``)."""
     if t is None:
         return None
     t = t.movedim(0, -1)
@@ -515,8 +516,15 @@ def _to_lanes(t: torch.Tensor | None, Bp: int) -> torch.Tensor | None:
 
 
 def _from_lanes(t: torch.Tensor, Bn: int) -> torch.Tensor:
-    """Inverse of :func:`_to_lanes`: ``(..., Bp)`` → ``(Bn, ...)`` contiguous."""
-    return t[..., :Bn].movedim(-1, 0).contiguous()
+    """Inverse of :func:`_to_lanes`: ``(..., Bp)`` → a ``(Bn, ...)`` view, batch × heads innermost in memory."""
+    return t[..., :Bn].movedim(-1, 0)
+
+
+def lanes_like(t: torch.Tensor, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """An uninitialised ``(Bn, *shape)`` tensor (default ``t``'s shape) laid out as the fused kernels
+    return theirs: a view of an ``(*shape, Bp)`` contiguous one (also for the operators' fakes)."""
+    Bn, shape = t.shape[0], t.shape[1:] if shape is None else shape
+    return _from_lanes(t.new_empty((*shape, _padded(Bn, t.dtype))), Bn)
 
 
 def _local_args(q, k, v, table, gt, classes, patch_size: int, Bn: int, Bp: int, drop, scale: float) -> tuple:
@@ -574,4 +582,5 @@ def local_backward(dout, q, k, v, table, gt, classes, patch_size: int, drop=_NO_
         _threads(),
     )
     grads = (_from_lanes(t, Bn) for t in (dq, dk, dv))
-    return (*grads, dtable, None if dgt is None else _from_lanes(dgt, Bn))
+    # dgt batch-major: the group scores' own backward (an index_add over repeated indices) then sums in one order
+    return (*grads, dtable, None if dgt is None else _from_lanes(dgt, Bn).contiguous())

@@ -8,6 +8,10 @@ is a vector operation without gathers. The backward kernel recomputes the probab
 and accumulates the key, value and table gradients in place; threads split lane blocks and stripes
 of rows so that no two write the same key at once.
 
+The kernels read and write batch × heads innermost: the attention layers' projections
+(:meth:`gsa.nn.attention.AttentionHeads._project`) make ``q, k, v`` in that layout, so they reach the
+kernel without a copy when batch × heads fills whole lane blocks, and the outputs come back as views.
+
 No tiles, chunks or band matrices: on small images and windows (rotMNIST-sized layers, where the
 chunked core spends most of its time moving tiles) it is the fastest CPU path. It takes local
 attention on float32/float64 CPU tensors; global attention goes to the chunked core (``why_not``
@@ -35,7 +39,6 @@ from .. import native as _native
 from ..neighbourhood import Local
 from . import AttentionCall
 from .chunked import _classes, op_seed
-from .native_op import empty_grads
 
 __all__ = ["BACKEND", "local_attention", "local_attention_backward"]
 
@@ -61,14 +64,14 @@ def local_attention(
     dropout: float,
 ) -> Tensor:
     """``(B, X, Y, |H|, dv)``: see :func:`gsa.nn.functional.group_attention` (local windows; ``seed`` a
-    0-d int64 tensor, the masks' key when ``dropout > 0``)."""
+    0-d int64 tensor, the masks' key when ``dropout > 0``). The result is a view of the kernel's
+    batch-innermost ``(X, Y, |H|, dv, lanes)`` output, as are the gradients of ``q, k, v``."""
     return _native.local_forward(q, k, v, table, group_scores, classes, patch_size, *_dropout(dropout, seed))
 
 
 @local_attention.register_fake
 def _(q, k, v, table, group_scores, classes, seed, patch_size, dropout):
-    B, X, Y = q.shape[:3]
-    return q.new_empty((B, X, Y, table.shape[0], v.shape[-1]))
+    return _native.lanes_like(q, (*q.shape[1:3], table.shape[0], v.shape[-1]))
 
 
 @torch.library.custom_op("gsa::local_attention_backward", mutates_args=(), device_types="cpu")
@@ -92,7 +95,8 @@ def local_attention_backward(
 
 @local_attention_backward.register_fake
 def _(grad, q, k, v, table, group_scores, classes, seed, patch_size, dropout):
-    return empty_grads(q, k, v, table, group_scores)
+    dgs = q.new_empty(0) if group_scores is None else group_scores.new_empty(group_scores.shape)
+    return _native.lanes_like(q), _native.lanes_like(k), _native.lanes_like(v), table.new_empty(table.shape), dgs
 
 
 def _setup_context(ctx, inputs, output):

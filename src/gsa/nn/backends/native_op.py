@@ -97,19 +97,20 @@ def chunked_attention_backward(
         )
     X, Y, r = q.shape[1], q.shape[2], spec.r
     dk, dv = dkp[:, r : r + X, r : r + Y], dvp[:, r : r + X, r : r + Y]
-    return dq, dk.contiguous(), dv.contiguous(), dtable, q.new_empty(0) if dgs is None else dgs
+    dgs = q.new_empty(0) if dgs is None else dgs.contiguous()
+    return dq.contiguous(), dk.contiguous(), dv.contiguous(), dtable.contiguous(), dgs
 
 
-def empty_grads(q: Tensor, k: Tensor, v: Tensor, table: Tensor, group_scores: Optional[Tensor]) -> tuple:
-    """Fake gradients ``(dq, dk, dv, dtable, dgroup_scores)`` of an attention operator (shapes only; the
-    last is empty without group scores), for the backward operators' fake implementations."""
-    dgs = q.new_empty(0) if group_scores is None else torch.empty_like(group_scores)
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(table), dgs
+def _empty_grads(q: Tensor, k: Tensor, v: Tensor, table: Tensor, group_scores: Optional[Tensor]) -> tuple:
+    """Fake gradients ``(dq, dk, dv, dtable, dgroup_scores)`` of the chunked operator, contiguous whatever
+    the inputs' strides (shapes only; the last is empty without group scores)."""
+    dgs = q.new_empty(0) if group_scores is None else group_scores.new_empty(group_scores.shape)
+    return tuple(t.new_empty(t.shape) for t in (q, k, v, table)) + (dgs,)
 
 
 @chunked_attention_backward.register_fake
 def _(grad, q, k, v, table, group_scores, classes, seed, patch_size, dropout, chunk_elements):
-    return empty_grads(q, k, v, table, group_scores)
+    return _empty_grads(q, k, v, table, group_scores)
 
 
 def _setup_context(ctx, inputs, output):

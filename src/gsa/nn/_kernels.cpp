@@ -551,7 +551,7 @@ struct LocalScratch {
     LocalScratch(const LocalShape& sh, bool backward) {
         const size_t K = static_cast<size_t>(sh.ks) * sh.ks, Gq = sh.Gq, Gk = sh.Gk, U = sh.U, H = sh.H;
         const size_t nE = backward ? Gq : 1;
-        C.resize(K * Gk * L);
+        C.resize(Gq * K * Gk * L);
         mx.resize(U * K * L);
         sm.resize(U * K * L);
         E.resize(nE * U * K * Gk * L);
@@ -563,27 +563,77 @@ struct LocalScratch {
         dE.resize(U * K * Gk * L);
         g.resize(H * L);
         s2.resize(U * K * L);
-        dC.resize(K * Gk * L);
+        dC.resize(Gq * K * Gk * L);
         dtab.assign(H * K * sh.p * L, T(0));
         X.resize(Gk * L);
     }
 };
 
-// E (U, ns, Gk, L) and Pn (H, ns, L) of query element a_q at pixel pix for the lanes at b0; W += Pn ⊗ E.
+// Content scores C[a_q, s, a_k] = q[a_q]·k[j_s, a_k] (C: (Gq, K, Gk, L), slots s < ns) of NQ query elements
+// from aq0: each key vector is loaded once for the NQ of them.
+template <typename T, int L, int NQ>
+inline void content_block(const LocalShape& sh, const Window& w, const T* qp, const T* k, i64 b0, int aq0, T* C) {
+    const int Gk = sh.Gk, d = sh.d, K = sh.ks * sh.ks;
+    const i64 Bp = sh.Bp;
+    const T* qa = qp + static_cast<i64>(aq0) * d * Bp;
+    for (int s = 0; s < w.ns; ++s)
+        for (int a = 0; a < Gk; ++a) {
+            const T* kp = k + (w.j[s] * Gk + a) * d * Bp + b0;
+            T acc[NQ][L] = {};
+            for (int c = 0; c < d; ++c)
+                for (int i = 0; i < NQ; ++i) GSA_LANES acc[i][l] += qa[(i * d + c) * Bp + l] * kp[c * Bp + l];
+            for (int i = 0; i < NQ; ++i) GSA_LANES C[(((aq0 + i) * K + s) * Gk + a) * L + l] = acc[i][l];
+        }
+}
+
+// Content scores of every query element of pixel pix (qp = q at the pixel and lane block), four at a time.
 template <typename T, int L>
-inline void local_probs(const LocalShape& sh, const Window& w, i64 pix, int aq, i64 b0, const T* q, const T* k,
+inline void local_content(const LocalShape& sh, const Window& w, const T* qp, const T* k, i64 b0, T* C) {
+    int aq = 0;
+    for (; aq + 4 <= sh.Gq; aq += 4) content_block<T, L, 4>(sh, w, qp, k, b0, aq, C);
+    for (; aq < sh.Gq; ++aq) content_block<T, L, 1>(sh, w, qp, k, b0, aq, C);
+}
+
+// Gradient of the content scores: dq[a_q] += Σ dC k, dk += Σ_{a_q} dC q[a_q] (dC: (Gq, K, Gk, L)), NQ query
+// elements from aq0 at a time, so each key's gradient is read and written once per NQ of them.
+template <typename T, int L, int NQ>
+inline void content_grad_block(const LocalShape& sh, const Window& w, const T* qp, const T* k, i64 b0, int aq0,
+                               const T* dC, T* dqp, T* dk) {
+    const int Gk = sh.Gk, d = sh.d, K = sh.ks * sh.ks;
+    const i64 Bp = sh.Bp, qo = static_cast<i64>(aq0) * d * Bp;
+    for (int s = 0; s < w.ns; ++s)
+        for (int a = 0; a < Gk; ++a) {
+            const i64 ko = (w.j[s] * Gk + a) * d * Bp + b0;
+            const T* dc[NQ];
+            for (int i = 0; i < NQ; ++i) dc[i] = dC + (((aq0 + i) * K + s) * Gk + a) * L;
+            for (int c = 0; c < d; ++c) {
+                T acc[L] = {};
+                for (int i = 0; i < NQ; ++i) GSA_LANES {
+                        dqp[qo + (i * d + c) * Bp + l] += dc[i][l] * k[ko + c * Bp + l];
+                        acc[l] += dc[i][l] * qp[qo + (i * d + c) * Bp + l];
+                    }
+                GSA_LANES dk[ko + c * Bp + l] += acc[l];
+            }
+        }
+}
+
+template <typename T, int L>
+inline void local_content_grad(const LocalShape& sh, const Window& w, const T* qp, const T* k, i64 b0, const T* dC,
+                               T* dqp, T* dk) {
+    int aq = 0;
+    for (; aq + 4 <= sh.Gq; aq += 4) content_grad_block<T, L, 4>(sh, w, qp, k, b0, aq, dC, dqp, dk);
+    for (; aq < sh.Gq; ++aq) content_grad_block<T, L, 1>(sh, w, qp, k, b0, aq, dC, dqp, dk);
+}
+
+// E (U, ns, Gk, L) and Pn (H, ns, L) of query element a_q at pixel pix for the lanes at b0, from the content
+// scores sc.C of local_content; W += Pn ⊗ E.
+template <typename T, int L>
+inline void local_probs(const LocalShape& sh, const Window& w, i64 pix, int aq, i64 b0, const T* q,
                         const T* tab, const T* gt, const i64* cls, LocalScratch<T, L>& sc, T* E, T* Pn) {
     const int ns = w.ns, Gk = sh.Gk, d = sh.d, U = sh.U, R = sh.ks * sh.ks;
     const i64 Bp = sh.Bp;
     const T* qa = q + (pix * sh.Gq + aq) * d * Bp + b0;
-    T* C = sc.C.data();
-    for (int s = 0; s < ns; ++s)
-        for (int a = 0; a < Gk; ++a) {
-            const T* kp = k + (w.j[s] * Gk + a) * d * Bp + b0;
-            T acc[L] = {};
-            for (int c = 0; c < d; ++c) GSA_LANES acc[l] += qa[c * Bp + l] * kp[c * Bp + l];
-            GSA_LANES C[(s * Gk + a) * L + l] = acc[l];
-        }
+    const T* C = sc.C.data() + static_cast<size_t>(aq) * R * Gk * L;
     for (int u = 0; u < U; ++u) {
         const T* ga = gt ? gt + ((pix * sh.Gq + aq) * U + u) * Gk * Bp + b0 : nullptr;
         for (int s = 0; s < ns; ++s) {
@@ -679,8 +729,9 @@ void local_forward(LocalShape sh, const T* q, const T* k, const T* v, const T* t
                 window_of(*w, x, y, sh);
                 const int ns = w->ns;
                 std::fill(sc.W.begin(), sc.W.begin() + static_cast<size_t>(H) * ns * Gk * L, T(0));
+                local_content<T, L>(sh, *w, q + pix * sh.Gq * sh.d * Bp + b0, k, b0, sc.C.data());
                 for (int aq = 0; aq < sh.Gq; ++aq)
-                    local_probs<T, L>(sh, *w, pix, aq, b0, q, k, tab, gt, cls, sc, sc.E.data(), sc.Pn.data());
+                    local_probs<T, L>(sh, *w, pix, aq, b0, q, tab, gt, cls, sc, sc.E.data(), sc.Pn.data());
                 for (int h = 0; h < H; ++h)
                     for (int c = 0; c < dv; ++c) {
                         T acc[L] = {};
@@ -734,8 +785,10 @@ void local_backward(LocalShape sh, const T* q, const T* k, const T* v, const T* 
                         const int ns = w->ns;
                         const size_t eS = static_cast<size_t>(U) * ns * Gk * L, pS = static_cast<size_t>(H) * ns * L;
                         std::fill(sc.W.begin(), sc.W.begin() + static_cast<size_t>(H) * ns * Gk * L, T(0));
+                        const i64 qo = pix * Gq * d * Bp + b0;
+                        local_content<T, L>(sh, *w, q + qo, k, b0, sc.C.data());
                         for (int aq = 0; aq < Gq; ++aq)
-                            local_probs<T, L>(sh, *w, pix, aq, b0, q, k, tab, gt, cls, sc, sc.E.data() + aq * eS,
+                            local_probs<T, L>(sh, *w, pix, aq, b0, q, tab, gt, cls, sc, sc.E.data() + aq * eS,
                                               sc.Pn.data() + aq * pS);
                         // values: o[h] = Σ W v  →  dW = do · v, dv += W do
                         const T* dop = dout + pix * H * dv * Bp + b0;
@@ -821,7 +874,7 @@ void local_backward(LocalShape sh, const T* q, const T* k, const T* v, const T* 
                                     }
                                 }
                             }
-                            T* dC = sc.dC.data();
+                            T* dC = sc.dC.data() + static_cast<size_t>(aq) * K * Gk * L;
                             std::fill(dC, dC + static_cast<size_t>(ns) * Gk * L, T(0));
                             for (int u = 0; u < U; ++u) {
                                 T* dg = dgt ? dgt + ((pix * Gq + aq) * U + u) * Gk * Bp + b0 : nullptr;
@@ -841,16 +894,8 @@ void local_backward(LocalShape sh, const T* q, const T* k, const T* v, const T* 
                                     }
                                 }
                             }
-                            for (int s = 0; s < ns; ++s)
-                                for (int a = 0; a < Gk; ++a) {
-                                    const T* dc = dC + (s * Gk + a) * L;
-                                    const i64 ko = (w->j[s] * Gk + a) * d * Bp + b0;
-                                    for (int c = 0; c < d; ++c) GSA_LANES {
-                                            dqa[c * Bp + l] += dc[l] * k[ko + c * Bp + l];
-                                            dk[ko + c * Bp + l] += dc[l] * qa[c * Bp + l];
-                                        }
-                                }
                         }
+                        local_content_grad<T, L>(sh, *w, q + qo, k, b0, sc.dC.data(), dq + qo, dk);
                     }
                 for (size_t i = 0; i < ntab; ++i) {  // this job's table gradient, lanes summed
                     T acc = 0;

@@ -294,7 +294,8 @@ class _GroupAttention(AttentionHeads):
         if self.lifting:
             return None
         H = self.group.order
-        t = q[..., self.row_dim + self.col_dim :].contiguous() @ self.group_embedding.weight.t()  # (..., Gq, |H|)
+        qg = q[..., self.row_dim + self.col_dim :].contiguous()  # batch-major rows: one product over all of them
+        t = qg @ self.group_embedding.weight.t()  # (..., Gq, |H|)
         flat = self.class_index.to(q.device)  # (Gq·U·Gk,) into the flattened (Gq, |H|) axis (a no-op once moved)
         U = self._classes[1].numel()
         return t.flatten(-2).index_select(-1, flat).view(*t.shape[:-2], H, U, H)

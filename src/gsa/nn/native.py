@@ -582,5 +582,5 @@ def local_backward(dout, q, k, v, table, gt, classes, patch_size: int, drop=_NO_
         _threads(),
     )
     grads = (_from_lanes(t, Bn) for t in (dq, dk, dv))
-    # dgt batch-major: the group scores' own backward (an index_add over repeated indices) then sums in one order
+    # dgt batch-major (contiguous), the layout in which the attention layers make the group scores
     return (*grads, dtable, None if dgt is None else _from_lanes(dgt, Bn).contiguous())

@@ -625,6 +625,77 @@ inline void local_content_grad(const LocalShape& sh, const Window& w, const T* q
     for (; aq < sh.Gq; ++aq) content_grad_block<T, L, 1>(sh, w, qp, k, b0, aq, dC, dqp, dk);
 }
 
+// Value aggregation of one pixel: o[h] = Σ_{s, a_k} W[h, s, a_k] v[j_s, a_k] (o = out at the pixel and lane
+// block), four output elements at a time, so each value vector is read once per four (every sum in the order
+// of one at a time: bit-identical results).
+template <typename T, int L, int NH>
+inline void values_block(const LocalShape& sh, const Window& w, const T* __restrict W, const T* __restrict v, i64 b0,
+                         int h0, T* __restrict o) {
+    const int ns = w.ns, Gk = sh.Gk, dv = sh.dv;
+    const i64 Bp = sh.Bp;
+    for (int c = 0; c < dv; ++c) {
+        T acc[NH * L] = {};
+        for (int s = 0; s < ns; ++s)
+            for (int a = 0; a < Gk; ++a) {
+                const T* __restrict vp = v + ((w.j[s] * Gk + a) * dv + c) * Bp + b0;
+                GSA_LANES {
+                    const T vl = vp[l];
+#pragma GCC unroll 8
+                    for (int i = 0; i < NH; ++i) acc[i * L + l] += W[(((h0 + i) * ns + s) * Gk + a) * L + l] * vl;
+                }
+            }
+        for (int i = 0; i < NH; ++i) GSA_LANES o[((h0 + i) * dv + c) * Bp + l] = acc[i * L + l];
+    }
+}
+
+template <typename T, int L>
+inline void local_values(const LocalShape& sh, const Window& w, const T* W, const T* v, i64 b0, T* o) {
+    int h = 0;
+    for (; h + 4 <= sh.H; h += 4) values_block<T, L, 4>(sh, w, W, v, b0, h, o);
+    for (; h < sh.H; ++h) values_block<T, L, 1>(sh, w, W, v, b0, h, o);
+}
+
+// Value gradients of one pixel: dW[h, s, a_k] = do[h]·v[j_s, a_k], dv[j_s, a_k] += Σ_h W[h, s, a_k] do[h]; four
+// output elements at a time, so each value vector and its gradient are read once per four (sums in the order
+// of one at a time: bit-identical results).
+template <typename T, int L, int NH>
+inline void value_grad_block(const LocalShape& sh, const Window& w, const T* __restrict dop, const T* __restrict v,
+                             i64 b0, int h0, const T* __restrict W, T* __restrict dW, T* __restrict dvv) {
+    const int ns = w.ns, Gk = sh.Gk, dv = sh.dv;
+    const i64 Bp = sh.Bp;
+    for (int s = 0; s < ns; ++s)
+        for (int a = 0; a < Gk; ++a) {
+            const i64 vo = (w.j[s] * Gk + a) * dv * Bp + b0;
+            T acc[NH * L] = {};
+            T wr[NH * L];
+            for (int i = 0; i < NH; ++i) GSA_LANES wr[i * L + l] = W[(((h0 + i) * ns + s) * Gk + a) * L + l];
+            for (int c = 0; c < dv; ++c) {
+                const T* __restrict vp = v + vo + c * Bp;
+                T* __restrict dvp = dvv + vo + c * Bp;
+                GSA_LANES {
+                    T g = dvp[l];
+                    const T vl = vp[l];
+#pragma GCC unroll 8
+                    for (int i = 0; i < NH; ++i) {
+                        const T dc = dop[((h0 + i) * dv + c) * Bp + l];
+                        acc[i * L + l] += dc * vl;
+                        g += wr[i * L + l] * dc;
+                    }
+                    dvp[l] = g;
+                }
+            }
+            for (int i = 0; i < NH; ++i) GSA_LANES dW[(((h0 + i) * ns + s) * Gk + a) * L + l] = acc[i * L + l];
+        }
+}
+
+template <typename T, int L>
+inline void local_value_grad(const LocalShape& sh, const Window& w, const T* dop, const T* v, i64 b0, const T* W,
+                             T* dW, T* dvv) {
+    int h = 0;
+    for (; h + 4 <= sh.H; h += 4) value_grad_block<T, L, 4>(sh, w, dop, v, b0, h, W, dW, dvv);
+    for (; h < sh.H; ++h) value_grad_block<T, L, 1>(sh, w, dop, v, b0, h, W, dW, dvv);
+}
+
 // E (U, ns, Gk, L) and Pn (H, ns, L) of query element a_q at pixel pix for the lanes at b0, from the content
 // scores sc.C of local_content; W += Pn ⊗ E.
 template <typename T, int L>
@@ -732,17 +803,7 @@ void local_forward(LocalShape sh, const T* q, const T* k, const T* v, const T* t
                 local_content<T, L>(sh, *w, q + pix * sh.Gq * sh.d * Bp + b0, k, b0, sc.C.data());
                 for (int aq = 0; aq < sh.Gq; ++aq)
                     local_probs<T, L>(sh, *w, pix, aq, b0, q, tab, gt, cls, sc, sc.E.data(), sc.Pn.data());
-                for (int h = 0; h < H; ++h)
-                    for (int c = 0; c < dv; ++c) {
-                        T acc[L] = {};
-                        for (int s = 0; s < ns; ++s) {
-                            const T* wr = sc.W.data() + (h * ns + s) * Gk * L;
-                            const T* vp = v + w->j[s] * Gk * dv * Bp + c * Bp + b0;
-                            for (int a = 0; a < Gk; ++a) GSA_LANES acc[l] += wr[a * L + l] * vp[a * dv * Bp + l];
-                        }
-                        T* o = out + ((pix * H + h) * dv + c) * Bp + b0;
-                        GSA_LANES o[l] = acc[l];
-                    }
+                local_values<T, L>(sh, *w, sc.W.data(), v, b0, out + pix * H * dv * Bp + b0);
             }
         }
         delete w;
@@ -791,26 +852,8 @@ void local_backward(LocalShape sh, const T* q, const T* k, const T* v, const T* 
                             local_probs<T, L>(sh, *w, pix, aq, b0, q, tab, gt, cls, sc, sc.E.data() + aq * eS,
                                               sc.Pn.data() + aq * pS);
                         // values: o[h] = Σ W v  →  dW = do · v, dv += W do
-                        const T* dop = dout + pix * H * dv * Bp + b0;
-                        for (int s = 0; s < ns; ++s)
-                            for (int a = 0; a < Gk; ++a) {
-                                const i64 vo = (w->j[s] * Gk + a) * dv * Bp + b0;
-                                for (int h = 0; h < H; ++h) {
-                                    const T* wr = sc.W.data() + ((h * ns + s) * Gk + a) * L;
-                                    T acc[L] = {};
-                                    for (int c = 0; c < dv; ++c) {
-                                        const T* dc = dop + (h * dv + c) * Bp;
-                                        T* dvp = dvv + vo + c * Bp;
-                                        const T* vp = v + vo + c * Bp;
-                                        GSA_LANES {
-                                            acc[l] += dc[l] * vp[l];
-                                            dvp[l] += wr[l] * dc[l];
-                                        }
-                                    }
-                                    T* dw = sc.dW.data() + ((h * ns + s) * Gk + a) * L;
-                                    GSA_LANES dw[l] = acc[l];
-                                }
-                            }
+                        local_value_grad<T, L>(sh, *w, dout + pix * H * dv * Bp + b0, v, b0, sc.W.data(), sc.dW.data(),
+                                               dvv);
                         for (int aq = 0; aq < Gq; ++aq) {
                             const T* E = sc.E.data() + aq * eS;
                             const T* Pn = sc.Pn.data() + aq * pS;

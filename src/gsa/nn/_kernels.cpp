@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
@@ -569,6 +570,15 @@ struct LocalScratch {
     }
 };
 
+// Calls f(std::integral_constant<int, 4>{}, i) for i = 0, 4, … while four remain below n, then
+// f(std::integral_constant<int, 1>{}, i) for the rest: the kernels' blocks of four query or output elements.
+template <typename F>
+inline void in_fours(int n, F&& f) {
+    int i = 0;
+    for (; i + 4 <= n; i += 4) f(std::integral_constant<int, 4>{}, i);
+    for (; i < n; ++i) f(std::integral_constant<int, 1>{}, i);
+}
+
 // Content scores C[a_q, s, a_k] = q[a_q]·k[j_s, a_k] (C: (Gq, K, Gk, L), slots s < ns) of NQ query elements
 // from aq0: each key vector is loaded once for the NQ of them.
 template <typename T, int L, int NQ>
@@ -589,9 +599,7 @@ inline void content_block(const LocalShape& sh, const Window& w, const T* qp, co
 // Content scores of every query element of pixel pix (qp = q at the pixel and lane block), four at a time.
 template <typename T, int L>
 inline void local_content(const LocalShape& sh, const Window& w, const T* qp, const T* k, i64 b0, T* C) {
-    int aq = 0;
-    for (; aq + 4 <= sh.Gq; aq += 4) content_block<T, L, 4>(sh, w, qp, k, b0, aq, C);
-    for (; aq < sh.Gq; ++aq) content_block<T, L, 1>(sh, w, qp, k, b0, aq, C);
+    in_fours(sh.Gq, [&](auto nq, int aq) { content_block<T, L, decltype(nq)::value>(sh, w, qp, k, b0, aq, C); });
 }
 
 // Gradient of the content scores: dq[a_q] += Σ dC k, dk += Σ_{a_q} dC q[a_q] (dC: (Gq, K, Gk, L)), NQ query
@@ -620,9 +628,9 @@ inline void content_grad_block(const LocalShape& sh, const Window& w, const T* q
 template <typename T, int L>
 inline void local_content_grad(const LocalShape& sh, const Window& w, const T* qp, const T* k, i64 b0, const T* dC,
                                T* dqp, T* dk) {
-    int aq = 0;
-    for (; aq + 4 <= sh.Gq; aq += 4) content_grad_block<T, L, 4>(sh, w, qp, k, b0, aq, dC, dqp, dk);
-    for (; aq < sh.Gq; ++aq) content_grad_block<T, L, 1>(sh, w, qp, k, b0, aq, dC, dqp, dk);
+    in_fours(sh.Gq, [&](auto nq, int aq) {
+        content_grad_block<T, L, decltype(nq)::value>(sh, w, qp, k, b0, aq, dC, dqp, dk);
+    });
 }
 
 // Value aggregation of one pixel: o[h] = Σ_{s, a_k} W[h, s, a_k] v[j_s, a_k] (o = out at the pixel and lane
@@ -650,9 +658,7 @@ inline void values_block(const LocalShape& sh, const Window& w, const T* __restr
 
 template <typename T, int L>
 inline void local_values(const LocalShape& sh, const Window& w, const T* W, const T* v, i64 b0, T* o) {
-    int h = 0;
-    for (; h + 4 <= sh.H; h += 4) values_block<T, L, 4>(sh, w, W, v, b0, h, o);
-    for (; h < sh.H; ++h) values_block<T, L, 1>(sh, w, W, v, b0, h, o);
+    in_fours(sh.H, [&](auto nh, int h) { values_block<T, L, decltype(nh)::value>(sh, w, W, v, b0, h, o); });
 }
 
 // Value gradients of one pixel: dW[h, s, a_k] = do[h]·v[j_s, a_k], dv[j_s, a_k] += Σ_h W[h, s, a_k] do[h]; four
@@ -691,9 +697,9 @@ inline void value_grad_block(const LocalShape& sh, const Window& w, const T* __r
 template <typename T, int L>
 inline void local_value_grad(const LocalShape& sh, const Window& w, const T* dop, const T* v, i64 b0, const T* W,
                              T* dW, T* dvv) {
-    int h = 0;
-    for (; h + 4 <= sh.H; h += 4) value_grad_block<T, L, 4>(sh, w, dop, v, b0, h, W, dW, dvv);
-    for (; h < sh.H; ++h) value_grad_block<T, L, 1>(sh, w, dop, v, b0, h, W, dW, dvv);
+    in_fours(sh.H, [&](auto nh, int h) {
+        value_grad_block<T, L, decltype(nh)::value>(sh, w, dop, v, b0, h, W, dW, dvv);
+    });
 }
 
 // E (U, ns, Gk, L) and Pn (H, ns, L) of query element a_q at pixel pix for the lanes at b0, from the content

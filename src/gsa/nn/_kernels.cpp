@@ -500,8 +500,9 @@ void fold_add(const T* tiles, const i64* ts, i64 Bc, i64 nx, i64 ny, i64 G, i64 
 // slots s of the window inside the image; softmax over (s, a_k) in two levels as in gsa_probs (over a_k
 // per slot, then over slots with lse = mx + log sm applied as exp(P + mx − m) · sm), weights
 // W[h, s, a_k] = Σ_{a_q} D Pn[a_q, h, s] E[a_q, u(h), s, a_k], out[h] = Σ_{s, a_k} W v[j_s, a_k], with the
-// scaled dropout keep-mask D of local_keep (1 without dropout). The backward pass recomputes E and Pn per pixel. Threads split the lane blocks and the rows (backward:
-// stripes in two phases), so no two threads write the same key's gradient at once.
+// scaled dropout keep-mask D of local_keep (1 without dropout). The backward pass recomputes E and Pn per
+// pixel. Threads split the lane blocks and the rows (backward: stripes in two phases), so no two threads
+// write the same key's gradient at once.
 
 #define GSA_LANES _Pragma("omp simd") for (int l = 0; l < L; ++l)
 

@@ -40,8 +40,9 @@ def chunk_elements(call: AttentionCall) -> int:
     return call.chunk_elements
 
 
-def _classes(call: AttentionCall) -> torch.Tensor | None:
-    """``call.classes`` on the queries' device, or None when there is one class (the core broadcasts it)."""
+def op_classes(call: AttentionCall) -> torch.Tensor | None:
+    """``call.classes`` on the queries' device for the native cores and the fused kernel, or None when there
+    is one class (they broadcast it)."""
     if call.classes is None or call.group_scores is None or call.group_scores.shape[4] == 1:
         return None
     return call.classes.to(call.q.device)
@@ -54,7 +55,7 @@ def attend(call: AttentionCall, *, use_native: bool) -> torch.Tensor:
     q, k, v = call.q, call.k, call.v
     B, X, Y, Gq, _ = q.shape
     Gk, H, p = k.shape[3], call.order, call.table.shape[-1]
-    spec = _fc.Spec(call.neighbourhood, X, Y, B, Gq, Gk, H, p, _classes(call), chunk_elements(call), call.dropout)
+    spec = _fc.Spec(call.neighbourhood, X, Y, B, Gq, Gk, H, p, op_classes(call), chunk_elements(call), call.dropout)
     return _fc.attend(
         q,
         spec.pad(k),
@@ -85,7 +86,7 @@ def _attend_native(call: AttentionCall) -> torch.Tensor:
         call.v,
         call.table,
         call.group_scores,
-        _classes(call),
+        op_classes(call),
         seed,
         call.patch_size or 0,
         call.dropout,

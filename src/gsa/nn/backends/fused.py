@@ -38,7 +38,7 @@ from .. import masks as _masks
 from .. import native as _native
 from ..neighbourhood import Local
 from . import AttentionCall
-from .chunked import _classes, op_seed
+from .chunked import op_classes, op_seed
 
 __all__ = ["BACKEND", "local_attention", "local_attention_backward"]
 
@@ -139,7 +139,7 @@ class _Fused:
 
     def attend(self, call: AttentionCall) -> Tensor:
         """See :func:`local_attention`; the per-call dropout seed is :func:`.chunked.op_seed`'s."""
-        args = (call.q, call.k, call.v, call.table, call.group_scores, _classes(call), op_seed(call))
+        args = (call.q, call.k, call.v, call.table, call.group_scores, op_classes(call), op_seed(call))
         return local_attention(*args, call.patch_size, call.dropout)
 
 

@@ -225,6 +225,14 @@ def _add_optimisation_args(g) -> None:
         help="clip the gradient norm (after unscaling with fp16); 'none' disables",
     )
     g.add_argument(
+        "--ema",
+        type=_optional_float,
+        default=S,
+        metavar="DECAY",
+        help="validate, keep and test a moving average of the weights with this decay per step (e.g. 0.999; "
+        "ramped up early in training); 'none' or 0 disables (default: the recipe's)",
+    )
+    g.add_argument(
         "--precision",
         choices=PRECISIONS,
         default=S,

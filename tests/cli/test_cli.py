@@ -187,6 +187,8 @@ def test_bad_input_exits_with_one_line(args, code, message, capsys, toy_env):
         ("--warmup-epochs", "nan"),
         ("--grad-clip", "nan"),
         ("--grad-clip", "inf"),
+        ("--ema", "1"),
+        ("--ema", "-0.5"),
         ("--attention-dropout", "nan"),
         ("--dropout", "1"),
     ],
@@ -238,6 +240,14 @@ def test_default_train_is_the_mini_recipe_on_rotmnist_mini(capsys):
     assert cfg["model_args"] == get_recipe("mini").model_args and cfg["model_args"]["norm"] == "batch"
     assert cfg["train_subset"] == 7000
     assert cfg["warmup_epochs"] == 0.1 and cfg["scheduler"] == "cosine"
+
+
+def test_ema_flag_sets_and_clears_the_moving_average(capsys):
+    assert main(["train", "--ema", "0.999", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["ema"] == 0.999
+    for off in ("none", "0"):
+        assert main(["train", "--ema", off, "--print-config"]) == 0
+        assert json.loads(capsys.readouterr().out)["ema"] is None
 
 
 def test_input_stats_flag_selects_the_original_codes_normalisation(capsys):

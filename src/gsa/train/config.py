@@ -55,6 +55,7 @@ class Recipe:
     weight_decay: float = 1e-4
     scheduler: str = "constant"
     warmup_epochs: float = 0.0
+    ema: Optional[float] = None
     attention_dropout: Optional[float] = None
     dropout: Optional[float] = None
     train_subset: Optional[int] = None
@@ -209,6 +210,7 @@ class TrainConfig:
     scheduler: str = "constant"
     warmup_epochs: float = 0.0  # linear LR warm-up before the schedule
     grad_clip: Optional[float] = None
+    ema: Optional[float] = None  # decay of the weights' moving average (gsa.train.ema); None: no average
     precision: str = "fp32"
     max_steps: Optional[int] = None
     train_subset: Optional[int] = None  # None: the whole train split; N: its first N images
@@ -299,6 +301,7 @@ class TrainConfig:
         _in_range("weight-decay", self.weight_decay, low=0.0)
         _in_range("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
         _in_range("grad-clip", self.grad_clip, low=0.0, low_open=True, optional=True)
+        _in_range("ema", self.ema, low=0.0, high=1.0, low_open=True, high_open=True, optional=True)
         for name in ("dropout", "attention_dropout"):
             _in_range(name.replace("_", "-"), getattr(self, name), low=0.0, high=1.0, high_open=True, optional=True)
         _in_range("rotation-step", self.rotation_step, low=0.0, high=360.0, what="in [0, 360] degrees")

@@ -104,6 +104,7 @@ RULES: dict[str, Rule] = {
     "scheduler": _honoured("the learning rate follows the new schedule from the current step (it may jump)"),
     "warmup_epochs": _honoured("the learning rate follows the new schedule from the current step (it may jump)"),
     "grad_clip": _honoured(_NEXT_STEP),
+    "ema": _refused("the moving average of the weights is part of the recorded run (or absent from it)"),
     "precision": _honoured(_NEXT_STEP + "; switching to fp16 starts a fresh grad scaler"),
     "max_steps": _honoured("caps the run; the learning-rate schedule does not depend on it"),
     "train_subset": _refused(

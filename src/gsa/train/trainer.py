@@ -28,6 +28,7 @@ from . import reporting as R
 from .build import SPLITS, build_model, claim_run_dir, load_data, to_device_if_small
 from .config import CONFIG_FILE, TrainConfig
 from .device import resolve_device
+from .ema import make_ema
 from .hooks import Hooks, get_hooks, input_stats
 from .identity import check_identity
 from .loaders import EvalBatches, TrainBatches, dataset_len, eval_limit, take
@@ -87,6 +88,8 @@ class Trainer:
       ``(images [N, C, H, W], labels [N])`` or ``None``), ``train_batches``,
       ``steps_per_epoch``, ``eval_batch_size``, ``eval_limit``
     - ``model`` (plain) and ``net`` (what trains: ``model`` or its DDP wrapper), ``n_params``
+    - ``ema`` (with ``--ema``: the weights' moving average, :func:`~gsa.train.ema.make_ema`; its
+      ``module`` is :attr:`eval_model`, what validation, ``best.safetensors`` and the test use)
     - ``optimizer``, ``scheduler`` (per step), ``precision`` (autocast and fp16 scaler),
       ``prepare`` (input normalisation), ``max_steps`` (``inf`` without ``--max-steps``)
     - ``pos`` (:class:`~gsa.train.state.Position`, saved in ``last.state.pt``), ``best_weights``
@@ -174,9 +177,16 @@ class Trainer:
                 self.progress.log(f"removed what an interrupted save left in {self.run_dir}: {', '.join(removed)}")
         self.optimizer = build_optimizer(cfg, self.model)
         self.scheduler = build_scheduler(cfg, self.optimizer, self.steps_per_epoch)
+        self.ema = make_ema(self.model, cfg.ema) if cfg.ema is not None else None
         self.precision = Precision(cfg.precision, device)
         self.prepare = make_prepare(*input_stats(cfg, self.spec), device)
         self.max_steps = cfg.max_steps or math.inf
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The network validation evaluates and ``best.safetensors`` keeps: the moving average of the
+        weights with ``--ema`` (:mod:`gsa.train.ema`), else ``model``."""
+        return self.ema.module if self.ema is not None else self.model
 
     def eval_batches(self, split: str) -> EvalBatches:
         """This process's share of the evaluation batches of ``split`` (within ``eval_limit``)."""
@@ -262,10 +272,11 @@ class Trainer:
 
             kernels = ", native kernels" if native.available() else ", PyTorch kernels"
             kernels += f", OpenMP {openmp.wait_mode()}"
+        ema = f", EMA {cfg.ema:g}" if cfg.ema is not None else ""
         return (
             f"gsa train: recipe {cfg.recipe} | dataset {cfg.dataset} ({sizes}) | model {cfg.preset} {cfg.group} "
             f"{R.patch_label(cfg.patch_size)}, {self.n_params:,} params | {device.type}{kernels}, {cfg.precision}, "
-            f"{self.dist.world_size} process(es) | batch {cfg.batch_size}, {self.steps_per_epoch} steps/epoch | "
+            f"{self.dist.world_size} process(es) | batch {cfg.batch_size}, {self.steps_per_epoch} steps/epoch{ema} | "
             f"out {self.run_dir}"
         )
 
@@ -298,6 +309,8 @@ class Trainer:
         except (ValueError, KeyError, RuntimeError) as exc:
             raise CheckpointError(f"{state_path}: does not match this optimizer/config ({exc})") from None
         apply_settings(self.cfg, self.optimizer, self.scheduler, self.steps_per_epoch)
+        if self.ema is not None:
+            self._restore_ema(state, state_path)
         self.precision.load_state_dict(state.get("scaler") or {})
         rngs = state.get("rng") or []
         if len(rngs) == self.dist.world_size:
@@ -311,6 +324,14 @@ class Trainer:
         if (self.run_dir / ckpt.BEST).is_file():
             self.best_weights, best_meta = ckpt.read_weights(self.run_dir / ckpt.BEST)
             check_identity(best_meta, self.model, self.cfg, self.run_dir / ckpt.BEST)
+
+    def _restore_ema(self, state: dict[str, Any], state_path: Any) -> None:
+        if "ema" not in state:
+            raise CheckpointError(f"{state_path}: holds no moving average of the weights, but the run uses --ema")
+        try:
+            self.ema.load_state_dict(state["ema"])
+        except (KeyError, RuntimeError) as exc:
+            raise CheckpointError(f"{state_path}: its moving average does not match this network ({exc})") from None
 
     def save_last(self) -> None:
         """Write the last pair, ``last.safetensors`` + ``last.state.pt``, switched in at once by
@@ -343,6 +364,8 @@ class Trainer:
             "world_size": dist.world_size,
             "config": self.cfg.to_dict(),
         }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
         ckpt.save_last(self.run_dir, self.model, weights_metadata(self.cfg, self.pos, self.model, self.spec), state)
 
     def _save_and_interrupt(self, where: str) -> None:
@@ -413,6 +436,8 @@ class Trainer:
         )
         if stepped:
             self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
         elif not self.precision.scaler.is_enabled():
             self._raise_non_finite(loss, True, epoch.index, grad_norm=grad_norm)
         else:
@@ -463,7 +488,7 @@ class Trainer:
         stop, dist = self.stop, self.dist
         should_stop = (lambda: stop.requested) if not dist.enabled else (lambda: False)
         meter, cut = evaluate(
-            self.model,
+            self.eval_model,
             self.eval_batches("valid"),
             prepare=self.prepare,
             precision=self.precision,
@@ -498,10 +523,11 @@ class Trainer:
         if not (math.isfinite(valid.loss) and valid.accuracy > pos.best_acc):
             return False  # a non-finite validation loss is never "best"
         pos.best_acc, pos.best_epoch, pos.best_step = valid.accuracy, epoch_index + 1, pos.step
-        self.best_weights = ckpt.state_dict_tensors(self.model)
+        net = self.eval_model
+        self.best_weights = ckpt.state_dict_tensors(net)
         if self.dist.is_main:
-            meta = weights_metadata(self.cfg, pos, self.model, self.spec, valid_acc=f"{valid.accuracy:.6f}")
-            ckpt.save_weights(self.run_dir / ckpt.BEST, self.model, meta)
+            meta = weights_metadata(self.cfg, pos, net, self.spec, valid_acc=f"{valid.accuracy:.6f}")
+            ckpt.save_weights(self.run_dir / ckpt.BEST, net, meta)
         return True
 
     def _log_epoch(self, epoch: Epoch, train: Meter, valid: Meter, improved: bool, epoch_seconds: float) -> None:

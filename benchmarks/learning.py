@@ -1,8 +1,9 @@
 """``python -m benchmarks.learning``: how fast and how well networks learn on rotmnist-mini.
 
 Each *model* (a GSA-Net variant or a CNN baseline, :data:`MODELS`) is trained for a fixed budget
-of images, for each seed, with one optimisation setup (Adam, linear warm-up, cosine decay to zero
-over the budget). Along the way the validation accuracy is measured every ``--eval-every``
+of images, for each seed, with one optimisation setup (Adam as ``gsa train`` builds it, linear
+warm-up, cosine decay to zero over the budget; with ``--ema`` the moving average of the weights is
+what is evaluated). Along the way the validation accuracy is measured every ``--eval-every``
 images, together with the wall time spent training; at the end the test accuracy. Results print
 as a table (mean ± std over seeds) and are written as JSON and a PNG (accuracy against images
 seen and against wall time) to ``--out`` (default ``benchmarks/results/``).
@@ -27,7 +28,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from .machine import portable
 
@@ -111,6 +112,7 @@ class Setup:
     test_subset: int = 2000
     data: str = "rotated"
     threads: int = 1
+    ema: Optional[float] = None  # decay of the weights' moving average (gsa train --ema), evaluated instead
     overrides: dict = dataclasses.field(default_factory=dict)
 
 
@@ -163,10 +165,20 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return LRSchedule("cosine", total, warmup)(step)
 
 
+def _optimizer(model, setup: Setup):
+    """Adam with coupled weight decay as ``gsa train`` builds it (PyTorch's fused update where it can run)."""
+    from gsa.train.config import TrainConfig
+    from gsa.train.optim import build_optimizer
+
+    return build_optimizer(TrainConfig(optimizer="adam", lr=setup.lr, weight_decay=setup.weight_decay), model)
+
+
 def run_one(name: str, seed: int, setup: Setup) -> dict[str, Any]:
     """Train model ``name`` with ``seed``; return its curve and final accuracies."""
     import torch
     import torch.nn.functional as F
+
+    from gsa.train.ema import make_ema
 
     torch.set_num_threads(setup.threads)
     torch.manual_seed(seed)
@@ -181,7 +193,9 @@ def run_one(name: str, seed: int, setup: Setup) -> dict[str, Any]:
     yva, yte = yva[: setup.valid_subset], yte[: setup.test_subset]
     steps = max(1, setup.images // setup.batch_size)
     warm = max(1, int(setup.warmup * steps))
-    opt = torch.optim.Adam(model.parameters(), lr=setup.lr, weight_decay=setup.weight_decay)
+    opt = _optimizer(model, setup)
+    ema = make_ema(model, setup.ema) if setup.ema is not None else None
+    judged = ema.module if ema is not None else model  # what validation and the test evaluate
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, warm))
     gen = torch.Generator().manual_seed(seed)
     order = torch.empty(0, dtype=torch.long)
@@ -197,6 +211,8 @@ def run_one(name: str, seed: int, setup: Setup) -> dict[str, Any]:
         loss.backward()
         opt.step()
         sched.step()
+        if ema is not None:
+            ema.update_parameters(model)
         seconds += time.perf_counter() - t0
         value = float(loss.detach())
         if not math.isfinite(value):
@@ -205,7 +221,7 @@ def run_one(name: str, seed: int, setup: Setup) -> dict[str, Any]:
         losses.append(value)
         images = (step + 1) * setup.batch_size
         if images >= next_eval or step == steps - 1:
-            acc, vloss = _accuracy(model, xva, yva)
+            acc, vloss = _accuracy(judged, xva, yva)
             curve.append(
                 {
                     "images": images,
@@ -222,7 +238,7 @@ def run_one(name: str, seed: int, setup: Setup) -> dict[str, Any]:
             )
             losses = []
             next_eval += setup.eval_every
-    test_acc, test_loss = _accuracy(model, xte, yte)
+    test_acc, test_loss = _accuracy(judged, xte, yte)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {
         "model": name,
@@ -360,6 +376,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="GSANetConfig override for the GSA models (repeatable; JSON values)",
     )
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=None,
+        metavar="DECAY",
+        help="validate and test a moving average of the weights, as gsa train --ema (default: none)",
+    )
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default 1)")
     p.add_argument("--threads", type=int, default=None, help="threads per run (default: cores // jobs)")
     p.add_argument("--quick", action="store_true", help="tiny budget, for tests")
@@ -369,6 +392,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [m for m in args.models.split(",") if m not in MODELS]
     if unknown:
         p.error(f"unknown model(s) {', '.join(unknown)}; choose from: {', '.join(MODELS)}")
+    if args.ema is not None and not 0.0 < args.ema < 1.0:
+        p.error(f"--ema must be in (0, 1), got {args.ema:g}")
     if args.quick:
         args.images, args.eval_every, args.valid_subset, args.test_subset = 64, 32, 50, 50
         args.seeds = args.seeds if "--seeds" in (argv or sys.argv) else "0"
@@ -391,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         test_subset=args.test_subset,
         data=args.data,
         threads=threads,
+        ema=args.ema,
         overrides=_parse_overrides(args.set),
     )
     jobs = [(m, s) for s in seeds for m in models]
@@ -446,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     json_path.write_text(json.dumps(report, indent=1) + "\n")
     title = (
         f"rotmnist-mini ({args.data} training digits), {args.images:,} images, batch {args.batch_size}, "
-        f"Adam {args.lr:g} warm-up+cosine; {report['machine']['cpu']}, {args.jobs} run(s) at a time, "
+        f"Adam {args.lr:g} warm-up+cosine{f', EMA {args.ema:g}' if args.ema else ''}; {report['machine']['cpu']}, {args.jobs} run(s) at a time, "
         f"{threads} thread(s) each"
     )
     png = plot(results, args.out / f"{args.tag}.png", title)

@@ -143,3 +143,27 @@ def test_each_positional_encoding_has_a_model():
     for name in builtin[1:]:
         net = build(f"gsa-p4-pos-{name}", MODELS[f"gsa-p4-pos-{name}"], {})
         assert net.lifting.positional_name == name and net.config.channels == MODELS["gsa-p4"].args["channels"]
+
+
+def test_with_ema_the_moving_average_is_evaluated():
+    from benchmarks.learning import Setup, run_one
+
+    quick = dict(images=64, eval_every=32, valid_subset=50, test_subset=50)
+    plain = run_one("gcnn-p4", 0, Setup(**quick))
+    averaged = run_one("gcnn-p4", 0, Setup(**quick, ema=0.9))
+    assert plain["loss_step0"] == averaged["loss_step0"]  # the same training
+    assert plain["test_loss"] != averaged["test_loss"]  # a different network evaluated
+    assert [c["train_loss"] for c in plain["curve"]] == [c["train_loss"] for c in averaged["curve"]]
+
+
+def test_an_ema_decay_outside_the_unit_interval_is_a_clear_error(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run(
+        [sys.executable, "-m", "benchmarks.learning", "--ema", "1", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
+    assert p.returncode == 2 and "--ema must be in (0, 1), got 1" in p.stderr

@@ -103,17 +103,24 @@ def test_quick_learning_benchmark_writes_table_json_and_png(tmp_path):
     assert (tmp_path / "learning.png").stat().st_size > 1000
 
 
-def test_unknown_model_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--models", "resnet"], "unknown model(s) resnet"),
+        (["--ema", "1"], "--ema must be in (0, 1), got 1"),
+    ],
+)
+def test_bad_options_are_a_clear_error(tmp_path, flags, message):
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     p = subprocess.run(
-        [sys.executable, "-m", "benchmarks.learning", "--models", "resnet", "--out", str(tmp_path)],
+        [sys.executable, "-m", "benchmarks.learning", *flags, "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         cwd=ROOT,
         env=env,
         timeout=120,
     )
-    assert p.returncode == 2 and "unknown model(s) resnet" in p.stderr
+    assert p.returncode == 2 and message in p.stderr
 
 
 def test_plot_leaves_the_matplotlib_backend_alone(tmp_path):
@@ -154,16 +161,3 @@ def test_with_ema_the_moving_average_is_evaluated():
     assert plain["loss_step0"] == averaged["loss_step0"]  # the same training
     assert plain["test_loss"] != averaged["test_loss"]  # a different network evaluated
     assert [c["train_loss"] for c in plain["curve"]] == [c["train_loss"] for c in averaged["curve"]]
-
-
-def test_an_ema_decay_outside_the_unit_interval_is_a_clear_error(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    p = subprocess.run(
-        [sys.executable, "-m", "benchmarks.learning", "--ema", "1", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=120,
-    )
-    assert p.returncode == 2 and "--ema must be in (0, 1), got 1" in p.stderr

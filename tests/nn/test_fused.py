@@ -63,6 +63,21 @@ def test_float32_is_close_to_the_float64_reference():
     torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("batch", [4, 5, 8])  # batch × heads 24 (16 + 8 lanes), 30 (padded to 32), 48
+def test_float32_whole_and_half_lane_blocks_match_the_reference(batch):
+    torch.manual_seed(3)
+    layer = GroupSelfAttention("p4", 4, 12, num_heads=6, patch_size=3, attention_dropout=0.0)
+    x = torch.randn(batch, 4, 4, 5, 6)
+    ref = layer.double()(x.double(), backend="reference")
+    out = layer.float()(x, backend="fused")
+    torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_lanes_are_padded_to_half_blocks():
+    assert [native._padded(n, torch.float32) for n in (1, 8, 9, 16, 24, 72, 73)] == [8, 8, 16, 16, 24, 72, 80]
+    assert [native._padded(n, torch.float64) for n in (1, 4, 5, 8, 12, 18)] == [4, 4, 8, 8, 12, 20]
+
+
 def test_operator_gradcheck():
     torch.manual_seed(3)
     Bn, X, Y, Gq, Gk, H, U, d, dv, p, ps = 3, 3, 4, 2, 2, 2, 2, 4, 3, 2, 3

@@ -491,8 +491,9 @@ void fold_add(const T* tiles, const i64* ts, i64 Bc, i64 nx, i64 ny, i64 G, i64 
 
 
 // ---- fused local attention: one pass per query pixel over its k×k window, no intermediate tensors.
-// Lane layout: batch × heads b is the innermost axis, padded to Bp (a multiple of the lane count L,
-// 64 bytes of T), and every step runs on L lanes at once (SIMD, no gathers, no reductions across lanes):
+// Lane layout: batch × heads b is the innermost axis, padded to Bp (a multiple of half the lane count L of
+// 64 bytes of T; by_lane_blocks runs whole L-lane blocks and a last half block), and every step runs on L
+// lanes at once (SIMD, no gathers, no reductions across lanes):
 //   q (X, Y, Gq, d, Bp), k (X, Y, Gk, d, Bp), v (X, Y, Gk, dv, Bp), gt (X, Y, Gq, U, Gk, Bp) or null,
 //   out (X, Y, H, dv, Bp); tab (H, R, p) with R = ks² offsets (dx, dy) in row-major order of [-r, r]²;
 //   cls (H) the class u(h) of each output element, or null (U = 1).
@@ -789,18 +790,19 @@ inline void local_probs(const LocalShape& sh, const Window& w, i64 pix, int aq, 
     }
 }
 
+// The lanes [lo, hi) (a multiple of L) of the forward pass.
 template <typename T, int L>
-void local_forward(LocalShape sh, const T* q, const T* k, const T* v, const T* tab, const T* gt, const i64* cls,
-                   T* out, int nthreads) {
+void local_forward(LocalShape sh, i64 lo, i64 hi, const T* q, const T* k, const T* v, const T* tab, const T* gt,
+                   const i64* cls, T* out, int nthreads) {
     const int X = sh.X, Y = sh.Y, Gk = sh.Gk, H = sh.H, dv = sh.dv;
-    const i64 Bp = sh.Bp, nblk = Bp / L;
+    const i64 Bp = sh.Bp, nblk = (hi - lo) / L;
 #pragma omp parallel num_threads(threads(nthreads))
     {
         Window* w = new Window;
         LocalScratch<T, L> sc(sh, false);
 #pragma omp for schedule(dynamic, 1)
         for (i64 job = 0; job < nblk * X; ++job) {
-            const i64 b0 = (job / X) * L;
+            const i64 b0 = lo + (job / X) * L;
             const int x = static_cast<int>(job % X);
             for (int y = 0; y < Y; ++y) {
                 const i64 pix = static_cast<i64>(x) * Y + y;
@@ -817,13 +819,14 @@ void local_forward(LocalShape sh, const T* q, const T* k, const T* v, const T* t
     }
 }
 
+// The lanes [lo, hi) (a multiple of L) of the backward pass.
 template <typename T, int L>
-void local_backward(LocalShape sh, const T* q, const T* k, const T* v, const T* tab, const T* gt, const i64* cls,
-                    const T* dout, T* dq, T* dk, T* dvv, T* dtab, T* dgt, int nthreads) {
+void local_backward(LocalShape sh, i64 lo, i64 hi, const T* q, const T* k, const T* v, const T* tab, const T* gt,
+                    const i64* cls, const T* dout, T* dq, T* dk, T* dvv, T* dtab, T* dgt, int nthreads) {
     // dk, dvv, dtab accumulated (zero them first); dq, dgt written.
     const int X = sh.X, Y = sh.Y, Gq = sh.Gq, Gk = sh.Gk, H = sh.H, U = sh.U, d = sh.d, dv = sh.dv, p = sh.p;
     const int K = sh.ks * sh.ks;
-    const i64 Bp = sh.Bp, nblk = Bp / L;
+    const i64 Bp = sh.Bp, nblk = (hi - lo) / L;
     // Jobs: (lane block, stripe of `rows` query rows). A stripe's windows write key rows within `rad` of
     // it, so stripes of the same parity (rows >= 2 rad apart) never write the same key: even stripes
     // run first, then odd ones.
@@ -844,7 +847,7 @@ void local_backward(LocalShape sh, const T* q, const T* k, const T* v, const T* 
             for (i64 job = 0; job < nblk * ((nstripe + 1 - parity) / 2); ++job) {
                 T* pj = part.data() + static_cast<size_t>(parity ? even + job : job) * ntab;
                 const i64 per = (nstripe + 1 - parity) / 2;
-                const i64 b0 = (job / per) * L;
+                const i64 b0 = lo + (job / per) * L;
                 const int x0 = static_cast<int>((2 * (job % per) + parity) * rows);
                 for (int x = x0; x < std::min(x0 + rows, X); ++x)
                     for (int y = 0; y < Y; ++y) {
@@ -971,11 +974,23 @@ constexpr int local_lanes() {
     return static_cast<int>(64 / sizeof(T));
 }
 
+// Calls f(std::integral_constant<int, L>{}, 0, full) on the whole L-lane blocks of [0, Bp) and
+// f(std::integral_constant<int, L / 2>{}, full, Bp) on a last half block: the lanes are padded to a multiple
+// of L / 2 (batch × heads = 72 runs as 4 × 16 + 8 float32 lanes, not 80), and each lane's arithmetic is
+// the same whatever the block width, so the results do not depend on the split.
+template <typename T, typename F>
+inline void by_lane_blocks(i64 Bp, F&& f) {
+    constexpr int L = local_lanes<T>();
+    const i64 full = Bp / L * L;
+    if (full > 0) f(std::integral_constant<int, L>{}, i64(0), full);
+    if (full < Bp) f(std::integral_constant<int, L / 2>{}, full, Bp);
+}
+
 }  // namespace
 
 extern "C" {
 
-int gsa_abi_version() { return 5; }
+int gsa_abi_version() { return 6; }
 
 void gsa_probs(int dtype, i64 npix, int nd, const i64* psize, const void* C, const i64* Cps, const i64* Cis,
                const void* Gt, const void* P, const i64* Pps, const i64* Pis, const void* qp, const i64* Qps,
@@ -1032,20 +1047,25 @@ void gsa_fold_add(int dtype, const void* tiles, const i64* ts, i64 Bc, i64 nx, i
         fold_add<double>((const double*)tiles, ts, Bc, nx, ny, G, Wx, Wy, c, Tx, Ty, (double*)dst, ds, nthreads);
 }
 
-int gsa_local_lanes(int dtype) { return dtype == 0 ? local_lanes<float>() : local_lanes<double>(); }
+// Lanes are padded to a multiple of this (half a 64-byte block: 8 float32, 4 float64; see by_lane_blocks).
+int gsa_local_lanes(int dtype) { return dtype == 0 ? local_lanes<float>() / 2 : local_lanes<double>() / 2; }
 
 void gsa_local_forward(int dtype, i64 Bp, i64 Bn, int X, int Y, int Gq, int Gk, int H, int U, int d, int dv, int p,
                        int ks, uint32_t thr, uint32_t k0, uint32_t k1, int drop_on, double scale, const void* q,
                        const void* k, const void* v, const void* tab, const void* gt, const i64* cls, void* out,
                        int nthreads) {
     LocalShape sh{X, Y, Gq, Gk, H, U, d, dv, p, ks, Bp, Bn, Drop{thr, k0, k1, drop_on}, scale};
+    auto run = [&](auto t) {
+        using T = decltype(t);
+        by_lane_blocks<T>(Bp, [&](auto lanes, i64 lo, i64 hi) {
+            local_forward<T, decltype(lanes)::value>(sh, lo, hi, (const T*)q, (const T*)k, (const T*)v,
+                                                     (const T*)tab, (const T*)gt, cls, (T*)out, nthreads);
+        });
+    };
     if (dtype == 0)
-        local_forward<float, local_lanes<float>()>(sh, (const float*)q, (const float*)k, (const float*)v,
-                                                   (const float*)tab, (const float*)gt, cls, (float*)out, nthreads);
+        run(float{});
     else
-        local_forward<double, local_lanes<double>()>(sh, (const double*)q, (const double*)k, (const double*)v,
-                                                     (const double*)tab, (const double*)gt, cls, (double*)out,
-                                                     nthreads);
+        run(double{});
 }
 
 void gsa_local_backward(int dtype, i64 Bp, i64 Bn, int X, int Y, int Gq, int Gk, int H, int U, int d, int dv,
@@ -1053,16 +1073,18 @@ void gsa_local_backward(int dtype, i64 Bp, i64 Bn, int X, int Y, int Gq, int Gk,
                         const void* q, const void* k, const void* v, const void* tab, const void* gt, const i64* cls,
                         const void* dout, void* dq, void* dk, void* dv_, void* dtab, void* dgt, int nthreads) {
     LocalShape sh{X, Y, Gq, Gk, H, U, d, dv, p, ks, Bp, Bn, Drop{thr, k0, k1, drop_on}, scale};
+    auto run = [&](auto t) {
+        using T = decltype(t);
+        by_lane_blocks<T>(Bp, [&](auto lanes, i64 lo, i64 hi) {
+            local_backward<T, decltype(lanes)::value>(sh, lo, hi, (const T*)q, (const T*)k, (const T*)v,
+                                                      (const T*)tab, (const T*)gt, cls, (const T*)dout, (T*)dq,
+                                                      (T*)dk, (T*)dv_, (T*)dtab, (T*)dgt, nthreads);
+        });
+    };
     if (dtype == 0)
-        local_backward<float, local_lanes<float>()>(sh, (const float*)q, (const float*)k, (const float*)v,
-                                                    (const float*)tab, (const float*)gt, cls, (const float*)dout,
-                                                    (float*)dq, (float*)dk, (float*)dv_, (float*)dtab, (float*)dgt,
-                                                    nthreads);
+        run(float{});
     else
-        local_backward<double, local_lanes<double>()>(sh, (const double*)q, (const double*)k, (const double*)v,
-                                                      (const double*)tab, (const double*)gt, cls,
-                                                      (const double*)dout, (double*)dq, (double*)dk, (double*)dv_,
-                                                      (double*)dtab, (double*)dgt, nthreads);
+        run(double{});
 }
 
 }  // extern "C"

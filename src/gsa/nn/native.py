@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 _SOURCE = Path(__file__).with_name("_kernels.cpp")
-_ABI = 5
+_ABI = 6
 _lock = threading.Lock()
 _state: dict = {"lib": None, "tried": False, "error": None, "path": None, "off": 0, "scratch": None}
 
@@ -500,7 +500,8 @@ def fold_add(tiles, dst, nx: int, ny: int, G: int, Wx: int, Wy: int, Tx: int, Ty
 
 
 def _lanes(dtype: torch.dtype) -> int:
-    """SIMD lanes of the fused kernels for ``dtype`` (64 bytes: 16 float32, 8 float64)."""
+    """The fused kernels' lane padding for ``dtype``: batch × heads is padded to a multiple of half a 64-byte
+    SIMD block (8 float32, 4 float64 lanes); the kernels run whole blocks and a last half block."""
     return int(library().gsa_local_lanes(0 if dtype == torch.float32 else 1))
 
 

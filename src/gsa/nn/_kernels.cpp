@@ -974,16 +974,22 @@ constexpr int local_lanes() {
     return static_cast<int>(64 / sizeof(T));
 }
 
-// Calls f(std::integral_constant<int, L>{}, 0, full) on the whole L-lane blocks of [0, Bp) and
-// f(std::integral_constant<int, L / 2>{}, full, Bp) on a last half block: the lanes are padded to a multiple
-// of L / 2 (batch × heads = 72 runs as 4 × 16 + 8 float32 lanes, not 80), and each lane's arithmetic is
-// the same whatever the block width, so the results do not depend on the split.
+// Batch × heads is padded to a multiple of this: half a block of L lanes (8 float32, 4 float64).
+template <typename T>
+constexpr int lane_padding() {
+    return local_lanes<T>() / 2;
+}
+
+// Calls f(std::integral_constant<int, L>{}, 0, full) on the whole L-lane blocks of [0, Bp) and, when Bp is
+// not a multiple of L, f(std::integral_constant<int, lane_padding>{}, full, Bp) on the last half block
+// (batch × heads = 72 runs as 4 × 16 + 8 float32 lanes, not 80). Each lane's arithmetic is the same
+// whatever the block width, so the results do not depend on the split.
 template <typename T, typename F>
 inline void by_lane_blocks(i64 Bp, F&& f) {
-    constexpr int L = local_lanes<T>();
+    constexpr int L = local_lanes<T>(), half = lane_padding<T>();
     const i64 full = Bp / L * L;
     if (full > 0) f(std::integral_constant<int, L>{}, i64(0), full);
-    if (full < Bp) f(std::integral_constant<int, L / 2>{}, full, Bp);
+    if (full < Bp) f(std::integral_constant<int, half>{}, full, Bp);
 }
 
 }  // namespace
@@ -1047,8 +1053,8 @@ void gsa_fold_add(int dtype, const void* tiles, const i64* ts, i64 Bc, i64 nx, i
         fold_add<double>((const double*)tiles, ts, Bc, nx, ny, G, Wx, Wy, c, Tx, Ty, (double*)dst, ds, nthreads);
 }
 
-// Lanes are padded to a multiple of this (half a 64-byte block: 8 float32, 4 float64; see by_lane_blocks).
-int gsa_local_lanes(int dtype) { return dtype == 0 ? local_lanes<float>() / 2 : local_lanes<double>() / 2; }
+// The lane padding (lane_padding; see by_lane_blocks).
+int gsa_local_lanes(int dtype) { return dtype == 0 ? lane_padding<float>() : lane_padding<double>(); }
 
 void gsa_local_forward(int dtype, i64 Bp, i64 Bn, int X, int Y, int Gq, int Gk, int H, int U, int d, int dv, int p,
                        int ks, uint32_t thr, uint32_t k0, uint32_t k1, int drop_on, double scale, const void* q,

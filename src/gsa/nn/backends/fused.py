@@ -3,14 +3,16 @@
 For each query pixel the kernel visits its ``k×k`` window once: content, group and positional
 scores, both softmax levels of :mod:`gsa.nn.fastcore` (over the key group element inside each slot,
 then over the slots), the weights summed over the query group element and the value aggregation,
-with no intermediate tensor. Batch × heads is the SIMD lane axis (blocks of 16 float32 lanes and a last
-block of 8, so it is padded to a multiple of 8), so every step is a vector operation without gathers. The backward kernel recomputes the probabilities per pixel
-and accumulates the key, value and table gradients in place; threads split lane blocks and stripes
-of rows so that no two write the same key at once.
+with no intermediate tensor. Batch × heads is the SIMD lane axis, padded to a multiple of 8 and run as
+blocks of 16 float32 lanes and a last block of 8, so every step is a vector operation without
+gathers. The backward kernel recomputes the probabilities per pixel and accumulates the key, value
+and table gradients in place; threads split lane blocks and stripes of rows so that no two write the
+same key at once.
 
 The kernels read and write batch × heads innermost: the attention layers' projections
 (:meth:`gsa.nn.attention.AttentionHeads._project`) make ``q, k, v`` in that layout, so they reach the
-kernel without a copy when batch × heads is a multiple of 8 (float32; 4 for float64), and the outputs come back as views.
+kernel without a copy when batch × heads is a multiple of 8 (float32; 4 for float64), and the outputs
+come back as views.
 
 No tiles, chunks or band matrices: on small images and windows (rotMNIST-sized layers, where the
 chunked core spends most of its time moving tiles) it is the fastest CPU path. It takes local
